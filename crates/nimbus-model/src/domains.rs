@@ -41,7 +41,11 @@ pub fn validate_custom_domain(host: &str, base: &str) -> Result<String, ModelErr
     let field = "host";
     let host_norm = host.trim().trim_end_matches('.').to_ascii_lowercase();
     let bad = |rule: String| {
-        ModelError::invalid("invalid_domain", field, format!("domain {host:?} is invalid: {rule}"))
+        ModelError::invalid(
+            "invalid_domain",
+            field,
+            format!("domain {host:?} is invalid: {rule}"),
+        )
     };
     if host_norm.is_empty() {
         return Err(bad("it must not be empty".into()));
@@ -65,7 +69,9 @@ pub fn validate_custom_domain(host: &str, base: &str) -> Result<String, ModelErr
             )));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(bad(format!("label {label:?} must not start or end with '-'")));
+            return Err(bad(format!(
+                "label {label:?} must not start or end with '-'"
+            )));
         }
     }
     let suffix = format!(".{base}");
@@ -107,15 +113,21 @@ mod tests {
     #[test]
     fn normalize() {
         let cases = &[
-            ("hello--default.nimbus.localhost", "hello--default.nimbus.localhost"),
-            ("hello--default.nimbus.localhost:8000", "hello--default.nimbus.localhost"), // port
-            ("Hello.Example.COM", "hello.example.com"),     // case
-            ("example.com.", "example.com"),                // trailing dot
-            ("example.com.:80", "example.com"),             // dot and port
-            ("[::1]:8000", "[::1]"),                        // ipv6 with port
-            ("[::1]", "[::1]"),                             // ipv6 bare
-            ("127.0.0.1:8000", "127.0.0.1"),                // ipv4
-            (" example.com ", "example.com"),               // stray spaces
+            (
+                "hello--default.nimbus.localhost",
+                "hello--default.nimbus.localhost",
+            ),
+            (
+                "hello--default.nimbus.localhost:8000",
+                "hello--default.nimbus.localhost",
+            ), // port
+            ("Hello.Example.COM", "hello.example.com"), // case
+            ("example.com.", "example.com"),            // trailing dot
+            ("example.com.:80", "example.com"),         // dot and port
+            ("[::1]:8000", "[::1]"),                    // ipv6 with port
+            ("[::1]", "[::1]"),                         // ipv6 bare
+            ("127.0.0.1:8000", "127.0.0.1"),            // ipv4
+            (" example.com ", "example.com"),           // stray spaces
         ];
         for (raw, expected) in cases {
             assert_eq!(normalize_host(raw), *expected, "{raw:?}");
@@ -127,16 +139,16 @@ mod tests {
         let base = "nimbus.localhost";
         let cases: &[(&str, Result<&str, &str>)] = &[
             ("www.example.com", Ok("www.example.com")),
-            ("WWW.Example.com.", Ok("www.example.com")),       // normalised
+            ("WWW.Example.com.", Ok("www.example.com")), // normalised
             ("shop.nimbus.localhost", Ok("shop.nimbus.localhost")), // under base, no '--'
-            ("localhost", Ok("localhost")),                    // single label
+            ("localhost", Ok("localhost")),              // single label
             ("", Err("invalid_domain")),
-            ("a..b", Err("invalid_domain")),                   // empty label
-            ("-a.com", Err("invalid_domain")),                 // leading dash
-            ("a_b.com", Err("invalid_domain")),                // underscore
-            ("a b.com", Err("invalid_domain")),                // space
-            ("x.com/path", Err("invalid_domain")),             // path
-            ("nimbus.localhost", Err("reserved_domain")),      // the base itself
+            ("a..b", Err("invalid_domain")),       // empty label
+            ("-a.com", Err("invalid_domain")),     // leading dash
+            ("a_b.com", Err("invalid_domain")),    // underscore
+            ("a b.com", Err("invalid_domain")),    // space
+            ("x.com/path", Err("invalid_domain")), // path
+            ("nimbus.localhost", Err("reserved_domain")), // the base itself
             ("hello--default.nimbus.localhost", Err("reserved_domain")), // generated shape
         ];
         for (host, expected) in cases {

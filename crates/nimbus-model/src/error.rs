@@ -29,7 +29,11 @@ pub struct ModelError {
 }
 
 impl ModelError {
-    pub fn invalid(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn invalid(
+        code: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             kind: ErrorKind::Invalid,
             code,
@@ -38,7 +42,11 @@ impl ModelError {
         }
     }
 
-    pub fn not_found(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn not_found(
+        code: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             kind: ErrorKind::NotFound,
             code,
@@ -47,7 +55,11 @@ impl ModelError {
         }
     }
 
-    pub fn conflict(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn conflict(
+        code: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             kind: ErrorKind::Conflict,
             code,

@@ -33,27 +33,31 @@ mod tests {
     #[test]
     fn globs() {
         let cases = &[
-            ("beta", "beta", true),     // exact
-            ("beta", "Beta", false),    // case-sensitive
-            ("beta", "beta2", false),   // exact is not a prefix match
-            ("*", "", true),            // star matches empty
-            ("*", "anything", true),    // star matches all
-            ("", "", true),             // empty matches only empty
+            ("beta", "beta", true),   // exact
+            ("beta", "Beta", false),  // case-sensitive
+            ("beta", "beta2", false), // exact is not a prefix match
+            ("*", "", true),          // star matches empty
+            ("*", "anything", true),  // star matches all
+            ("", "", true),           // empty matches only empty
             ("", "x", false),
-            ("beta*", "beta", true),    // trailing star, empty rest
+            ("beta*", "beta", true), // trailing star, empty rest
             ("beta*", "beta-7", true),
-            ("*-eu", "x-eu", true),     // leading star
+            ("*-eu", "x-eu", true), // leading star
             ("*-eu", "x-us", false),
             ("a*b*c", "aXXbYYc", true), // several stars
             ("a*b*c", "aXXbYY", false),
-            ("a**b", "ab", true),       // consecutive stars
-            ("*a", "aaa", true),        // backtracking
-            ("a*a", "a", false),        // pattern longer than value
-            ("v?", "v1", false),        // '?' is literal
+            ("a**b", "ab", true), // consecutive stars
+            ("*a", "aaa", true),  // backtracking
+            ("a*a", "a", false),  // pattern longer than value
+            ("v?", "v1", false),  // '?' is literal
             ("v?", "v?", true),
         ];
         for (pattern, value, expected) in cases {
-            assert_eq!(matches(pattern, value), *expected, "{pattern:?} vs {value:?}");
+            assert_eq!(
+                matches(pattern, value),
+                *expected,
+                "{pattern:?} vs {value:?}"
+            );
         }
     }
 }

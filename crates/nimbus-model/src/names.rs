@@ -66,15 +66,15 @@ mod tests {
             ("abcdefghijabcdefghijabcdefghij", None),        // exactly 30
             ("abcdefghijabcdefghijabcdefghijk", Some("31")), // 31 characters
             ("", Some("empty")),
-            ("Hello", Some("'H'")),          // uppercase
-            ("hello_world", Some("'_'")),    // underscore
-            ("héllo", Some("'é'")),          // non-ascii
-            ("9lives", Some("start with")),  // digit first
-            ("-web", Some("start with")),    // dash first
-            ("web-", Some("end with")),      // dash last
-            ("a--b", Some("'--'")),          // reserved separator
-            ("a.b", Some("'.'")),            // dot
-            ("a b", Some("' '")),            // space
+            ("Hello", Some("'H'")),         // uppercase
+            ("hello_world", Some("'_'")),   // underscore
+            ("héllo", Some("'é'")),         // non-ascii
+            ("9lives", Some("start with")), // digit first
+            ("-web", Some("start with")),   // dash first
+            ("web-", Some("end with")),     // dash last
+            ("a--b", Some("'--'")),         // reserved separator
+            ("a.b", Some("'.'")),           // dot
+            ("a b", Some("' '")),           // space
         ];
         for (name, expected) in cases {
             let got = validate_name("service", name);

@@ -199,29 +199,107 @@ mod tests {
         type Edit = fn(&mut VersionInput);
         let cases: &[(&str, Edit, Option<&str>)] = &[
             ("min 0", |i| i.min_instances = Some(0), None),
-            ("min 50 max 50", |i| { i.min_instances = Some(50); i.max_instances = Some(50) }, None),
-            ("min 51", |i| i.min_instances = Some(51), Some("invalid_min_instances")),
-            ("min above max", |i| { i.min_instances = Some(5); i.max_instances = Some(4) }, Some("invalid_min_instances")),
-            ("max 0", |i| i.max_instances = Some(0), Some("invalid_max_instances")),
+            (
+                "min 50 max 50",
+                |i| {
+                    i.min_instances = Some(50);
+                    i.max_instances = Some(50)
+                },
+                None,
+            ),
+            (
+                "min 51",
+                |i| i.min_instances = Some(51),
+                Some("invalid_min_instances"),
+            ),
+            (
+                "min above max",
+                |i| {
+                    i.min_instances = Some(5);
+                    i.max_instances = Some(4)
+                },
+                Some("invalid_min_instances"),
+            ),
+            (
+                "max 0",
+                |i| i.max_instances = Some(0),
+                Some("invalid_max_instances"),
+            ),
             ("max 1", |i| i.max_instances = Some(1), None),
-            ("max 51", |i| i.max_instances = Some(51), Some("invalid_max_instances")),
-            ("concurrency 0", |i| i.concurrency = Some(0), Some("invalid_concurrency")),
+            (
+                "max 51",
+                |i| i.max_instances = Some(51),
+                Some("invalid_max_instances"),
+            ),
+            (
+                "concurrency 0",
+                |i| i.concurrency = Some(0),
+                Some("invalid_concurrency"),
+            ),
             ("concurrency 1", |i| i.concurrency = Some(1), None),
             ("concurrency 1000", |i| i.concurrency = Some(1000), None),
-            ("concurrency 1001", |i| i.concurrency = Some(1001), Some("invalid_concurrency")),
-            ("timeout 0", |i| i.timeout_secs = Some(0), Some("invalid_timeout")),
-            ("timeout 3601", |i| i.timeout_secs = Some(3601), Some("invalid_timeout")),
+            (
+                "concurrency 1001",
+                |i| i.concurrency = Some(1001),
+                Some("invalid_concurrency"),
+            ),
+            (
+                "timeout 0",
+                |i| i.timeout_secs = Some(0),
+                Some("invalid_timeout"),
+            ),
+            (
+                "timeout 3601",
+                |i| i.timeout_secs = Some(3601),
+                Some("invalid_timeout"),
+            ),
             ("port 0", |i| i.port = Some(0), Some("invalid_port")),
             ("port 65536", |i| i.port = Some(65536), Some("invalid_port")),
             ("port 8080", |i| i.port = Some(8080), None),
             ("no command", |i| i.command = None, Some("missing_command")),
-            ("blank command", |i| i.command = Some("  ".into()), Some("missing_command")),
-            ("health no slash", |i| i.health_path = Some("healthz".into()), Some("invalid_health_path")),
-            ("health ok", |i| i.health_path = Some("/healthz".into()), None),
-            ("env ok", |i| { i.env.insert("GREETING".into(), "hi".into()); }, None),
-            ("env bad name", |i| { i.env.insert("1X".into(), "".into()); }, Some("invalid_env")),
-            ("env dash", |i| { i.env.insert("A-B".into(), "".into()); }, Some("invalid_env")),
-            ("env PORT", |i| { i.env.insert("PORT".into(), "1".into()); }, Some("reserved_env")),
+            (
+                "blank command",
+                |i| i.command = Some("  ".into()),
+                Some("missing_command"),
+            ),
+            (
+                "health no slash",
+                |i| i.health_path = Some("healthz".into()),
+                Some("invalid_health_path"),
+            ),
+            (
+                "health ok",
+                |i| i.health_path = Some("/healthz".into()),
+                None,
+            ),
+            (
+                "env ok",
+                |i| {
+                    i.env.insert("GREETING".into(), "hi".into());
+                },
+                None,
+            ),
+            (
+                "env bad name",
+                |i| {
+                    i.env.insert("1X".into(), "".into());
+                },
+                Some("invalid_env"),
+            ),
+            (
+                "env dash",
+                |i| {
+                    i.env.insert("A-B".into(), "".into());
+                },
+                Some("invalid_env"),
+            ),
+            (
+                "env PORT",
+                |i| {
+                    i.env.insert("PORT".into(), "1".into());
+                },
+                Some("reserved_env"),
+            ),
         ];
         for (label, edit, expected) in cases {
             let mut i = input();

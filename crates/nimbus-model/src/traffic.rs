@@ -105,7 +105,11 @@ impl TrafficPolicy {
 
     /// The policy after a deploy of `new_version`: a first version takes 100%; a later one takes
     /// 100% unless `no_traffic`. Rules stay as they were.
-    pub fn after_deploy(current: Option<&TrafficPolicy>, new_version: &str, no_traffic: bool) -> Self {
+    pub fn after_deploy(
+        current: Option<&TrafficPolicy>,
+        new_version: &str,
+        no_traffic: bool,
+    ) -> Self {
         match current {
             Some(policy) if !policy.split.is_empty() => {
                 if no_traffic {
@@ -153,7 +157,10 @@ impl TrafficPolicy {
                 return Err(ModelError::invalid(
                     "unknown_version",
                     "traffic.split",
-                    format!("version {:?} does not exist; versions are: {list}", target.version),
+                    format!(
+                        "version {:?} does not exist; versions are: {list}",
+                        target.version
+                    ),
                 ));
             }
             if seen.contains(&target.version.as_str()) {
@@ -186,7 +193,11 @@ impl TrafficPolicy {
                 return Err(ModelError::invalid(
                     "unknown_version",
                     field,
-                    format!("rule {} sends to version {:?}, which does not exist; versions are: {list}", i + 1, rule.version),
+                    format!(
+                        "rule {} sends to version {:?}, which does not exist; versions are: {list}",
+                        i + 1,
+                        rule.version
+                    ),
                 ));
             }
             let name = &rule.matcher.name;
@@ -269,7 +280,10 @@ impl TrafficPolicy {
         if self.rules.is_empty() {
             lines.push(format!("no rules; the split decides: {}", split.join(", ")));
         } else {
-            lines.push(format!("no rule matched; the split decides: {}", split.join(", ")));
+            lines.push(format!(
+                "no rule matched; the split decides: {}",
+                split.join(", ")
+            ));
         }
         lines
     }

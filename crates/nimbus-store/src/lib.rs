@@ -1,14 +1,668 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The single source of truth: namespaces, services, versions, traffic policies and custom domains
+//! in one SQLite file (WAL mode), with schema migrations.
+//!
+//! Every write is one transaction that re-checks the model's rules against the stored state
+//! (version limit, traffic validity, domain uniqueness), so a rejected request changes nothing and
+//! a crash mid-write leaves the previous state intact. The store never starts processes; callers
+//! notify the reconciler after a successful write.
+//!
+//! # Layout
+//! - [`schema`]: migrations, applied in order on open, tracked by `PRAGMA user_version`.
+//! - [`Store`]: the queries and transactions.
+
+#![forbid(unsafe_code)]
+
+mod schema;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nimbus_model::names::{validate_name, version_name};
+use nimbus_model::{ModelError, TrafficPolicy, VersionSpec, DEFAULT_NAMESPACE};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::Serialize;
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The request breaks a rule of the model; nothing was written.
+    #[error(transparent)]
+    Rejected(#[from] ModelError),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored {what} is corrupt: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error(
+        "the database was written by a newer Nimbus (schema {found}, this build knows {known})"
+    )]
+    TooNew { found: i64, known: i64 },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceRecord {
+    pub namespace: String,
+    pub name: String,
+    pub traffic: TrafficPolicy,
+    /// Custom domains, sorted.
+    pub domains: Vec<String>,
+    /// Version names, oldest first.
+    pub versions: Vec<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionRecord {
+    pub namespace: String,
+    pub service: String,
+    pub name: String,
+    pub seq: u32,
+    pub spec: VersionSpec,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DomainRecord {
+    pub host: String,
+    pub namespace: String,
+    pub service: String,
+}
+
+/// Everything the reconciler needs, read in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    pub services: Vec<ServiceRecord>,
+    pub versions: Vec<VersionRecord>,
+}
+
+/// One entry of the events timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventRecord {
+    pub id: i64,
+    pub at: i64,
+    pub namespace: String,
+    pub service: String,
+    pub kind: String,
+    pub message: String,
+}
+
+/// A handle on the SQLite file. Cheap operations run under one mutex: the control plane is
+/// low-rate, and one writer is what SQLite wants anyway.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn not_found_service(namespace: &str, service: &str) -> StoreError {
+    ModelError::not_found(
+        "service_not_found",
+        "service",
+        format!("service {service} does not exist in namespace {namespace}"),
+    )
+    .into()
+}
+
+// === impl Store ===
+
+impl Store {
+    /// Opens (creating if needed) the database, enables WAL, applies migrations and makes sure
+    /// the `default` namespace exists.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        schema::migrate(&mut conn)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO namespaces (name, created_at) VALUES (?1, ?2)",
+            params![DEFAULT_NAMESPACE, now()],
+        )?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions roll
+        // back on drop), so a poisoned lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn list_namespaces(&self) -> Result<Vec<String>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT name FROM namespaces ORDER BY name")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn get_service(&self, namespace: &str, service: &str) -> Result<ServiceRecord> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        load_service(&tx, namespace, service)?.ok_or_else(|| not_found_service(namespace, service))
+    }
+
+    /// Services of one namespace, or of all when `namespace` is `None`, sorted by name.
+    pub fn list_services(&self, namespace: Option<&str>) -> Result<Vec<ServiceRecord>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let keys = service_keys(&tx, namespace)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (ns, name) in keys {
+            if let Some(s) = load_service(&tx, &ns, &name)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates the next version (`v{n}`) of a service, creating the namespace and service on
+    /// first deploy, and moves traffic as the model says. One transaction.
+    pub fn deploy_version(
+        &self,
+        namespace: &str,
+        service: &str,
+        spec: &VersionSpec,
+        no_traffic: bool,
+    ) -> Result<(ServiceRecord, VersionRecord)> {
+        validate_name("namespace", namespace)?;
+        validate_name("service", service)?;
+        let spec_json = serde_json::to_string(spec).map_err(|e| StoreError::Corrupt {
+            what: "version spec",
+            detail: e.to_string(),
+        })?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let at = now();
+        tx.execute(
+            "INSERT OR IGNORE INTO namespaces (name, created_at) VALUES (?1, ?2)",
+            params![namespace, at],
+        )?;
+        let existing = load_service(&tx, namespace, service)?;
+        let (next_seq, current_policy, versions) = match &existing {
+            Some(s) => {
+                let seq: u32 = tx.query_row(
+                    "SELECT next_version FROM services WHERE namespace = ?1 AND name = ?2",
+                    params![namespace, service],
+                    |r| r.get(0),
+                )?;
+                (seq, Some(&s.traffic), s.versions.clone())
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO services (namespace, name, created_at, next_version, traffic)
+                     VALUES (?1, ?2, ?3, 1, ?4)",
+                    params![
+                        namespace,
+                        service,
+                        at,
+                        policy_json(&TrafficPolicy::default())?
+                    ],
+                )?;
+                (1, None, Vec::new())
+            }
+        };
+        current_policy
+            .cloned()
+            .unwrap_or_default()
+            .check_version_limit(&versions)?;
+        let name = version_name(next_seq);
+        tx.execute(
+            "INSERT INTO versions (namespace, service, name, seq, spec, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![namespace, service, name, next_seq, spec_json, at],
+        )?;
+        let policy = TrafficPolicy::after_deploy(current_policy, &name, no_traffic);
+        tx.execute(
+            "UPDATE services SET next_version = ?3, traffic = ?4 WHERE namespace = ?1 AND name = ?2",
+            params![namespace, service, next_seq + 1, policy_json(&policy)?],
+        )?;
+        let traffic_note = if policy.percent_of(&name) > 0 {
+            format!(", now taking {}% of traffic", policy.percent_of(&name))
+        } else {
+            ", taking no traffic".to_string()
+        };
+        record_event(
+            &tx,
+            namespace,
+            service,
+            "deploy",
+            &format!("version {name} created{traffic_note}"),
+        )?;
+        let record = load_service(&tx, namespace, service)?
+            .ok_or_else(|| not_found_service(namespace, service))?;
+        let version =
+            load_version(&tx, namespace, service, &name)?.ok_or_else(|| StoreError::Corrupt {
+                what: "version",
+                detail: format!("{name} vanished inside its own transaction"),
+            })?;
+        tx.commit()?;
+        Ok((record, version))
+    }
+
+    pub fn list_versions(&self, namespace: &str, service: &str) -> Result<Vec<VersionRecord>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if load_service(&tx, namespace, service)?.is_none() {
+            return Err(not_found_service(namespace, service));
+        }
+        versions_of(&tx, Some((namespace, service)))
+    }
+
+    pub fn get_version(
+        &self,
+        namespace: &str,
+        service: &str,
+        version: &str,
+    ) -> Result<VersionRecord> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if load_service(&tx, namespace, service)?.is_none() {
+            return Err(not_found_service(namespace, service));
+        }
+        load_version(&tx, namespace, service, version)?.ok_or_else(|| {
+            ModelError::not_found(
+                "version_not_found",
+                "version",
+                format!("service {service} has no version {version}"),
+            )
+            .into()
+        })
+    }
+
+    /// Deletes a version that takes no traffic.
+    pub fn delete_version(&self, namespace: &str, service: &str, version: &str) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let svc = load_service(&tx, namespace, service)?
+            .ok_or_else(|| not_found_service(namespace, service))?;
+        if !svc.versions.iter().any(|v| v == version) {
+            return Err(ModelError::not_found(
+                "version_not_found",
+                "version",
+                format!("service {service} has no version {version}"),
+            )
+            .into());
+        }
+        svc.traffic.check_delete(version)?;
+        tx.execute(
+            "DELETE FROM versions WHERE namespace = ?1 AND service = ?2 AND name = ?3",
+            params![namespace, service, version],
+        )?;
+        record_event(
+            &tx,
+            namespace,
+            service,
+            "version_delete",
+            &format!("version {version} deleted"),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces a service's traffic policy after validating it against its versions.
+    pub fn set_traffic(
+        &self,
+        namespace: &str,
+        service: &str,
+        policy: &TrafficPolicy,
+    ) -> Result<ServiceRecord> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let svc = load_service(&tx, namespace, service)?
+            .ok_or_else(|| not_found_service(namespace, service))?;
+        policy.validate(&svc.versions)?;
+        tx.execute(
+            "UPDATE services SET traffic = ?3 WHERE namespace = ?1 AND name = ?2",
+            params![namespace, service, policy_json(policy)?],
+        )?;
+        let split: Vec<String> = policy
+            .split
+            .iter()
+            .map(|t| format!("{}={}", t.version, t.percent))
+            .collect();
+        record_event(
+            &tx,
+            namespace,
+            service,
+            "traffic",
+            &format!(
+                "traffic set to {} with {} rule(s)",
+                split.join(","),
+                policy.rules.len()
+            ),
+        )?;
+        let updated = load_service(&tx, namespace, service)?
+            .ok_or_else(|| not_found_service(namespace, service))?;
+        tx.commit()?;
+        Ok(updated)
+    }
+
+    /// Deletes a service with its versions and domains.
+    pub fn delete_service(&self, namespace: &str, service: &str) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if load_service(&tx, namespace, service)?.is_none() {
+            return Err(not_found_service(namespace, service));
+        }
+        tx.execute(
+            "DELETE FROM domains WHERE namespace = ?1 AND service = ?2",
+            params![namespace, service],
+        )?;
+        tx.execute(
+            "DELETE FROM versions WHERE namespace = ?1 AND service = ?2",
+            params![namespace, service],
+        )?;
+        tx.execute(
+            "DELETE FROM services WHERE namespace = ?1 AND name = ?2",
+            params![namespace, service],
+        )?;
+        record_event(
+            &tx,
+            namespace,
+            service,
+            "service_delete",
+            &format!("service {service} deleted"),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Binds a custom domain (already validated and normalised) to a service; a host bound
+    /// anywhere else is a conflict naming its owner.
+    pub fn add_domain(&self, host: &str, namespace: &str, service: &str) -> Result<DomainRecord> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if load_service(&tx, namespace, service)?.is_none() {
+            return Err(not_found_service(namespace, service));
+        }
+        if let Some(owner) = load_domain(&tx, host)? {
+            return Err(ModelError::conflict(
+                "domain_taken",
+                "host",
+                format!(
+                    "domain {host} is already bound to service {}/{}",
+                    owner.namespace, owner.service
+                ),
+            )
+            .into());
+        }
+        tx.execute(
+            "INSERT INTO domains (host, namespace, service, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![host, namespace, service, now()],
+        )?;
+        record_event(
+            &tx,
+            namespace,
+            service,
+            "domain_add",
+            &format!("domain {host} added"),
+        )?;
+        tx.commit()?;
+        Ok(DomainRecord {
+            host: host.to_string(),
+            namespace: namespace.to_string(),
+            service: service.to_string(),
+        })
+    }
+
+    pub fn remove_domain(&self, host: &str) -> Result<DomainRecord> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let owner = load_domain(&tx, host)?.ok_or_else(|| {
+            StoreError::from(ModelError::not_found(
+                "domain_not_found",
+                "host",
+                format!("domain {host} is not bound to any service"),
+            ))
+        })?;
+        tx.execute("DELETE FROM domains WHERE host = ?1", params![host])?;
+        record_event(
+            &tx,
+            &owner.namespace,
+            &owner.service,
+            "domain_remove",
+            &format!("domain {host} removed"),
+        )?;
+        tx.commit()?;
+        Ok(owner)
+    }
+
+    pub fn list_domains(&self) -> Result<Vec<DomainRecord>> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT host, namespace, service FROM domains ORDER BY host")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(DomainRecord {
+                host: r.get(0)?,
+                namespace: r.get(1)?,
+                service: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The whole desired state, consistent as of one instant.
+    pub fn snapshot(&self) -> Result<DesiredState> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let keys = service_keys(&tx, None)?;
+        let mut services = Vec::with_capacity(keys.len());
+        for (ns, name) in keys {
+            if let Some(s) = load_service(&tx, &ns, &name)? {
+                services.push(s);
+            }
+        }
+        let versions = versions_of(&tx, None)?;
+        Ok(DesiredState { services, versions })
+    }
+
+    /// Appends to the events timeline (e.g. crashes seen by the reconciler).
+    pub fn record_event(
+        &self,
+        namespace: &str,
+        service: &str,
+        kind: &str,
+        message: &str,
+    ) -> Result<()> {
+        let conn = self.lock();
+        record_event(&conn, namespace, service, kind, message)
+    }
+
+    /// Newest events last; at most `limit`.
+    pub fn list_events(
+        &self,
+        service: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>> {
+        let conn = self.lock();
+        let map = |r: &rusqlite::Row<'_>| {
+            Ok(EventRecord {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                namespace: r.get(2)?,
+                service: r.get(3)?,
+                kind: r.get(4)?,
+                message: r.get(5)?,
+            })
+        };
+        let mut events: Vec<EventRecord> = match service {
+            Some((ns, name)) => {
+                let mut stmt = conn.prepare(
+                    "SELECT id, at, namespace, service, kind, message FROM events
+                     WHERE namespace = ?1 AND service = ?2 ORDER BY id DESC LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(params![ns, name, limit], map)?;
+                rows.collect::<rusqlite::Result<_>>()?
+            }
+            None => {
+                let mut stmt = conn.prepare(
+                    "SELECT id, at, namespace, service, kind, message FROM events
+                     ORDER BY id DESC LIMIT ?1",
+                )?;
+                let rows = stmt.query_map(params![limit], map)?;
+                rows.collect::<rusqlite::Result<_>>()?
+            }
+        };
+        events.reverse();
+        Ok(events)
+    }
+}
+
+fn policy_json(policy: &TrafficPolicy) -> Result<String> {
+    serde_json::to_string(policy).map_err(|e| StoreError::Corrupt {
+        what: "traffic policy",
+        detail: e.to_string(),
+    })
+}
+
+fn record_event(
+    conn: &Connection,
+    namespace: &str,
+    service: &str,
+    kind: &str,
+    message: &str,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO events (at, namespace, service, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![now(), namespace, service, kind, message],
+    )?;
+    Ok(())
+}
+
+fn service_keys(tx: &Transaction<'_>, namespace: Option<&str>) -> Result<Vec<(String, String)>> {
+    let mut stmt = tx.prepare(
+        "SELECT namespace, name FROM services WHERE ?1 IS NULL OR namespace = ?1
+         ORDER BY namespace, name",
+    )?;
+    let rows = stmt.query_map(params![namespace], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn load_service(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    service: &str,
+) -> Result<Option<ServiceRecord>> {
+    let row: Option<(String, i64)> = tx
+        .query_row(
+            "SELECT traffic, created_at FROM services WHERE namespace = ?1 AND name = ?2",
+            params![namespace, service],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((traffic_json, created_at)) = row else {
+        return Ok(None);
+    };
+    let traffic: TrafficPolicy =
+        serde_json::from_str(&traffic_json).map_err(|e| StoreError::Corrupt {
+            what: "traffic policy",
+            detail: format!("{namespace}/{service}: {e}"),
+        })?;
+    let mut stmt =
+        tx.prepare("SELECT name FROM versions WHERE namespace = ?1 AND service = ?2 ORDER BY seq")?;
+    let versions = stmt
+        .query_map(params![namespace, service], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    let mut stmt =
+        tx.prepare("SELECT host FROM domains WHERE namespace = ?1 AND service = ?2 ORDER BY host")?;
+    let domains = stmt
+        .query_map(params![namespace, service], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(Some(ServiceRecord {
+        namespace: namespace.to_string(),
+        name: service.to_string(),
+        traffic,
+        domains,
+        versions,
+        created_at,
+    }))
+}
+
+/// A version row as stored; the spec is still JSON so a corrupt row becomes a typed error.
+type VersionRow = (String, String, String, u32, String, i64);
+
+fn version_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn parse_spec(
+    (namespace, service, name, seq, spec_json, created_at): VersionRow,
+) -> Result<VersionRecord> {
+    let spec = serde_json::from_str(&spec_json).map_err(|e| StoreError::Corrupt {
+        what: "version spec",
+        detail: format!("{namespace}/{service}/{name}: {e}"),
+    })?;
+    Ok(VersionRecord {
+        namespace,
+        service,
+        name,
+        seq,
+        spec,
+        created_at,
+    })
+}
+
+fn versions_of(tx: &Transaction<'_>, service: Option<(&str, &str)>) -> Result<Vec<VersionRecord>> {
+    let (ns, name) = service.unzip();
+    let mut stmt = tx.prepare(
+        "SELECT namespace, service, name, seq, spec, created_at FROM versions
+         WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR service = ?2)
+         ORDER BY namespace, service, seq",
+    )?;
+    let rows = stmt
+        .query_map(params![ns, name], version_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter().map(parse_spec).collect()
+}
+
+fn load_version(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    service: &str,
+    version: &str,
+) -> Result<Option<VersionRecord>> {
+    let row = tx
+        .query_row(
+            "SELECT namespace, service, name, seq, spec, created_at FROM versions
+             WHERE namespace = ?1 AND service = ?2 AND name = ?3",
+            params![namespace, service, version],
+            version_from_row,
+        )
+        .optional()?;
+    row.map(parse_spec).transpose()
+}
+
+fn load_domain(tx: &Transaction<'_>, host: &str) -> Result<Option<DomainRecord>> {
+    Ok(tx
+        .query_row(
+            "SELECT host, namespace, service FROM domains WHERE host = ?1",
+            params![host],
+            |r| {
+                Ok(DomainRecord {
+                    host: r.get(0)?,
+                    namespace: r.get(1)?,
+                    service: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+mod tests;

@@ -1,0 +1,66 @@
+//! Schema migrations. Each entry runs once, in order, inside a transaction; `PRAGMA user_version`
+//! records how many have run. Append new migrations; never edit a released one.
+
+use rusqlite::Connection;
+
+use crate::{Result, StoreError};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the engine spine.
+    "CREATE TABLE namespaces (
+        name TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE services (
+        namespace TEXT NOT NULL REFERENCES namespaces(name),
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        next_version INTEGER NOT NULL,
+        traffic TEXT NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE TABLE versions (
+        namespace TEXT NOT NULL,
+        service TEXT NOT NULL,
+        name TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        spec TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, service, name),
+        FOREIGN KEY (namespace, service) REFERENCES services(namespace, name)
+    );
+    CREATE TABLE domains (
+        host TEXT PRIMARY KEY,
+        namespace TEXT NOT NULL,
+        service TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        FOREIGN KEY (namespace, service) REFERENCES services(namespace, name)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        namespace TEXT NOT NULL,
+        service TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX events_by_service ON events (namespace, service, id);",
+];
+
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if applied > known {
+        return Err(StoreError::TooNew {
+            found: applied,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,191 @@
+use nimbus_model::traffic::{parse_rule, parse_split, MatchSource};
+use nimbus_model::{ErrorKind, VersionInput};
+
+use super::*;
+
+fn spec() -> VersionSpec {
+    VersionInput {
+        command: Some("sleep 100".into()),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap()
+}
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("nimbus.db")).unwrap();
+    (dir, store)
+}
+
+fn rejected(err: StoreError) -> ModelError {
+    match err {
+        StoreError::Rejected(e) => e,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn first_deploy_creates_service_and_takes_all_traffic() {
+    let (_dir, store) = open();
+    let (svc, v) = store
+        .deploy_version("default", "hello", &spec(), true)
+        .unwrap();
+    assert_eq!(v.name, "v1");
+    assert_eq!(svc.traffic, TrafficPolicy::single("v1"));
+    let (svc, v) = store
+        .deploy_version("default", "hello", &spec(), true)
+        .unwrap();
+    assert_eq!(v.name, "v2");
+    assert_eq!(
+        svc.traffic,
+        TrafficPolicy::single("v1"),
+        "--no-traffic keeps v1"
+    );
+    let (svc, v) = store
+        .deploy_version("default", "hello", &spec(), false)
+        .unwrap();
+    assert_eq!(v.name, "v3");
+    assert_eq!(svc.traffic, TrafficPolicy::single("v3"));
+    assert_eq!(svc.versions, vec!["v1", "v2", "v3"]);
+}
+
+#[test]
+fn new_namespace_is_created_on_deploy_and_bad_names_write_nothing() {
+    let (_dir, store) = open();
+    store
+        .deploy_version("team-a", "api", &spec(), false)
+        .unwrap();
+    assert_eq!(store.list_namespaces().unwrap(), vec!["default", "team-a"]);
+    let err = rejected(
+        store
+            .deploy_version("default", "Bad", &spec(), false)
+            .unwrap_err(),
+    );
+    assert_eq!(err.field.as_deref(), Some("service"));
+    let err = rejected(
+        store
+            .deploy_version("Bad", "ok", &spec(), false)
+            .unwrap_err(),
+    );
+    assert_eq!(err.field.as_deref(), Some("namespace"));
+    assert_eq!(store.list_services(None).unwrap().len(), 1);
+}
+
+#[test]
+fn eleventh_version_is_refused_and_numbering_never_reuses_names() {
+    let (_dir, store) = open();
+    for _ in 0..10 {
+        store
+            .deploy_version("default", "hello", &spec(), true)
+            .unwrap();
+    }
+    let err = rejected(
+        store
+            .deploy_version("default", "hello", &spec(), true)
+            .unwrap_err(),
+    );
+    assert_eq!(err.kind, ErrorKind::Limit);
+    assert!(err.message.contains("v2, v3"), "{}", err.message);
+    assert_eq!(store.list_versions("default", "hello").unwrap().len(), 10);
+
+    store.delete_version("default", "hello", "v5").unwrap();
+    let (_, v) = store
+        .deploy_version("default", "hello", &spec(), true)
+        .unwrap();
+    assert_eq!(v.name, "v11");
+}
+
+#[test]
+fn traffic_is_validated_against_versions() {
+    let (_dir, store) = open();
+    store
+        .deploy_version("default", "hello", &spec(), false)
+        .unwrap();
+    store
+        .deploy_version("default", "hello", &spec(), true)
+        .unwrap();
+    let good = TrafficPolicy {
+        split: parse_split("v1=90,v2=10").unwrap(),
+        rules: vec![parse_rule(MatchSource::Header, "x-canary=1:v2").unwrap()],
+    };
+    let svc = store.set_traffic("default", "hello", &good).unwrap();
+    assert_eq!(svc.traffic, good);
+
+    let cases = [
+        ("v1=90", "invalid_traffic"),
+        ("v1=90,v3=10", "unknown_version"),
+    ];
+    for (split, code) in cases {
+        let policy = TrafficPolicy {
+            split: parse_split(split).unwrap(),
+            rules: vec![],
+        };
+        let err = rejected(store.set_traffic("default", "hello", &policy).unwrap_err());
+        assert_eq!(err.code, code, "{split}");
+    }
+    assert_eq!(
+        store.get_service("default", "hello").unwrap().traffic,
+        good,
+        "unchanged"
+    );
+
+    let err = rejected(store.delete_version("default", "hello", "v2").unwrap_err());
+    assert_eq!(err.code, "version_in_use");
+}
+
+#[test]
+fn domains_are_unique_and_go_with_their_service() {
+    let (_dir, store) = open();
+    store
+        .deploy_version("default", "a", &spec(), false)
+        .unwrap();
+    store
+        .deploy_version("default", "b", &spec(), false)
+        .unwrap();
+    store.add_domain("www.example.com", "default", "a").unwrap();
+    let err = rejected(
+        store
+            .add_domain("www.example.com", "default", "b")
+            .unwrap_err(),
+    );
+    assert_eq!(err.kind, ErrorKind::Conflict);
+    assert!(err.message.contains("default/a"), "{}", err.message);
+    assert_eq!(
+        store.get_service("default", "a").unwrap().domains,
+        vec!["www.example.com"]
+    );
+    let err = rejected(
+        store
+            .add_domain("x.example.com", "default", "nope")
+            .unwrap_err(),
+    );
+    assert_eq!(err.kind, ErrorKind::NotFound);
+
+    store.delete_service("default", "a").unwrap();
+    assert!(store.list_domains().unwrap().is_empty());
+    store.add_domain("www.example.com", "default", "b").unwrap();
+}
+
+#[test]
+fn state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nimbus.db");
+    {
+        let store = Store::open(&path).unwrap();
+        store
+            .deploy_version("default", "hello", &spec(), false)
+            .unwrap();
+        store
+            .add_domain("hello.example.com", "default", "hello")
+            .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let snap = store.snapshot().unwrap();
+    assert_eq!(snap.services.len(), 1);
+    assert_eq!(snap.services[0].domains, vec!["hello.example.com"]);
+    assert_eq!(snap.versions.len(), 1);
+    assert_eq!(snap.versions[0].spec, spec());
+    let events = store.list_events(Some(("default", "hello")), 10).unwrap();
+    assert_eq!(events.first().map(|e| e.kind.as_str()), Some("deploy"));
+}
