@@ -66,7 +66,7 @@ impl VersionInput {
                 "a version needs a command to run (e.g. --command \"python3 app.py\")",
             ));
         }
-        for (key, _) in &self.env {
+        for key in self.env.keys() {
             validate_env_name(key)?;
         }
         let port = match self.port {

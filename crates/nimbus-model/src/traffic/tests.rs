@@ -171,7 +171,15 @@ fn evaluation() {
         ],
     };
     // (label, query, headers, roll, expected version, expected rule)
-    let cases: &[(&str, Option<&str>, &HeaderMap, u32, &str, Option<usize>)] = &[
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        &'a HeaderMap,
+        u32,
+        &'a str,
+        Option<usize>,
+    );
+    let cases: &[Case<'_>] = &[
         ("no match, roll 0", None, &empty, 0, "v1", None),
         ("no match, roll 89", None, &empty, 89, "v1", None),
         ("weight 0 skipped", None, &empty, 90, "v3", None),
