@@ -1,14 +1,133 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The Nimbus control API: REST under `/v1`, JSON in and out, bearer-token auth.
+//!
+//! Handlers parse input into model types, validate with `nimbus-model`, write the store in one
+//! transaction and poke the reconciler. They never start or stop processes: the reconciler owns
+//! that, and publishes what is running as a [`RuntimeStatus`] the handlers read.
+//!
+//! # Layout
+//! - [`error`]: `ApiError`, the one JSON error shape, and the strict JSON body extractor.
+//! - [`views`]: the JSON shapes of services and versions (docs/api.md).
+//! - `handlers`: one function per route.
+//! - [`openapi`]: the OpenAPI document served at `/v1/openapi.json`.
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+mod handlers;
+pub mod openapi;
+pub mod views;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use nimbus_model::status::RuntimeStatus;
+use nimbus_store::Store;
+use tokio::sync::{watch, Notify};
+
+pub use error::ApiError;
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<Store>,
+    /// The admin bearer token.
+    pub token: Arc<str>,
+    pub base_domain: Arc<str>,
+    /// Port of the gateway, used to build the URLs the API hands out.
+    pub gateway_port: u16,
+    /// Where instance logs live (`DATA/logs`).
+    pub logs_dir: PathBuf,
+    /// Live status published by the reconciler.
+    pub status: watch::Receiver<Arc<RuntimeStatus>>,
+    /// Wakes the reconciler after a write.
+    pub reconcile: Arc<Notify>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl ApiState {
+    fn changed(&self) {
+        self.reconcile.notify_one();
     }
+}
+
+/// The `/v1` router with auth applied to everything but `/v1/health`.
+pub fn router(state: ApiState) -> Router {
+    let ns = "/v1/namespaces/{ns}/services";
+    let protected = Router::new()
+        .route("/v1/openapi.json", get(openapi::serve))
+        .route("/v1/namespaces", get(handlers::list_namespaces))
+        .route(ns, get(handlers::list_services))
+        .route(
+            &format!("{ns}/{{service}}"),
+            get(handlers::get_service).delete(handlers::delete_service),
+        )
+        .route(
+            &format!("{ns}/{{service}}/versions"),
+            get(handlers::list_versions).post(handlers::deploy),
+        )
+        .route(
+            &format!("{ns}/{{service}}/versions/{{version}}"),
+            get(handlers::get_version).delete(handlers::delete_version),
+        )
+        .route(
+            &format!("{ns}/{{service}}/traffic"),
+            get(handlers::get_traffic).put(handlers::set_traffic),
+        )
+        .route(
+            &format!("{ns}/{{service}}/traffic/explain"),
+            post(handlers::explain_traffic),
+        )
+        .route(&format!("{ns}/{{service}}/logs"), get(handlers::logs))
+        .route(
+            &format!("{ns}/{{service}}/events"),
+            get(handlers::service_events),
+        )
+        .route("/v1/events", get(handlers::events))
+        .route("/v1/instances", get(handlers::list_instances))
+        .route(
+            "/v1/domains",
+            get(handlers::list_domains).post(handlers::add_domain),
+        )
+        .route(
+            "/v1/domains/{host}",
+            axum::routing::delete(handlers::remove_domain),
+        )
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/v1/health", get(handlers::health))
+        .merge(protected)
+        .fallback(handlers::not_found)
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    let presented = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => ApiError::unauthorized("the bearer token is not valid").into_response(),
+        None => ApiError::unauthorized(
+            "missing `Authorization: Bearer TOKEN`; the admin token is in DATA/admin.token",
+        )
+        .into_response(),
+    }
+}
+
+/// Compares without an early exit so response time does not leak how much of a token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

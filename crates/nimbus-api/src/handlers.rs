@@ -1,0 +1,455 @@
+//! One function per route. Each validates, writes the store once, pokes the reconciler.
+
+use std::collections::BTreeMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::response::IntoResponse;
+use axum::Json;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use nimbus_model::domains::validate_custom_domain;
+use nimbus_model::names::validate_name;
+use nimbus_model::{RequestView, TrafficPolicy, VersionInput, DEFAULT_NAMESPACE};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, StrictJson};
+use crate::views::Urls;
+use crate::ApiState;
+
+type ApiResult<T = Json<Value>> = Result<T, ApiError>;
+
+/// How long a delete waits for the reconciler to stop the instances it removed.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
+fn urls(state: &ApiState) -> Urls<'_> {
+    Urls {
+        base_domain: &state.base_domain,
+        gateway_port: state.gateway_port,
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: T) -> ApiResult {
+    serde_json::to_value(value)
+        .map(Json)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+pub async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_such_route",
+        "no such API route; see GET /v1/openapi.json",
+        Some("path"),
+    )
+}
+
+pub async fn list_namespaces(State(state): State<ApiState>) -> ApiResult {
+    Ok(Json(json!({"namespaces": state.store.list_namespaces()?})))
+}
+
+pub async fn list_services(State(state): State<ApiState>, Path(ns): Path<String>) -> ApiResult {
+    let services = state.store.list_services(Some(&ns))?;
+    let urls = urls(&state);
+    let views: Vec<_> = services.iter().map(|s| urls.service(s)).collect();
+    Ok(Json(json!({"services": to_json(views)?.0})))
+}
+
+pub async fn get_service(
+    State(state): State<ApiState>,
+    Path((ns, service)): Path<(String, String)>,
+) -> ApiResult {
+    let record = state.store.get_service(&ns, &service)?;
+    to_json(urls(&state).service(&record))
+}
+
+pub async fn delete_service(
+    State(state): State<ApiState>,
+    Path((ns, service)): Path<(String, String)>,
+) -> ApiResult {
+    state.store.delete_service(&ns, &service)?;
+    state.changed();
+    wait_until_stopped(&state, |i| i.namespace == ns && i.service == service).await;
+    Ok(Json(json!({"deleted": service})))
+}
+
+/// Waits (bounded) until the reconciler reports no instance matching `gone`, so a caller that
+/// deletes something can rely on its processes being gone when the call returns.
+async fn wait_until_stopped(
+    state: &ApiState,
+    gone: impl Fn(&nimbus_model::status::InstanceStatus) -> bool,
+) {
+    let mut rx = state.status.clone();
+    let done =
+        tokio::time::timeout(STOP_WAIT, rx.wait_for(|s| !s.instances.iter().any(&gone))).await;
+    if done.is_err() {
+        tracing::warn!("Instances still stopping after {}s.", STOP_WAIT.as_secs());
+    }
+}
+
+/// The deploy body: a version input plus `no_traffic`. Spelled out (not flattened) so unknown
+/// fields are rejected.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployBody {
+    pub command: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub port: Option<u32>,
+    pub health_path: Option<String>,
+    pub min_instances: Option<u32>,
+    pub max_instances: Option<u32>,
+    pub concurrency: Option<u32>,
+    pub timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub no_traffic: bool,
+}
+
+pub async fn deploy(
+    State(state): State<ApiState>,
+    Path((ns, service)): Path<(String, String)>,
+    StrictJson(body): StrictJson<DeployBody>,
+) -> ApiResult<impl IntoResponse> {
+    validate_name("namespace", &ns)?;
+    validate_name("service", &service)?;
+    let spec = VersionInput {
+        command: body.command,
+        env: body.env,
+        port: body.port,
+        health_path: body.health_path,
+        min_instances: body.min_instances,
+        max_instances: body.max_instances,
+        concurrency: body.concurrency,
+        timeout_secs: body.timeout_secs,
+    }
+    .resolve()?;
+    let (svc, version) = state
+        .store
+        .deploy_version(&ns, &service, &spec, body.no_traffic)?;
+    state.changed();
+    let status = state.status.borrow().clone();
+    let urls = urls(&state);
+    let body = json!({
+        "service": to_json(urls.service(&svc))?.0,
+        "version": to_json(urls.version(&version, &svc, &status))?.0,
+    });
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+pub async fn list_versions(
+    State(state): State<ApiState>,
+    Path((ns, service)): Path<(String, String)>,
+) -> ApiResult {
+    let svc = state.store.get_service(&ns, &service)?;
+    let versions = state.store.list_versions(&ns, &service)?;
+    let status = state.status.borrow().clone();
+    let urls = urls(&state);
+    let views: Vec<_> = versions
+        .iter()
+        .map(|v| urls.version(v, &svc, &status))
+        .collect();
+    Ok(Json(json!({"versions": to_json(views)?.0})))
+}
+
+pub async fn get_version(
+    State(state): State<ApiState>,
+    Path((ns, service, version)): Path<(String, String, String)>,
+) -> ApiResult {
+    let svc = state.store.get_service(&ns, &service)?;
+    let record = state.store.get_version(&ns, &service, &version)?;
+    let status = state.status.borrow().clone();
+    to_json(urls(&state).version(&record, &svc, &status))
+}
+
+pub async fn delete_version(
+    State(state): State<ApiState>,
+    Path((ns, service, version)): Path<(String, String, String)>,
+) -> ApiResult {
+    state.store.delete_version(&ns, &service, &version)?;
+    state.changed();
+    wait_until_stopped(&state, |i| {
+        i.namespace == ns && i.service == service && i.version == version
+    })
+    .await;
+    Ok(Json(json!({"deleted": version})))
+}
+
+pub async fn get_traffic(
+    State(state): State<ApiState>,
+    Path((ns, service)): Path<(String, String)>,
+) -> ApiResult {
+    to_json(state.store.get_service(&ns, &service)?.traffic)
+}
+
+pub async fn set_traffic(
+    State(state): State<ApiState>,
+    Path((ns, service)): Path<(String, String)>,
+    StrictJson(policy): StrictJson<TrafficPolicy>,
+) -> ApiResult {
+    let record = state.store.set_traffic(&ns, &service, &policy)?;
+    state.changed();
+    to_json(urls(&state).service(&record))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainBody {
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+pub async fn explain_traffic(
+    State(state): State<ApiState>,
+    Path((ns, service)): Path<(String, String)>,
+    StrictJson(body): StrictJson<ExplainBody>,
+) -> ApiResult {
+    let svc = state.store.get_service(&ns, &service)?;
+    let mut headers = HeaderMap::new();
+    for (name, value) in &body.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_header",
+                format!("{name:?} is not a valid header name"),
+                Some("headers"),
+            )
+        })?;
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_header",
+                format!("{value:?} is not a valid header value"),
+                Some("headers"),
+            )
+        })?;
+        headers.append(name, value);
+    }
+    let without_fragment = body.url.split('#').next().unwrap_or_default();
+    let query = without_fragment.split_once('?').map(|(_, q)| q);
+    let req = RequestView {
+        query,
+        headers: &headers,
+    };
+    let steps = svc.traffic.explain(&req);
+    // A rule decides deterministically; the split is a weighted draw, reported as such.
+    let rule = svc
+        .traffic
+        .rules
+        .iter()
+        .position(|r| r.matcher.matches(&req));
+    let version = rule.map(|i| svc.traffic.rules[i].version.clone());
+    Ok(Json(json!({
+        "version": version,
+        "rule": rule.map(|i| i + 1),
+        "split": svc.traffic.split,
+        "steps": steps,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InstanceQuery {
+    pub namespace: Option<String>,
+    pub service: Option<String>,
+}
+
+pub async fn list_instances(
+    State(state): State<ApiState>,
+    Query(q): Query<InstanceQuery>,
+) -> ApiResult {
+    let status = state.status.borrow().clone();
+    let instances: Vec<_> = status
+        .instances
+        .iter()
+        .filter(|i| q.namespace.as_deref().is_none_or(|ns| i.namespace == ns))
+        .filter(|i| q.service.as_deref().is_none_or(|s| i.service == s))
+        .collect();
+    Ok(Json(json!({"instances": to_json(instances)?.0})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainBody {
+    pub host: String,
+    pub namespace: Option<String>,
+    pub service: String,
+}
+
+pub async fn list_domains(State(state): State<ApiState>) -> ApiResult {
+    Ok(Json(
+        json!({"domains": to_json(state.store.list_domains()?)?.0}),
+    ))
+}
+
+pub async fn add_domain(
+    State(state): State<ApiState>,
+    StrictJson(body): StrictJson<DomainBody>,
+) -> ApiResult<impl IntoResponse> {
+    let host = validate_custom_domain(&body.host, &state.base_domain)?;
+    let ns = body.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+    let record = state.store.add_domain(&host, ns, &body.service)?;
+    state.changed();
+    Ok((StatusCode::CREATED, to_json(record)?))
+}
+
+pub async fn remove_domain(State(state): State<ApiState>, Path(host): Path<String>) -> ApiResult {
+    let host = nimbus_model::domains::normalize_host(&host);
+    let removed = state.store.remove_domain(&host)?;
+    state.changed();
+    Ok(Json(json!({"deleted": removed.host})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    pub limit: Option<u32>,
+}
+
+pub async fn events(State(state): State<ApiState>, Query(q): Query<EventsQuery>) -> ApiResult {
+    let events = state
+        .store
+        .list_events(None, q.limit.unwrap_or(100).min(1000))?;
+    Ok(Json(json!({"events": to_json(events)?.0})))
+}
+
+pub async fn service_events(
+    State(state): State<ApiState>,
+    Path((ns, service)): Path<(String, String)>,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult {
+    let events = state
+        .store
+        .list_events(Some((&ns, &service)), q.limit.unwrap_or(100).min(1000))?;
+    Ok(Json(json!({"events": to_json(events)?.0})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LogsQuery {
+    pub version: Option<String>,
+    pub instance: Option<String>,
+    pub tail: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+/// Most instance log files read in one call; the newest are kept.
+const MAX_LOG_FILES: usize = 50;
+/// Most bytes read from one file per call when following.
+const MAX_FOLLOW_BYTES: usize = 1 << 20;
+
+pub async fn logs(
+    State(state): State<ApiState>,
+    Path((ns, service)): Path<(String, String)>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult {
+    for (field, name) in [
+        ("namespace", Some(&ns)),
+        ("service", Some(&service)),
+        ("version", q.version.as_ref()),
+    ] {
+        if let Some(name) = name {
+            validate_name(field, name)?;
+        }
+    }
+    if let Some(instance) = &q.instance {
+        if instance.contains('/') || instance.contains("..") {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_name",
+                "instance id is not valid",
+                Some("instance"),
+            ));
+        }
+    }
+    let dir = state.logs_dir.join(&ns).join(&service);
+    let files = log_files(&dir, q.version.as_deref(), q.instance.as_deref());
+    let cursor = parse_cursor(q.cursor.as_deref());
+    let tail = q.tail.unwrap_or(100).min(10_000);
+    let mut lines = Vec::new();
+    let mut next_cursor = Vec::new();
+    for (version, instance, path) in files {
+        let offset = cursor.get(&instance).copied();
+        let (new_lines, end) = match offset {
+            Some(offset) => nimbus_runtime::read_from(&path, offset, MAX_FOLLOW_BYTES)
+                .map_err(|e| ApiError::internal(format!("reading {}: {e}", path.display())))?,
+            None => {
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                (nimbus_runtime::tail_lines(&path, tail), size)
+            }
+        };
+        for line in new_lines {
+            lines.push(json!({"instance": instance, "version": version, "line": line}));
+        }
+        next_cursor.push(format!("{instance}:{end}"));
+    }
+    Ok(Json(
+        json!({"lines": lines, "cursor": next_cursor.join(",")}),
+    ))
+}
+
+fn parse_cursor(cursor: Option<&str>) -> BTreeMap<String, u64> {
+    cursor
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|part| {
+            let (id, offset) = part.rsplit_once(':')?;
+            Some((id.to_string(), offset.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `(version, instance, path)` of current log files under `DATA/logs/NS/SERVICE`, oldest first.
+fn log_files(
+    dir: &FsPath,
+    version: Option<&str>,
+    instance: Option<&str>,
+) -> Vec<(String, String, PathBuf)> {
+    let mut found = Vec::new();
+    let Ok(versions) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    for vdir in versions.flatten() {
+        let vname = vdir.file_name().to_string_lossy().into_owned();
+        if version.is_some_and(|v| v != vname) {
+            continue;
+        }
+        let Ok(files) = std::fs::read_dir(vdir.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".log") else {
+                continue;
+            };
+            if instance.is_some_and(|i| i != id) {
+                continue;
+            }
+            let modified = file.metadata().and_then(|m| m.modified()).ok();
+            found.push((modified, vname.clone(), id.to_string(), file.path()));
+        }
+    }
+    found.sort_by_key(|entry| entry.0);
+    let skip = found.len().saturating_sub(MAX_LOG_FILES);
+    found
+        .into_iter()
+        .skip(skip)
+        .map(|(_, v, i, p)| (v, i, p))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cursor;
+
+    #[test]
+    fn cursors() {
+        let c = parse_cursor(Some("a-v1-1:10,b-v2-2:0,broken,c:x"));
+        assert_eq!(c.get("a-v1-1"), Some(&10));
+        assert_eq!(c.get("b-v2-2"), Some(&0));
+        assert_eq!(c.len(), 2);
+        assert!(parse_cursor(None).is_empty());
+    }
+}

@@ -1,0 +1,130 @@
+//! Gateway errors. Each says whose fault it was ([`ErrorSource`]), which picks the status code,
+//! and renders as the one JSON error shape `{"error": {code, message, field}}`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::GatewayBody;
+
+/// Who caused an error (as pingora's `ErrorSource`): it decides the status the client sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client asked for something that does not exist (4xx).
+    Downstream,
+    /// The instance failed or was too slow (502/504).
+    Upstream,
+    /// Nimbus has nothing ready to serve (503).
+    Gateway,
+}
+
+/// Why a request got no upstream response.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No service is bound to the request's host.
+    #[error("no service is bound to host {host:?}")]
+    UnknownHost { host: String },
+    /// The chosen version has no ready instance (or is not in the table).
+    #[error("{}", no_ready_message(namespace, service, version.as_deref()))]
+    NoReadyInstance {
+        namespace: String,
+        service: String,
+        version: Option<String>,
+    },
+    /// Connecting to the instance failed.
+    #[error("instance {instance} is unavailable: {source}")]
+    UpstreamUnavailable {
+        instance: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The instance accepted the connection but the exchange failed before response headers.
+    #[error("instance {instance} failed before responding: {source}")]
+    UpstreamFailed {
+        instance: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The instance sent no response headers within the version's timeout.
+    #[error("instance {instance} did not respond within {}s", timeout.as_secs_f64())]
+    UpstreamTimeout { instance: String, timeout: Duration },
+}
+
+fn no_ready_message(namespace: &str, service: &str, version: Option<&str>) -> String {
+    match version {
+        Some(version) => format!(
+            "service {service} (namespace {namespace}) has no ready instance of version {version}; \
+             check `nimbus version list {service}`"
+        ),
+        None => format!(
+            "service {service} (namespace {namespace}) has no version taking traffic; \
+             set one with `nimbus traffic {service}`"
+        ),
+    }
+}
+
+// === impl GatewayError ===
+
+impl GatewayError {
+    pub fn source_kind(&self) -> ErrorSource {
+        match self {
+            Self::UnknownHost { .. } => ErrorSource::Downstream,
+            Self::NoReadyInstance { .. } => ErrorSource::Gateway,
+            Self::UpstreamUnavailable { .. }
+            | Self::UpstreamFailed { .. }
+            | Self::UpstreamTimeout { .. } => ErrorSource::Upstream,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownHost { .. } => StatusCode::NOT_FOUND,
+            Self::NoReadyInstance { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamUnavailable { .. } | Self::UpstreamFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownHost { .. } => "unknown_host",
+            Self::NoReadyInstance { .. } => "no_ready_instance",
+            Self::UpstreamUnavailable { .. } => "upstream_unavailable",
+            Self::UpstreamFailed { .. } => "upstream_error",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+        }
+    }
+
+    /// The request field at fault, if the client's.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            Self::UnknownHost { .. } => Some("host"),
+            _ => None,
+        }
+    }
+
+    /// The JSON error response, carrying `x-request-id`.
+    pub fn to_response(&self, request_id: &HeaderValue) -> Response<GatewayBody> {
+        // Upstream error messages name the instance, not its address: clients need not know it.
+        let body = serde_json::json!({
+            "error": {
+                "code": self.code(),
+                "message": self.to_string(),
+                "field": self.field(),
+            }
+        });
+        let mut response = Response::new(GatewayBody::full(Bytes::from(body.to_string())));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(crate::proxy::X_REQUEST_ID, request_id.clone());
+        response
+    }
+}

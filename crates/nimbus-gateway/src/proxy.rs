@@ -1,0 +1,497 @@
+//! The life of one request, as phases:
+//!
+//! 1. **identify**: the host (URI authority for HTTP/2 and absolute-form, else `Host`) and the
+//!    request id (the client's `x-request-id` if sane, else 32 random hex characters);
+//! 2. **choose**: [`RouteTable::choose`](crate::RouteTable::choose) on the current table snapshot
+//!    picks service, version and endpoint; failures become JSON errors (404/503);
+//! 3. **rewrite**: drop hop-by-hop headers (but keep `Connection`/`Upgrade` on an upgrade), add
+//!    `x-forwarded-for`/`-proto`/`-host` and `x-request-id`, point the URI at the instance;
+//! 4. **forward**: send on the pooled client, bounded by the version's timeout until response
+//!    headers (502 on connect failure, 504 on timeout);
+//! 5. **respond**: stream the instance's body back, holding the endpoint's in-flight count until
+//!    the body ends; on `101 Switching Protocols` join both upgraded sockets in a tunnel task.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use nimbus_model::domains::normalize_host;
+use nimbus_model::RequestView;
+use rand::RngExt;
+use tracing::{debug, field, Instrument};
+
+use crate::body::GatewayBody;
+use crate::error::GatewayError;
+use crate::route::{Choice, InflightGuard};
+use crate::server::Gateway;
+
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// A client-supplied request id longer than this is replaced by a generated one.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) besides `Proxy-*`, `Connection` and `Upgrade`.
+const HOP_BY_HOP: [HeaderName; 4] = [
+    KEEP_ALIVE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Serves one request; never fails (errors become JSON responses).
+pub(crate) async fn handle(
+    gateway: Arc<Gateway>,
+    client: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<GatewayBody>, std::convert::Infallible> {
+    let raw_host = raw_host(&req);
+    let host = raw_host
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .map(normalize_host)
+        .unwrap_or_default();
+    let request_id = request_id(req.headers());
+    let span = tracing::debug_span!(
+        "request",
+        host = %host,
+        service = field::Empty,
+        version = field::Empty,
+        instance = field::Empty,
+        request_id = request_id.to_str().unwrap_or_default(),
+    );
+    let response = async {
+        match proxy(&gateway, client, req, &host, raw_host, &request_id).await {
+            Ok(response) => response,
+            Err(error) => {
+                debug!(%error, code = error.code(), "Request failed.");
+                error.to_response(&request_id)
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    Ok(response)
+}
+
+async fn proxy(
+    gateway: &Gateway,
+    client: SocketAddr,
+    mut req: Request<Incoming>,
+    host: &str,
+    raw_host: Option<HeaderValue>,
+    request_id: &HeaderValue,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    // Phase 2: choose. The table guard is dropped before any await.
+    let Choice {
+        service,
+        version,
+        endpoint,
+        ..
+    } = {
+        let view = RequestView {
+            query: req.uri().query(),
+            headers: req.headers(),
+        };
+        let roll = rand::rng().random_range(0..100u32);
+        gateway.routes().load().choose(host, &view, roll)?
+    };
+    let span = tracing::Span::current();
+    span.record("service", service.name.as_str());
+    span.record("version", version.version.as_str());
+    span.record("instance", endpoint.instance.as_str());
+    let guard = endpoint.track();
+
+    // Phase 3: rewrite.
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    add_forwarded(
+        &mut parts.headers,
+        client,
+        gateway.config().proto,
+        raw_host.as_ref(),
+        request_id,
+    );
+    if let Some(raw_host) = raw_host {
+        // HTTP/2 clients send `:authority`, HTTP/1.1 instances expect `Host`.
+        parts.headers.entry(header::HOST).or_insert(raw_host);
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(endpoint.authority().clone());
+    uri.path_and_query = Some(path);
+    parts.uri = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
+    parts.version = Version::HTTP_11;
+    let upstream_req = Request::from_parts(parts, body);
+
+    // Phase 4: forward.
+    debug!(addr = %endpoint.addr, "Forwarding request.");
+    let sent = tokio::time::timeout(version.timeout, gateway.client().request(upstream_req)).await;
+    let mut response = match sent {
+        Err(_elapsed) => {
+            return Err(GatewayError::UpstreamTimeout {
+                instance: endpoint.instance.clone(),
+                timeout: version.timeout,
+            })
+        }
+        Ok(Err(source)) if source.is_connect() => {
+            return Err(GatewayError::UpstreamUnavailable {
+                instance: endpoint.instance.clone(),
+                source,
+            })
+        }
+        Ok(Err(source)) => {
+            return Err(GatewayError::UpstreamFailed {
+                instance: endpoint.instance.clone(),
+                source,
+            })
+        }
+        Ok(Ok(response)) => response,
+    };
+    debug!(status = response.status().as_u16(), "Instance responded.");
+
+    // Phase 5: respond.
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard).instrument(span.clone()));
+            let (mut parts, _empty) = response.into_parts();
+            parts.headers.insert(X_REQUEST_ID, request_id.clone());
+            return Ok(Response::from_parts(parts, GatewayBody::empty()));
+        }
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    parts.headers.insert(X_REQUEST_ID, request_id.clone());
+    Ok(Response::from_parts(
+        parts,
+        GatewayBody::upstream(body, Some(guard)),
+    ))
+}
+
+/// Joins the client's and the instance's upgraded connections until either side closes. The
+/// endpoint counts as busy for as long as the tunnel is open.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    guard: InflightGuard,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(error) => {
+            debug!(%error, "Upgrade failed.");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((to_upstream, to_client)) => {
+            debug!(to_upstream, to_client, "Tunnel closed.");
+        }
+        Err(error) => debug!(%error, "Tunnel failed."),
+    }
+    drop(guard);
+}
+
+/// The host as the client sent it: the URI authority (HTTP/2, absolute-form) or `Host`.
+fn raw_host<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if let Some(authority) = req.uri().authority() {
+        if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+            return Some(value);
+        }
+    }
+    req.headers().get(header::HOST).cloned()
+}
+
+/// The client's request id when it is sane, else a fresh one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(X_REQUEST_ID) {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= MAX_REQUEST_ID_LEN
+                && id.as_bytes().iter().all(|b| b.is_ascii_graphic()) =>
+        {
+            id.clone()
+        }
+        _ => generate_request_id(),
+    }
+}
+
+/// 32 lowercase hex characters from the thread-local RNG.
+pub(crate) fn generate_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n: u128 = rand::rng().random();
+    let mut buf = [0u8; 32];
+    for slot in buf.iter_mut().rev() {
+        *slot = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` + `Upgrade`).
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && connection_has(req.headers(), "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names. On an upgrade,
+/// `Connection` and `Upgrade` are end-to-end for this hop and stay.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|name| !(upgrade && name == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if !upgrade {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
+    }
+}
+
+/// Adds `x-forwarded-*` and `x-request-id`. The client IP is appended to any `x-forwarded-for`
+/// already present; proto and host are the gateway's view and replace client-sent values.
+fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: SocketAddr,
+    proto: &'static str,
+    raw_host: Option<&HeaderValue>,
+    request_id: &HeaderValue,
+) {
+    let ip = client.ip().to_string();
+    let mut forwarded = BytesMut::new();
+    for prior in headers.get_all(&X_FORWARDED_FOR) {
+        forwarded.put_slice(prior.as_bytes());
+        forwarded.put_slice(b", ");
+    }
+    forwarded.put_slice(ip.as_bytes());
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(forwarded)) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    match raw_host {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
+        None => {
+            headers.remove(X_FORWARDED_HOST);
+        }
+    }
+    headers.insert(X_REQUEST_ID, request_id.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Header name/value pairs, as literals.
+    type Pairs = &'static [(&'static str, &'static str)];
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop() {
+        // (request headers, upgrade?, headers that must remain, headers that must go)
+        let cases: &[(Pairs, bool, &[&str], &[&str])] = &[
+            (
+                &[
+                    ("connection", "keep-alive"),
+                    ("keep-alive", "timeout=5"),
+                    ("x-a", "1"),
+                ],
+                false,
+                &["x-a"],
+                &["connection", "keep-alive"],
+            ), // plain keep-alive
+            (
+                &[
+                    ("connection", "close, x-secret"),
+                    ("x-secret", "s"),
+                    ("x-b", "2"),
+                ],
+                false,
+                &["x-b"],
+                &["connection", "x-secret"],
+            ), // header named by Connection
+            (
+                &[
+                    ("te", "trailers"),
+                    ("trailer", "x"),
+                    ("transfer-encoding", "chunked"),
+                ],
+                false,
+                &[],
+                &["te", "trailer", "transfer-encoding"],
+            ), // fixed list
+            (
+                &[
+                    ("proxy-authorization", "x"),
+                    ("proxy-connection", "y"),
+                    ("x-c", "3"),
+                ],
+                false,
+                &["x-c"],
+                &["proxy-authorization", "proxy-connection"],
+            ), // Proxy-*
+            (
+                &[
+                    ("connection", "Upgrade"),
+                    ("upgrade", "websocket"),
+                    ("keep-alive", "1"),
+                ],
+                true,
+                &["connection", "upgrade"],
+                &["keep-alive"],
+            ), // upgrade keeps Connection and Upgrade
+            (&[("upgrade", "websocket")], false, &[], &["upgrade"]), // Upgrade without upgrade intent
+        ];
+        for (input, upgrade, keep, gone) in cases {
+            let mut map = HeaderMap::new();
+            for (k, v) in *input {
+                map.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            strip_hop_by_hop(&mut map, *upgrade);
+            for k in *keep {
+                assert!(map.contains_key(*k), "{input:?}: {k} should stay");
+            }
+            for k in *gone {
+                assert!(!map.contains_key(*k), "{input:?}: {k} should go");
+            }
+        }
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let client: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let id = HeaderValue::from_static("abc");
+        let cases: &[(Pairs, &str)] = &[
+            (&[], "10.1.2.3"),                                        // first hop
+            (&[("x-forwarded-for", "1.1.1.1")], "1.1.1.1, 10.1.2.3"), // appended
+            (
+                &[
+                    ("x-forwarded-for", "1.1.1.1"),
+                    ("x-forwarded-for", "2.2.2.2"),
+                ],
+                "1.1.1.1, 2.2.2.2, 10.1.2.3",
+            ), // several lines folded
+        ];
+        for (input, want) in cases {
+            let mut map = headers(input);
+            let host = HeaderValue::from_static("Example.com:8080");
+            add_forwarded(&mut map, client, "http", Some(&host), &id);
+            assert_eq!(map.get_all(&X_FORWARDED_FOR).iter().count(), 1, "{input:?}");
+            assert_eq!(map[&X_FORWARDED_FOR], *want, "{input:?}");
+            assert_eq!(map[&X_FORWARDED_PROTO], "http");
+            assert_eq!(map[&X_FORWARDED_HOST], "Example.com:8080");
+            assert_eq!(map[&X_REQUEST_ID], "abc");
+        }
+    }
+
+    #[test]
+    fn request_ids() {
+        let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
+        let cases: &[(Option<&str>, Option<&str>)] = &[
+            (Some("client-id-1"), Some("client-id-1")), // kept
+            (None, None),                               // generated
+            (Some(""), None),                           // empty → generated
+            (Some("has space"), None),                  // not a token → generated
+            (Some(long.as_str()), None),                // too long → generated
+        ];
+        for (given, kept) in cases {
+            let mut map = HeaderMap::new();
+            if let Some(given) = given {
+                map.insert(X_REQUEST_ID, HeaderValue::from_str(given).unwrap());
+            }
+            let id = request_id(&map);
+            match kept {
+                Some(want) => assert_eq!(id, *want),
+                None => {
+                    let id = id.to_str().unwrap();
+                    assert_eq!(id.len(), 32, "{given:?}");
+                    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+                }
+            }
+        }
+        assert_ne!(generate_request_id(), generate_request_id());
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        let cases: &[(Pairs, Version, bool)] = &[
+            (
+                &[("connection", "Upgrade"), ("upgrade", "websocket")],
+                Version::HTTP_11,
+                true,
+            ),
+            (
+                &[("connection", "keep-alive, upgrade"), ("upgrade", "h2c")],
+                Version::HTTP_11,
+                true,
+            ),
+            (&[("upgrade", "websocket")], Version::HTTP_11, false), // no Connection token
+            (&[("connection", "upgrade")], Version::HTTP_11, false), // no Upgrade header
+            (
+                &[("connection", "upgrade"), ("upgrade", "websocket")],
+                Version::HTTP_10,
+                false,
+            ),
+        ];
+        for (input, version, want) in cases {
+            let mut req = Request::new(());
+            *req.headers_mut() = headers(input);
+            *req.version_mut() = *version;
+            assert_eq!(is_upgrade(&req), *want, "{input:?} {version:?}");
+        }
+    }
+}

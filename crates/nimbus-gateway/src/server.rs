@@ -1,0 +1,159 @@
+//! The [`Gateway`]: the current route table, the pooled upstream client, and the accept loop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::route::RouteTable;
+
+/// How long idle upstream connections stay pooled.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long open client connections get to finish after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Static gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The scheme clients used, sent upstream as `x-forwarded-proto` (`"http"` or `"https"`).
+    pub proto: &'static str,
+}
+
+/// The HTTP front door. Share it as `Arc<Gateway>`: the reconciler calls [`Gateway::swap`] while
+/// [`Gateway::serve`] runs.
+pub struct Gateway {
+    config: GatewayConfig,
+    /// The current table. Each request loads one snapshot; swaps never block requests.
+    routes: ArcSwap<RouteTable>,
+    /// Keep-alive connections to instances, pooled per address.
+    client: Client<HttpConnector, Incoming>,
+}
+
+// === impl GatewayConfig ===
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self { proto: "http" }
+    }
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    pub fn new(config: GatewayConfig) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Arc::new(Self {
+            config,
+            routes: ArcSwap::from_pointee(RouteTable::default()),
+            client,
+        })
+    }
+
+    /// Replaces the route table atomically; the next request sees the new one. Requests already
+    /// routed finish against the endpoints they were given.
+    pub fn swap(&self, table: RouteTable) {
+        debug!(hosts = table.len(), "Route table swapped.");
+        self.routes.store(Arc::new(table));
+    }
+
+    /// The current route table.
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.routes.load_full()
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    pub(crate) fn routes(&self) -> &ArcSwap<RouteTable> {
+        &self.routes
+    }
+
+    pub(crate) fn client(&self) -> &Client<HttpConnector, Incoming> {
+        &self.client
+    }
+
+    /// Serves HTTP/1.1 (with upgrades) and h2c on `listener` until `shutdown` resolves; then stops
+    /// accepting and gives open connections up to 5 s to finish their requests. Upgraded
+    /// tunnels (WebSockets) are not drained: they live on as tasks until either side closes.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let local = listener.local_addr()?;
+        info!(addr = %local, "Gateway listening.");
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new());
+        builder.http2().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, client) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        warn!(%error, "Accept failed.");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                },
+            };
+            if let Err(error) = stream.set_nodelay(true) {
+                debug!(%error, "Could not set TCP_NODELAY.");
+            }
+            let gateway = Arc::clone(&self);
+            let service = hyper::service::service_fn(move |req| {
+                crate::proxy::handle(Arc::clone(&gateway), client, req)
+            });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            let span = tracing::debug_span!("accept", client.addr = %client, server.addr = %local);
+            tokio::spawn(
+                async move {
+                    if let Err(error) = conn.await {
+                        debug!(%error, "Connection closed with an error.");
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        drop(listener);
+        info!(addr = %local, "Gateway draining connections.");
+        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            warn!(addr = %local, "Connections still open after the drain timeout; closing them.");
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("config", &self.config)
+            .field("hosts", &self.routes.load().len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,529 @@
+//! Black-box tests: real upstream servers and a real gateway on 127.0.0.1:0.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use nimbus_gateway::HostRoute;
+use nimbus_model::traffic::MatchSource;
+use nimbus_model::{RouteRule, RuleMatch, TrafficPolicy, TrafficTarget};
+use support::*;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+fn split(targets: &[(&str, u32)]) -> TrafficPolicy {
+    TrafficPolicy {
+        split: targets
+            .iter()
+            .map(|(v, p)| TrafficTarget {
+                version: v.to_string(),
+                percent: *p,
+            })
+            .collect(),
+        rules: Vec::new(),
+    }
+}
+
+fn rule(source: MatchSource, name: &str, value: &str, version: &str) -> RouteRule {
+    RouteRule {
+        matcher: RuleMatch {
+            source,
+            name: name.into(),
+            value: value.into(),
+        },
+        version: version.into(),
+    }
+}
+
+#[tokio::test]
+async fn routes_by_host_ignoring_port_case_and_trailing_dot() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let svc_a = service(
+        "a",
+        TrafficPolicy::single("v1"),
+        vec![("v1", vec![a.endpoint()])],
+    );
+    let svc_b = service(
+        "b",
+        TrafficPolicy::single("v1"),
+        vec![("v1", vec![b.endpoint()])],
+    );
+    let gw = TestGateway::start(table(vec![
+        ("a--default.nimbus.localhost", HostRoute::Service(svc_a)),
+        ("www.b.example", HostRoute::Service(svc_b)),
+    ]))
+    .await;
+    let cases = &[
+        ("a--default.nimbus.localhost", "a"),      // exact
+        ("a--default.nimbus.localhost:8080", "a"), // port stripped
+        ("A--Default.Nimbus.LOCALHOST", "a"),      // case folded
+        ("www.b.example", "b"),                    // custom domain
+        ("WWW.B.example.:80", "b"),                // dot, port and case
+    ];
+    for (host, want) in cases {
+        let reply = gw.get(host, "/hello?x=1").await;
+        assert_eq!(reply.upstream(), *want, "{host}");
+        assert_eq!(reply.json()["path"], "/hello");
+        assert_eq!(reply.json()["query"], "x=1");
+    }
+}
+
+#[tokio::test]
+async fn unknown_host_is_404_json() {
+    let gw = TestGateway::start(table(vec![])).await;
+    let reply = gw.get("Nope.Example:81", "/").await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.header("content-type"), "application/json");
+    assert_eq!(reply.header("x-request-id").len(), 32);
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"error": {
+            "code": "unknown_host",
+            "message": "no service is bound to host \"nope.example\"",
+            "field": "host",
+        }})
+    );
+}
+
+#[tokio::test]
+async fn no_ready_instance_is_503_json() {
+    let svc = service(
+        "hello",
+        split(&[("v1", 50), ("v2", 50)]),
+        vec![("v1", vec![])], // v1 has no endpoint, v2 is not in the map at all
+    );
+    let gw = TestGateway::start(table(vec![("hello.example", HostRoute::Service(svc))])).await;
+    for _ in 0..10 {
+        let reply = gw
+            .send(
+                gw.request("hello.example", "/")
+                    .header("x-request-id", "rid-503"),
+            )
+            .await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.header("content-type"), "application/json");
+        assert_eq!(reply.header("x-request-id"), "rid-503");
+        let json = reply.json();
+        assert_eq!(json["error"]["code"], "no_ready_instance");
+        assert!(json["error"]["field"].is_null());
+        assert!(json["error"]["message"].as_str().unwrap().contains("hello"));
+    }
+}
+
+#[tokio::test]
+async fn round_robin_across_endpoints() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let svc = service(
+        "hello",
+        TrafficPolicy::single("v1"),
+        vec![("v1", vec![a.endpoint(), b.endpoint()])],
+    );
+    let gw = TestGateway::start(table(vec![("hello.example", HostRoute::Service(svc))])).await;
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(gw.get("hello.example", "/").await.upstream());
+    }
+    assert_eq!(seen, ["a", "b", "a", "b", "a", "b"]);
+}
+
+/// (host, path, extra header, expected upstream)
+type Case = (
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+    &'static str,
+);
+
+#[tokio::test]
+async fn rules_and_version_test_host() {
+    let v1 = Upstream::start("v1").await;
+    let v2 = Upstream::start("v2").await;
+    let mut policy = TrafficPolicy::single("v1");
+    policy.rules = vec![
+        rule(MatchSource::Query, "env", "beta", "v2"),
+        rule(MatchSource::Header, "x-canary", "1", "v2"),
+    ];
+    let svc = service(
+        "hello",
+        policy,
+        vec![("v1", vec![v1.endpoint()]), ("v2", vec![v2.endpoint()])],
+    );
+    let gw = TestGateway::start(table(vec![
+        (
+            "hello--default.nimbus.localhost",
+            HostRoute::Service(svc.clone()),
+        ),
+        (
+            "v2--hello--default.nimbus.localhost",
+            HostRoute::Version {
+                service: svc,
+                version: "v2".into(),
+            },
+        ),
+    ]))
+    .await;
+    let host = "hello--default.nimbus.localhost";
+    let v2 = "v2--hello--default.nimbus.localhost";
+    let v2_port = "v2--hello--default.nimbus.localhost:9";
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        (host, "/", None, "v1"),                      // split
+        (host, "/?env=beta", None, "v2"),             // query rule
+        (host, "/?a=b&env=beta", None, "v2"),         // query rule, not first
+        (host, "/?env=prod", None, "v1"),             // query rule misses
+        (host, "/", Some(("x-canary", "1")), "v2"),   // header rule
+        (host, "/", Some(("x-canary", "0")), "v1"),   // header rule misses
+        (v2, "/", None, "v2"),                        // version test host
+        (v2_port, "/?env=x", None, "v2"),             // … with a port
+    ];
+    for (host, path, header, want) in cases {
+        let mut req = gw.request(host, path);
+        if let Some((k, v)) = header {
+            req = req.header(*k, *v);
+        }
+        assert_eq!(
+            gw.send(req).await.upstream(),
+            *want,
+            "{host} {path} {header:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_90_10_over_1000_requests() {
+    let v1 = Upstream::start("v1").await;
+    let v2 = Upstream::start("v2").await;
+    let svc = service(
+        "hello",
+        split(&[("v1", 90), ("v2", 10)]),
+        vec![("v1", vec![v1.endpoint()]), ("v2", vec![v2.endpoint()])],
+    );
+    let gw = TestGateway::start(table(vec![("hello.example", HostRoute::Service(svc))])).await;
+    let mut v1_count = 0;
+    for _ in 0..1000 {
+        if gw.get("hello.example", "/").await.upstream() == "v1" {
+            v1_count += 1;
+        }
+    }
+    assert!((850..=950).contains(&v1_count), "v1 got {v1_count} of 1000");
+}
+
+#[tokio::test]
+async fn response_body_streams_and_inflight_is_held_until_done() {
+    let up = Upstream::start("s").await;
+    let endpoint = up.endpoint();
+    let svc = service(
+        "s",
+        TrafficPolicy::single("v1"),
+        vec![("v1", vec![endpoint.clone()])],
+    );
+    let gw = TestGateway::start(table(vec![("s.example", HostRoute::Service(svc))])).await;
+
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let req = http::Request::get(format!("http://{}/stream", gw.addr))
+        .header("host", "s.example")
+        .body(Empty::new())
+        .unwrap();
+    let response = within(client.request(req)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = within(body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert_eq!(&first[..], b"first\n");
+    assert!(
+        !up.sent_last(),
+        "the first chunk arrived before the last was sent"
+    );
+    assert_eq!(
+        endpoint.inflight(),
+        1,
+        "a streaming body counts as in flight"
+    );
+
+    up.release();
+    let rest = within(body.collect()).await.unwrap().to_bytes();
+    assert_eq!(&rest[..], b"last\n");
+    eventually("inflight back to 0", || endpoint.inflight() == 0).await;
+}
+
+#[tokio::test]
+async fn request_body_streams() {
+    let up = Upstream::start("e").await;
+    let svc = service(
+        "e",
+        TrafficPolicy::single("v1"),
+        vec![("v1", vec![up.endpoint()])],
+    );
+    let gw = TestGateway::start(table(vec![("e.example", HostRoute::Service(svc))])).await;
+
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+    });
+    let req = http::Request::post("/echo")
+        .header("host", "e.example")
+        .body(StreamBody::new(stream))
+        .unwrap();
+    tx.send(Bytes::from_static(b"ping-1")).await.unwrap();
+    let response = within(sender.send_request(req)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    // The echo of chunk 1 comes back while the request body is still open.
+    let echoed = within(body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert_eq!(&echoed[..], b"ping-1");
+    tx.send(Bytes::from_static(b"ping-2")).await.unwrap();
+    drop(tx);
+    let rest = within(body.collect()).await.unwrap().to_bytes();
+    assert_eq!(&rest[..], b"ping-2");
+}
+
+#[tokio::test]
+async fn websocket_echo_through_gateway() {
+    let ws_addr = ws_echo_upstream().await;
+    let endpoint = Arc::new(nimbus_gateway::Endpoint::new("ws-1".into(), ws_addr));
+    let svc = service(
+        "ws",
+        TrafficPolicy::single("v1"),
+        vec![("v1", vec![endpoint.clone()])],
+    );
+    let gw = TestGateway::start(table(vec![("chat.example", HostRoute::Service(svc))])).await;
+
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut ws, response) = within(tokio_tungstenite::client_async("ws://chat.example/ws", tcp))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    assert!(response.headers().contains_key("x-request-id"));
+    for i in 0..3 {
+        let text = format!("hello {i}");
+        within(ws.send(Message::text(text.clone()))).await.unwrap();
+        let echoed = within(ws.next()).await.unwrap().unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), text);
+    }
+    within(ws.send(Message::binary(vec![1u8, 2, 3])))
+        .await
+        .unwrap();
+    let echoed = within(ws.next()).await.unwrap().unwrap();
+    assert_eq!(echoed.into_data().as_ref(), [1u8, 2, 3]);
+    assert_eq!(endpoint.inflight(), 1, "an open tunnel counts as in flight");
+
+    within(ws.close(None)).await.unwrap();
+    drop(ws);
+    eventually("tunnel closed", || endpoint.inflight() == 0).await;
+}
+
+#[tokio::test]
+async fn forwarded_headers_and_request_id() {
+    let up = Upstream::start("h").await;
+    let svc = service(
+        "h",
+        TrafficPolicy::single("v1"),
+        vec![("v1", vec![up.endpoint()])],
+    );
+    let gw = TestGateway::start(table(vec![("h.example", HostRoute::Service(svc))])).await;
+
+    // The client's id and forwarding chain are kept and extended.
+    let reply = gw
+        .send(
+            gw.request("H.example:8080", "/")
+                .header("x-request-id", "client-id-42")
+                .header("x-forwarded-for", "203.0.113.7")
+                .header("x-forwarded-proto", "https")
+                .header("connection", "keep-alive, x-hop")
+                .header("x-hop", "secret")
+                .header("proxy-authorization", "Basic Zm9v")
+                .header("x-end-to-end", "yes"),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-request-id"), "client-id-42");
+    let seen = &reply.json()["headers"];
+    assert_eq!(seen["x-request-id"], "client-id-42");
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], "H.example:8080");
+    assert_eq!(seen["host"], "H.example:8080");
+    assert_eq!(seen["x-end-to-end"], "yes");
+    assert!(seen.get("x-hop").is_none(), "named by Connection: {seen}");
+    assert!(seen.get("proxy-authorization").is_none(), "{seen}");
+
+    // Without one, an id is generated and returned to both sides.
+    let reply = gw.get("h.example", "/").await;
+    let id = reply.header("x-request-id").to_string();
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    let seen = &reply.json()["headers"];
+    assert_eq!(seen["x-request-id"], id.as_str());
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    let other = gw.get("h.example", "/").await;
+    assert_ne!(other.header("x-request-id"), id, "ids are unique");
+}
+
+#[tokio::test]
+async fn swap_takes_effect_for_the_next_request() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let svc = |up: &Upstream| {
+        service(
+            "hello",
+            TrafficPolicy::single("v1"),
+            vec![("v1", vec![up.endpoint()])],
+        )
+    };
+    let gw = TestGateway::start(table(vec![("hello.example", HostRoute::Service(svc(&a)))])).await;
+    assert_eq!(gw.get("hello.example", "/").await.upstream(), "a");
+    assert_eq!(gw.gateway.table().len(), 1);
+
+    gw.gateway
+        .swap(table(vec![("hello.example", HostRoute::Service(svc(&b)))]));
+    assert_eq!(gw.get("hello.example", "/").await.upstream(), "b");
+
+    gw.gateway.swap(table(vec![]));
+    assert!(gw.gateway.table().is_empty());
+    assert_eq!(gw.get("hello.example", "/").await.status, 404);
+}
+
+#[tokio::test]
+async fn inflight_returns_to_zero_after_responses() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let (ea, eb) = (a.endpoint(), b.endpoint());
+    let svc = service(
+        "hello",
+        TrafficPolicy::single("v1"),
+        vec![("v1", vec![ea.clone(), eb.clone()])],
+    );
+    let gw = TestGateway::start(table(vec![("hello.example", HostRoute::Service(svc))])).await;
+    for _ in 0..10 {
+        assert_eq!(gw.get("hello.example", "/").await.status, 200);
+    }
+    eventually("inflight back to 0", || {
+        ea.inflight() == 0 && eb.inflight() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dead_upstream_is_502() {
+    let dead = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    }; // dropped: nothing listens there any more
+    let endpoint = Arc::new(nimbus_gateway::Endpoint::new("gone-1".into(), dead));
+    let svc = service(
+        "hello",
+        TrafficPolicy::single("v1"),
+        vec![("v1", vec![endpoint.clone()])],
+    );
+    let gw = TestGateway::start(table(vec![("hello.example", HostRoute::Service(svc))])).await;
+    let reply = gw.get("hello.example", "/").await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.header("content-type"), "application/json");
+    assert!(reply.headers.contains_key("x-request-id"));
+    assert_eq!(reply.json()["error"]["code"], "upstream_unavailable");
+    assert_eq!(endpoint.inflight(), 0);
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    let up = Upstream::start("slow").await;
+    let endpoint = up.endpoint();
+    let svc = service_with(
+        "hello",
+        TrafficPolicy::single("v1"),
+        vec![version(
+            "v1",
+            vec![endpoint.clone()],
+            Duration::from_millis(200),
+        )],
+    );
+    let gw = TestGateway::start(table(vec![("hello.example", HostRoute::Service(svc))])).await;
+    let started = std::time::Instant::now();
+    let reply = gw.get("hello.example", "/slow").await;
+    assert_eq!(reply.status, 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(reply.json()["error"]["code"], "upstream_timeout");
+    assert!(reply.headers.contains_key("x-request-id"));
+    assert_eq!(endpoint.inflight(), 0);
+}
+
+#[tokio::test]
+async fn h2c_routes_by_authority() {
+    let up = Upstream::start("h2").await;
+    let svc = service(
+        "h2",
+        TrafficPolicy::single("v1"),
+        vec![("v1", vec![up.endpoint()])],
+    );
+    let gw = TestGateway::start(table(vec![("h2.example", HostRoute::Service(svc))])).await;
+
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://H2.example:8443/over-h2")
+        .version(http::Version::HTTP_2)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = within(sender.send_request(req)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = within(response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["upstream"], "h2");
+    assert_eq!(json["path"], "/over-h2");
+    assert_eq!(json["headers"]["host"], "H2.example:8443");
+    assert_eq!(json["headers"]["x-forwarded-host"], "H2.example:8443");
+}
+
+#[tokio::test]
+async fn serve_returns_after_shutdown() {
+    let up = Upstream::start("a").await;
+    let svc = service(
+        "a",
+        TrafficPolicy::single("v1"),
+        vec![("v1", vec![up.endpoint()])],
+    );
+    let gw = TestGateway::start(table(vec![("a.example", HostRoute::Service(svc))])).await;
+    assert_eq!(gw.get("a.example", "/").await.upstream(), "a");
+    let addr = gw.addr;
+    gw.shutdown().await.unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}

@@ -1,0 +1,342 @@
+//! A small test language: `Upstream::start("a")` runs a real hyper instance on 127.0.0.1:0,
+//! `service(..)` builds a route, `TestGateway::start(table)` runs a real gateway, and `get(..)`
+//! sends a request with a chosen `Host`.
+
+#![allow(dead_code)] // each test binary uses a different part
+#![allow(clippy::unwrap_used)] // test scaffolding: a failed unwrap fails the test
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use nimbus_gateway::{
+    Endpoint, Gateway, GatewayConfig, HostRoute, RouteTable, ServiceRoute, VersionRoute,
+};
+use nimbus_model::TrafficPolicy;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Every test step is bounded by this.
+pub const STEP: Duration = Duration::from_secs(10);
+/// An upstream serves at most this many connections (keeps its accept loop bounded).
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Fails the test if `fut` takes longer than [`STEP`].
+pub async fn within<F: Future>(fut: F) -> F::Output {
+    tokio::time::timeout(STEP, fut)
+        .await
+        .expect("step timed out")
+}
+
+/// Polls `cond` every 10 ms, at most 300 times.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition never held: {what}");
+}
+
+// === Upstream ===
+
+/// A real HTTP/1.1 instance. Routes:
+/// - `/stream`: sends `first\n`, waits for [`Upstream::release`], then sends `last\n`;
+/// - `/echo`: streams the request body back;
+/// - `/slow`: answers after 3 s;
+/// - anything else: JSON `{"upstream", "method", "path", "query", "headers"}`.
+pub struct Upstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    release: Arc<Notify>,
+    sent_last: Arc<AtomicBool>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let release = Arc::new(Notify::new());
+        let sent_last = Arc::new(AtomicBool::new(false));
+        let state = (name.to_string(), release.clone(), sent_last.clone());
+        tokio::spawn(async move {
+            for _ in 0..MAX_CONNECTIONS {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = state.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(respond(state, req).await) }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            name: name.to_string(),
+            addr,
+            release,
+            sent_last,
+        }
+    }
+
+    /// An endpoint for this upstream, named after it.
+    pub fn endpoint(&self) -> Arc<Endpoint> {
+        Arc::new(Endpoint::new(self.name.clone(), self.addr))
+    }
+
+    /// Lets a `/stream` response send its last chunk.
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+
+    /// True once a `/stream` response has sent its last chunk.
+    pub fn sent_last(&self) -> bool {
+        self.sent_last.load(Ordering::SeqCst)
+    }
+}
+
+async fn respond(
+    (name, release, sent_last): (String, Arc<Notify>, Arc<AtomicBool>),
+    req: Request<Incoming>,
+) -> Response<TestBody> {
+    match req.uri().path() {
+        "/stream" => {
+            let (tx, rx) = mpsc::channel::<Bytes>(1);
+            tokio::spawn(async move {
+                let _ = tx.send(Bytes::from_static(b"first\n")).await;
+                release.notified().await;
+                sent_last.store(true, Ordering::SeqCst);
+                let _ = tx.send(Bytes::from_static(b"last\n")).await;
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|b| (Ok(Frame::data(b)), rx))
+            });
+            Response::new(BodyExt::boxed(StreamBody::new(stream)))
+        }
+        "/echo" => Response::new(req.into_body().map_err(Into::into).boxed()),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Response::new(full("slow"))
+        }
+        _ => {
+            let headers: BTreeMap<String, String> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            let body = serde_json::json!({
+                "upstream": name,
+                "method": req.method().as_str(),
+                "path": req.uri().path(),
+                "query": req.uri().query(),
+                "headers": headers,
+            });
+            let mut response = Response::new(full(body.to_string()));
+            response.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+    }
+}
+
+pub fn full(body: impl Into<Bytes>) -> TestBody {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A WebSocket echo instance (tokio-tungstenite).
+pub async fn ws_echo_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..MAX_CONNECTIONS {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                for _ in 0..1000 {
+                    match ws.next().await {
+                        Some(Ok(msg)) if msg.is_text() || msg.is_binary() => {
+                            if ws.send(msg).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(Ok(msg)) if msg.is_close() => return,
+                        Some(Ok(_)) => {}
+                        _ => return,
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+// === routes ===
+
+/// A version of `hello` in `default` with the given endpoints and timeout.
+pub fn version(name: &str, endpoints: Vec<Arc<Endpoint>>, timeout: Duration) -> Arc<VersionRoute> {
+    Arc::new(VersionRoute::new(
+        "default".into(),
+        "hello".into(),
+        name.into(),
+        endpoints,
+        timeout,
+    ))
+}
+
+/// Service `name` with `policy` and versions (5 s timeout each).
+pub fn service(
+    name: &str,
+    policy: TrafficPolicy,
+    versions: Vec<(&str, Vec<Arc<Endpoint>>)>,
+) -> Arc<ServiceRoute> {
+    service_with(
+        name,
+        policy,
+        versions
+            .into_iter()
+            .map(|(v, eps)| version(v, eps, Duration::from_secs(5)))
+            .collect(),
+    )
+}
+
+pub fn service_with(
+    name: &str,
+    policy: TrafficPolicy,
+    versions: Vec<Arc<VersionRoute>>,
+) -> Arc<ServiceRoute> {
+    Arc::new(ServiceRoute {
+        namespace: "default".into(),
+        name: name.into(),
+        policy,
+        versions: versions
+            .into_iter()
+            .map(|v| (v.version.clone(), v))
+            .collect(),
+    })
+}
+
+/// A table binding each host to its service.
+pub fn table(bindings: Vec<(&str, HostRoute)>) -> RouteTable {
+    let mut table = RouteTable::default();
+    for (host, route) in bindings {
+        table.insert(host.into(), route);
+    }
+    table
+}
+
+// === gateway ===
+
+pub struct TestGateway {
+    pub gateway: Arc<Gateway>,
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// A response read to the end.
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestGateway {
+    pub async fn start(table: RouteTable) -> TestGateway {
+        let gateway = Gateway::new(GatewayConfig::default());
+        gateway.swap(table);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let served = tokio::spawn(gateway.clone().serve(listener, async move {
+            let _ = rx.await;
+        }));
+        TestGateway {
+            gateway,
+            addr,
+            shutdown: Some(tx),
+            served,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// A request through the gateway with `Host: host`.
+    pub fn request(&self, host: &str, path: &str) -> http::request::Builder {
+        Request::get(format!("http://{}{path}", self.addr)).header("host", host)
+    }
+
+    pub async fn send(&self, req: http::request::Builder) -> Reply {
+        let req = req.body(Full::new(Bytes::new())).unwrap();
+        let response = within(self.client.request(req)).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = within(body.collect()).await.unwrap().to_bytes();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// `GET path` with `Host: host`.
+    pub async fn get(&self, host: &str, path: &str) -> Reply {
+        self.send(self.request(host, path)).await
+    }
+
+    /// Signals shutdown and waits for `serve` to return.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        within(&mut self.served).await.unwrap()
+    }
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The `upstream` field of the mock upstream's JSON.
+    pub fn upstream(&self) -> String {
+        assert_eq!(self.status, 200, "{}", String::from_utf8_lossy(&self.body));
+        self.json()["upstream"].as_str().unwrap().to_string()
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_str()
+            .unwrap()
+    }
+}

@@ -1,0 +1,179 @@
+//! The reconciler's decision, pure: given what should run and what does, which instances to start
+//! and which to stop. Tested with tables; the I/O around it lives in `reconciler.rs`.
+
+use std::collections::BTreeMap;
+
+/// `(namespace, service, version)`.
+pub type VersionKey = (String, String, String);
+
+/// What the plan knows of one live instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveInstance {
+    pub id: String,
+    pub version: VersionKey,
+    /// Starting instances are stopped before ready ones when scaling down.
+    pub ready: bool,
+}
+
+/// One step towards the desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Start(VersionKey),
+    Stop(String),
+}
+
+/// `desired` maps each version that should exist to the number of instances it should run;
+/// `held` lists versions that must not start anything now (crash backoff). `live` excludes
+/// instances already draining. Stops are listed before starts.
+pub fn plan(
+    desired: &BTreeMap<VersionKey, u32>,
+    held: &[VersionKey],
+    live: &[LiveInstance],
+) -> Vec<Action> {
+    let mut stops = Vec::new();
+    let mut starts = Vec::new();
+    let mut by_version: BTreeMap<&VersionKey, Vec<&LiveInstance>> = BTreeMap::new();
+    for instance in live {
+        if desired.contains_key(&instance.version) {
+            by_version
+                .entry(&instance.version)
+                .or_default()
+                .push(instance);
+        } else {
+            stops.push(Action::Stop(instance.id.clone()));
+        }
+    }
+    for (key, &want) in desired {
+        let mut have = by_version.remove(key).unwrap_or_default();
+        let count = have.len() as u32;
+        if count > want {
+            // Keep ready instances; shed the ones still starting first.
+            have.sort_by_key(|i| i.ready);
+            for extra in have.iter().take((count - want) as usize) {
+                stops.push(Action::Stop(extra.id.clone()));
+            }
+        } else if count < want && !held.contains(key) {
+            for _ in count..want {
+                starts.push(Action::Start(key.clone()));
+            }
+        }
+    }
+    stops.extend(starts);
+    stops
+}
+
+/// Wait before restarting a version whose instances crashed `failures` times in a row:
+/// 0.5 s, 1 s, 2 s, … capped at 30 s.
+pub fn crash_backoff_ms(failures: u32) -> u64 {
+    let exp = failures.saturating_sub(1).min(16);
+    (500u64 << exp).min(30_000)
+}
+
+/// Consecutive crashes after which a version is reported `failed`.
+pub const FAILED_AFTER: u32 = 3;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(v: &str) -> VersionKey {
+        ("default".into(), "hello".into(), v.into())
+    }
+
+    fn live(id: &str, v: &str, ready: bool) -> LiveInstance {
+        LiveInstance {
+            id: id.into(),
+            version: key(v),
+            ready,
+        }
+    }
+
+    #[test]
+    fn plans() {
+        type Case = (
+            &'static str,
+            Vec<(&'static str, u32)>,
+            Vec<&'static str>,
+            Vec<LiveInstance>,
+            Vec<Action>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "nothing to do",
+                vec![("v1", 1)],
+                vec![],
+                vec![live("a", "v1", true)],
+                vec![],
+            ),
+            (
+                "first start",
+                vec![("v1", 1)],
+                vec![],
+                vec![],
+                vec![Action::Start(key("v1"))],
+            ),
+            (
+                "two to start",
+                vec![("v1", 2)],
+                vec![],
+                vec![],
+                vec![Action::Start(key("v1")), Action::Start(key("v1"))],
+            ),
+            (
+                "held by backoff",
+                vec![("v1", 1)],
+                vec!["v1"],
+                vec![],
+                vec![],
+            ),
+            (
+                "deleted version stops",
+                vec![],
+                vec![],
+                vec![live("a", "v1", true)],
+                vec![Action::Stop("a".into())],
+            ),
+            (
+                "scale down sheds starting first",
+                vec![("v1", 1)],
+                vec![],
+                vec![live("a", "v1", true), live("b", "v1", false)],
+                vec![Action::Stop("b".into())],
+            ),
+            (
+                "stops before starts",
+                vec![("v2", 1)],
+                vec![],
+                vec![live("a", "v1", true)],
+                vec![Action::Stop("a".into()), Action::Start(key("v2"))],
+            ),
+            (
+                "zero wanted",
+                vec![("v1", 0)],
+                vec![],
+                vec![live("a", "v1", true)],
+                vec![Action::Stop("a".into())],
+            ),
+        ];
+        for (label, desired, held, instances, expected) in cases {
+            let desired: BTreeMap<_, _> = desired.into_iter().map(|(v, n)| (key(v), n)).collect();
+            let held: Vec<_> = held.into_iter().map(key).collect();
+            assert_eq!(plan(&desired, &held, &instances), expected, "{label}");
+        }
+    }
+
+    #[test]
+    fn backoff() {
+        let cases = [
+            (0, 500),
+            (1, 500),
+            (2, 1000),
+            (3, 2000),
+            (7, 30_000),
+            (100, 30_000),
+        ];
+        for (failures, ms) in cases {
+            assert_eq!(crash_backoff_ms(failures), ms, "{failures}");
+        }
+    }
+}

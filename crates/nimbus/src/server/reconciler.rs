@@ -1,0 +1,578 @@
+//! The reconciler: the one task that owns running instances. It converges them to the store's
+//! desired state on every change, on a tick and at start-up, rebuilds the gateway's route table
+//! and publishes a [`RuntimeStatus`] for the API.
+//!
+//! Per instance it spawns one watcher task that probes readiness and waits for exit; watchers and
+//! drainers report back over a channel, so all state changes happen here, in one place, in order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nimbus_gateway::{Endpoint, Gateway, HostRoute, RouteTable, ServiceRoute, VersionRoute};
+use nimbus_model::domains::{service_host, version_host};
+use nimbus_model::status::{
+    InstanceState, InstanceStatus, RuntimeStatus, VersionState, VersionStatus,
+};
+use nimbus_model::VersionSpec;
+use nimbus_runtime::{Driver, ExitStatus, InstanceInfo, InstanceSpec};
+use nimbus_store::{DesiredState, Store};
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{debug, info, warn};
+
+use super::plan::{crash_backoff_ms, plan, Action, LiveInstance, VersionKey, FAILED_AFTER};
+
+/// How long a new instance may take to answer its health path before it counts as failed.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+/// SIGTERM → SIGKILL grace when stopping an instance.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Longest a draining instance waits for its in-flight requests.
+const MAX_DRAIN: Duration = Duration::from_secs(300);
+/// Lines of a failing instance's log shown with a `failed` version.
+const FAILURE_LOG_LINES: usize = 10;
+
+/// What watcher and drainer tasks report.
+#[derive(Debug)]
+enum Report {
+    Ready { id: String },
+    NeverReady { id: String, error: String },
+    Exited { id: String, status: String },
+    Stopped { id: String },
+}
+
+struct Instance {
+    info: InstanceInfo,
+    key: VersionKey,
+    state: InstanceState,
+    endpoint: Arc<Endpoint>,
+}
+
+/// Crash-loop bookkeeping per version.
+#[derive(Default)]
+struct VersionHealth {
+    consecutive_failures: u32,
+    hold_until: Option<Instant>,
+    failure: Option<String>,
+    last_log_lines: Vec<String>,
+}
+
+pub struct Reconciler {
+    store: Arc<Store>,
+    driver: Arc<dyn Driver>,
+    gateway: Arc<Gateway>,
+    base_domain: String,
+    instances: HashMap<String, Instance>,
+    health: HashMap<VersionKey, VersionHealth>,
+    status_tx: watch::Sender<Arc<RuntimeStatus>>,
+    reports_tx: mpsc::UnboundedSender<Report>,
+    reports_rx: mpsc::UnboundedReceiver<Report>,
+    /// The last desired state read, so reports can be handled without re-reading the store.
+    desired: DesiredState,
+}
+
+fn describe_exit(status: &ExitStatus) -> String {
+    match status {
+        ExitStatus::Code(code) => format!("exited with code {code}"),
+        ExitStatus::Signal(sig) => format!("was killed by signal {sig}"),
+        ExitStatus::Unknown => "exited".to_string(),
+    }
+}
+
+impl Reconciler {
+    pub fn new(
+        store: Arc<Store>,
+        driver: Arc<dyn Driver>,
+        gateway: Arc<Gateway>,
+        base_domain: String,
+    ) -> (Self, watch::Receiver<Arc<RuntimeStatus>>) {
+        let (status_tx, status_rx) = watch::channel(Arc::new(RuntimeStatus::default()));
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let reconciler = Self {
+            store,
+            driver,
+            gateway,
+            base_domain,
+            instances: HashMap::new(),
+            health: HashMap::new(),
+            status_tx,
+            reports_tx,
+            reports_rx,
+            desired: DesiredState::default(),
+        };
+        (reconciler, status_rx)
+    }
+
+    /// Takes over instances a previous run left alive; the next reconcile keeps those whose
+    /// version still exists and stops the rest.
+    pub fn adopt(&mut self, adopted: Vec<InstanceInfo>) {
+        for info in adopted {
+            info!(instance = %info.id, port = info.port, "Adopted a running instance.");
+            let key = (
+                info.namespace.clone(),
+                info.service.clone(),
+                info.version.clone(),
+            );
+            self.track(info, key);
+        }
+    }
+
+    /// One full pass: read the store, start and stop instances, publish routes and status.
+    pub async fn reconcile(&mut self) {
+        match self.store.snapshot() {
+            Ok(desired) => self.desired = desired,
+            Err(error) => {
+                warn!(%error, "Could not read desired state; keeping the last one.");
+            }
+        }
+        let now = Instant::now();
+        let mut wanted: BTreeMap<VersionKey, u32> = BTreeMap::new();
+        let mut specs: HashMap<VersionKey, VersionSpec> = HashMap::new();
+        for v in &self.desired.versions {
+            let key = (v.namespace.clone(), v.service.clone(), v.name.clone());
+            wanted.insert(key.clone(), v.spec.steady_instances());
+            specs.insert(key, v.spec.clone());
+        }
+        // Forget health of versions that no longer exist.
+        self.health.retain(|key, _| wanted.contains_key(key));
+        let held: Vec<VersionKey> = self
+            .health
+            .iter()
+            .filter(|(_, h)| h.hold_until.is_some_and(|t| t > now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let live: Vec<LiveInstance> = self
+            .instances
+            .values()
+            .filter(|i| matches!(i.state, InstanceState::Starting | InstanceState::Ready))
+            .map(|i| LiveInstance {
+                id: i.info.id.clone(),
+                version: i.key.clone(),
+                ready: i.state == InstanceState::Ready,
+            })
+            .collect();
+        let actions = plan(&wanted, &held, &live);
+        let stops_first = actions.iter().any(|a| matches!(a, Action::Stop(_)));
+        if stops_first {
+            // Take stopping instances out of the routes before anything else happens.
+            for action in &actions {
+                if let Action::Stop(id) = action {
+                    if let Some(instance) = self.instances.get_mut(id) {
+                        instance.state = InstanceState::Draining;
+                    }
+                }
+            }
+            self.publish();
+        }
+        for action in actions {
+            match action {
+                Action::Stop(id) => self.drain_and_stop(&id),
+                Action::Start(key) => {
+                    if let Some(spec) = specs.get(&key) {
+                        self.start(key, spec).await;
+                    }
+                }
+            }
+        }
+        self.publish();
+    }
+
+    async fn start(&mut self, key: VersionKey, spec: &VersionSpec) {
+        let (ns, service, version) = key.clone();
+        let id = format!(
+            "{service}-{version}-{:06x}",
+            rand::random::<u32>() & 0xff_ffff
+        );
+        let port = match spec.port {
+            Some(port) => port,
+            None => match nimbus_runtime::pick_free_port() {
+                Ok(port) => port,
+                Err(error) => {
+                    self.record_failure(&key, format!("no free port: {error}"), None);
+                    return;
+                }
+            },
+        };
+        let instance_spec = InstanceSpec {
+            id: id.clone(),
+            namespace: ns,
+            service,
+            version,
+            command: spec.command.clone(),
+            env: spec.env.clone(),
+            port,
+        };
+        match self.driver.start(&instance_spec).await {
+            Ok(info) => {
+                info!(instance = %id, port, "Started an instance.");
+                self.track(info, key);
+            }
+            Err(error) => {
+                warn!(instance = %id, %error, "Could not start an instance.");
+                self.record_failure(&key, format!("could not start: {error}"), None);
+            }
+        }
+    }
+
+    /// Registers an instance and spawns its watcher: readiness probe, then wait for exit.
+    fn track(&mut self, info: InstanceInfo, key: VersionKey) {
+        let health_path = self
+            .desired
+            .versions
+            .iter()
+            .find(|v| (&v.namespace, &v.service, &v.name) == (&key.0, &key.1, &key.2))
+            .map(|v| v.spec.health_path.clone())
+            .unwrap_or_else(|| "/".to_string());
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, info.port));
+        let endpoint = Arc::new(Endpoint::new(info.id.clone(), addr));
+        let driver = self.driver.clone();
+        let reports = self.reports_tx.clone();
+        let id = info.id.clone();
+        let port = info.port;
+        tokio::spawn(async move {
+            let wait_id = id.clone();
+            let exit = driver.wait(&wait_id);
+            tokio::pin!(exit);
+            tokio::select! {
+                ready = nimbus_runtime::wait_ready(port, &health_path, STARTUP_TIMEOUT) => {
+                    let report = match ready {
+                        Ok(took) => {
+                            debug!(instance = %id, ms = took.as_millis() as u64, "Instance is ready.");
+                            Report::Ready { id: id.clone() }
+                        }
+                        Err(error) => Report::NeverReady { id: id.clone(), error: error.to_string() },
+                    };
+                    let _ = reports.send(report);
+                }
+                status = &mut exit => {
+                    let status = status.map(|s| describe_exit(&s)).unwrap_or_else(|e| e.to_string());
+                    let _ = reports.send(Report::Exited { id, status });
+                    return;
+                }
+            }
+            let status = exit
+                .await
+                .map(|s| describe_exit(&s))
+                .unwrap_or_else(|e| e.to_string());
+            let _ = reports.send(Report::Exited { id, status });
+        });
+        self.instances.insert(
+            info.id.clone(),
+            Instance {
+                info,
+                key,
+                state: InstanceState::Starting,
+                endpoint,
+            },
+        );
+    }
+
+    /// Out of the routes already; wait for in-flight requests, then stop the process group.
+    fn drain_and_stop(&mut self, id: &str) {
+        let Some(instance) = self.instances.get_mut(id) else {
+            return;
+        };
+        instance.state = InstanceState::Draining;
+        let timeout = self
+            .desired
+            .versions
+            .iter()
+            .find(|v| {
+                (&v.namespace, &v.service, &v.name)
+                    == (&instance.key.0, &instance.key.1, &instance.key.2)
+            })
+            .map(|v| Duration::from_secs(v.spec.timeout_secs))
+            .unwrap_or(MAX_DRAIN)
+            .min(MAX_DRAIN);
+        let endpoint = instance.endpoint.clone();
+        let driver = self.driver.clone();
+        let reports = self.reports_tx.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + timeout;
+            while endpoint.inflight() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if let Err(error) = driver.stop(&id, STOP_GRACE).await {
+                warn!(instance = %id, %error, "Stopping an instance failed.");
+            }
+            info!(instance = %id, "Stopped an instance.");
+            let _ = reports.send(Report::Stopped { id });
+        });
+    }
+
+    fn record_failure(&mut self, key: &VersionKey, reason: String, log: Option<Vec<String>>) {
+        let health = self.health.entry(key.clone()).or_default();
+        health.consecutive_failures += 1;
+        let wait = Duration::from_millis(crash_backoff_ms(health.consecutive_failures));
+        health.hold_until = Some(Instant::now() + wait);
+        if let Some(lines) = log {
+            health.last_log_lines = lines;
+        }
+        if health.consecutive_failures >= FAILED_AFTER {
+            let reason = format!(
+                "{reason} ({} times in a row; retrying every {}s)",
+                health.consecutive_failures,
+                wait.as_secs().max(1)
+            );
+            if health.failure.as_deref() != Some(reason.as_str())
+                && health.consecutive_failures == FAILED_AFTER
+            {
+                let _ = self.store.record_event(
+                    &key.0,
+                    &key.1,
+                    "version_failed",
+                    &format!("version {} failed: {reason}", key.2),
+                );
+            }
+            health.failure = Some(reason);
+        }
+    }
+
+    /// Applies one report from a watcher or drainer.
+    fn handle(&mut self, report: Report) {
+        match report {
+            Report::Ready { id } => {
+                if let Some(instance) = self.instances.get_mut(&id) {
+                    if instance.state == InstanceState::Starting {
+                        instance.state = InstanceState::Ready;
+                        let health = self.health.entry(instance.key.clone()).or_default();
+                        *health = VersionHealth::default();
+                    }
+                }
+            }
+            Report::NeverReady { id, error } => {
+                let Some(instance) = self.instances.get(&id) else {
+                    return;
+                };
+                if instance.state != InstanceState::Starting {
+                    return;
+                }
+                let key = instance.key.clone();
+                let log = self.log_tail(&id);
+                warn!(instance = %id, %error, "Instance never became ready.");
+                self.record_failure(&key, format!("did not become ready: {error}"), log);
+                self.drain_and_stop(&id);
+            }
+            Report::Exited { id, status } => {
+                let Some(instance) = self.instances.get(&id) else {
+                    return;
+                };
+                if instance.state == InstanceState::Draining {
+                    return; // We stopped it; the drainer reports `Stopped`.
+                }
+                let key = instance.key.clone();
+                let log = self.log_tail(&id);
+                warn!(instance = %id, %status, "Instance exited unexpectedly.");
+                let _ = self.store.record_event(
+                    &key.0,
+                    &key.1,
+                    "crash",
+                    &format!("instance {id} of {} {status}", key.2),
+                );
+                self.record_failure(&key, format!("instance {status}"), log);
+                // Reap anything left in its process group, then forget it.
+                self.drain_and_stop(&id);
+            }
+            Report::Stopped { id } => {
+                self.instances.remove(&id);
+            }
+        }
+    }
+
+    fn log_tail(&self, id: &str) -> Option<Vec<String>> {
+        self.driver
+            .log_path(id)
+            .map(|path| nimbus_runtime::tail_lines(&path, FAILURE_LOG_LINES))
+    }
+
+    /// Rebuilds the route table from the desired state and ready instances, and the status.
+    fn publish(&mut self) {
+        let mut ready: HashMap<&VersionKey, Vec<Arc<Endpoint>>> = HashMap::new();
+        for instance in self.instances.values() {
+            if instance.state == InstanceState::Ready {
+                ready
+                    .entry(&instance.key)
+                    .or_default()
+                    .push(instance.endpoint.clone());
+            }
+        }
+        let mut table = RouteTable::default();
+        for service in &self.desired.services {
+            let mut versions = HashMap::new();
+            for v in self
+                .desired
+                .versions
+                .iter()
+                .filter(|v| v.namespace == service.namespace && v.service == service.name)
+            {
+                let key = (v.namespace.clone(), v.service.clone(), v.name.clone());
+                let mut endpoints = ready.get(&key).cloned().unwrap_or_default();
+                endpoints.sort_by(|a, b| a.instance.cmp(&b.instance));
+                versions.insert(
+                    v.name.clone(),
+                    Arc::new(VersionRoute::new(
+                        v.namespace.clone(),
+                        v.service.clone(),
+                        v.name.clone(),
+                        endpoints,
+                        Duration::from_secs(v.spec.timeout_secs),
+                    )),
+                );
+            }
+            let route = Arc::new(ServiceRoute {
+                namespace: service.namespace.clone(),
+                name: service.name.clone(),
+                policy: service.traffic.clone(),
+                versions,
+            });
+            table.insert(
+                service_host(&service.name, &service.namespace, &self.base_domain),
+                HostRoute::Service(route.clone()),
+            );
+            for domain in &service.domains {
+                table.insert(domain.clone(), HostRoute::Service(route.clone()));
+            }
+            for version in &service.versions {
+                table.insert(
+                    version_host(
+                        version,
+                        &service.name,
+                        &service.namespace,
+                        &self.base_domain,
+                    ),
+                    HostRoute::Version {
+                        service: route.clone(),
+                        version: version.clone(),
+                    },
+                );
+            }
+        }
+        self.gateway.swap(table);
+        self.status_tx.send_replace(Arc::new(self.status()));
+    }
+
+    fn status(&self) -> RuntimeStatus {
+        let mut instances: Vec<InstanceStatus> = self
+            .instances
+            .values()
+            .map(|i| InstanceStatus {
+                id: i.info.id.clone(),
+                namespace: i.key.0.clone(),
+                service: i.key.1.clone(),
+                version: i.key.2.clone(),
+                state: i.state,
+                port: i.info.port,
+                pid: i.info.pid,
+                restarts: self
+                    .health
+                    .get(&i.key)
+                    .map_or(0, |h| h.consecutive_failures),
+                started_at: i.info.started_at,
+            })
+            .collect();
+        instances.sort_by(|a, b| {
+            (&a.namespace, &a.service, &a.version, &a.id).cmp(&(
+                &b.namespace,
+                &b.service,
+                &b.version,
+                &b.id,
+            ))
+        });
+        let versions = self
+            .desired
+            .versions
+            .iter()
+            .map(|v| {
+                let key = (v.namespace.clone(), v.service.clone(), v.name.clone());
+                let ready = self
+                    .instances
+                    .values()
+                    .filter(|i| i.key == key && i.state == InstanceState::Ready)
+                    .count() as u32;
+                let desired = v.spec.steady_instances();
+                let health = self.health.get(&key);
+                let failure = health.and_then(|h| h.failure.clone());
+                let state = if ready > 0 {
+                    VersionState::Ready
+                } else if failure.is_some() {
+                    VersionState::Failed
+                } else if desired == 0 {
+                    VersionState::Idle
+                } else {
+                    VersionState::Deploying
+                };
+                VersionStatus {
+                    namespace: key.0,
+                    service: key.1,
+                    version: key.2,
+                    state,
+                    ready_instances: ready,
+                    desired_instances: desired,
+                    reason: failure,
+                    last_log_lines: health.map(|h| h.last_log_lines.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        RuntimeStatus {
+            instances,
+            versions,
+        }
+    }
+
+    /// Runs until `shutdown` fires, then drains and stops every instance.
+    pub async fn run(mut self, changed: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = changed.notified() => self.reconcile().await,
+                Some(report) = self.reports_rx.recv() => {
+                    self.handle(report);
+                    // Batch whatever else already arrived before touching routes.
+                    while let Ok(report) = self.reports_rx.try_recv() {
+                        self.handle(report);
+                    }
+                    self.reconcile().await;
+                }
+                _ = tick.tick() => {
+                    // Restarts after a crash backoff run from here.
+                    let due = self.health.values().any(|h| h.hold_until.is_some_and(|t| t <= Instant::now()));
+                    if due {
+                        for h in self.health.values_mut() {
+                            if h.hold_until.is_some_and(|t| t <= Instant::now()) {
+                                h.hold_until = None;
+                            }
+                        }
+                        self.reconcile().await;
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.stop_all().await;
+    }
+
+    async fn stop_all(&mut self) {
+        info!(count = self.instances.len(), "Stopping all instances.");
+        let ids: Vec<String> = self.instances.keys().cloned().collect();
+        for id in &ids {
+            if let Some(i) = self.instances.get_mut(id) {
+                i.state = InstanceState::Draining;
+            }
+        }
+        self.desired = DesiredState::default();
+        self.publish();
+        let stops = ids.into_iter().map(|id| {
+            let driver = self.driver.clone();
+            async move {
+                if let Err(error) = driver.stop(&id, STOP_GRACE).await {
+                    warn!(instance = %id, %error, "Stopping an instance failed.");
+                }
+            }
+        });
+        futures_util::future::join_all(stops).await;
+        self.instances.clear();
+        self.status_tx
+            .send_replace(Arc::new(RuntimeStatus::default()));
+    }
+}
