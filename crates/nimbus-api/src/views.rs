@@ -27,6 +27,8 @@ pub struct VersionView {
     pub status: VersionState,
     /// Percent of the split this version gets.
     pub traffic: u32,
+    /// Deployed to take all traffic, which it will as soon as it is ready.
+    pub pending_traffic: bool,
     pub ready_instances: u32,
     pub desired_instances: u32,
     pub reason: Option<String>,
@@ -83,6 +85,7 @@ impl Urls<'_> {
             // Not yet seen by the reconciler: it is about to start.
             status: live.map_or(VersionState::Deploying, |l| l.state),
             traffic: service.traffic.percent_of(&v.name),
+            pending_traffic: v.promote_pending,
             ready_instances: live.map_or(0, |l| l.ready_instances),
             desired_instances: live.map_or(v.spec.steady_instances(), |l| l.desired_instances),
             reason: live.and_then(|l| l.reason.clone()),

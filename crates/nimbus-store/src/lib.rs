@@ -61,6 +61,8 @@ pub struct VersionRecord {
     pub seq: u32,
     pub spec: VersionSpec,
     pub created_at: i64,
+    /// Will take 100% of traffic as soon as it is ready (a deploy without `--no-traffic`).
+    pub promote_pending: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -215,18 +217,28 @@ impl Store {
             .unwrap_or_default()
             .check_version_limit(&versions)?;
         let name = version_name(next_seq);
+        // Like Cloud Run, a later version takes traffic only once it is ready, so a deploy that
+        // never gets healthy leaves the service serving the old version.
+        let first = versions.is_empty();
+        let promote_pending = !first && !no_traffic;
         tx.execute(
-            "INSERT INTO versions (namespace, service, name, seq, spec, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![namespace, service, name, next_seq, spec_json, at],
+            "INSERT INTO versions (namespace, service, name, seq, spec, created_at, promote_pending)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![namespace, service, name, next_seq, spec_json, at, promote_pending],
         )?;
-        let policy = TrafficPolicy::after_deploy(current_policy, &name, no_traffic);
+        let policy = if first {
+            TrafficPolicy::after_deploy(None, &name, no_traffic)
+        } else {
+            current_policy.cloned().unwrap_or_default()
+        };
         tx.execute(
             "UPDATE services SET next_version = ?3, traffic = ?4 WHERE namespace = ?1 AND name = ?2",
             params![namespace, service, next_seq + 1, policy_json(&policy)?],
         )?;
         let traffic_note = if policy.percent_of(&name) > 0 {
             format!(", now taking {}% of traffic", policy.percent_of(&name))
+        } else if promote_pending {
+            ", taking all traffic once ready".to_string()
         } else {
             ", taking no traffic".to_string()
         };
@@ -324,6 +336,11 @@ impl Store {
             "UPDATE services SET traffic = ?3 WHERE namespace = ?1 AND name = ?2",
             params![namespace, service, policy_json(policy)?],
         )?;
+        // An explicit policy is the user's last word: pending promotions no longer apply.
+        tx.execute(
+            "UPDATE versions SET promote_pending = 0 WHERE namespace = ?1 AND service = ?2",
+            params![namespace, service],
+        )?;
         let split: Vec<String> = policy
             .split
             .iter()
@@ -344,6 +361,41 @@ impl Store {
             .ok_or_else(|| not_found_service(namespace, service))?;
         tx.commit()?;
         Ok(updated)
+    }
+
+    /// Moves all traffic to a version whose deploy asked for it, now that it is ready. Returns
+    /// false when there is nothing to do (no longer pending, superseded, or deleted). Clears the
+    /// pending flag of this and every older version.
+    pub fn promote(&self, namespace: &str, service: &str, version: &str) -> Result<bool> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let Some(record) = load_version(&tx, namespace, service, version)? else {
+            return Ok(false);
+        };
+        if !record.promote_pending {
+            return Ok(false);
+        }
+        let svc = load_service(&tx, namespace, service)?
+            .ok_or_else(|| not_found_service(namespace, service))?;
+        let policy = TrafficPolicy::after_deploy(Some(&svc.traffic), version, false);
+        tx.execute(
+            "UPDATE services SET traffic = ?3 WHERE namespace = ?1 AND name = ?2",
+            params![namespace, service, policy_json(&policy)?],
+        )?;
+        tx.execute(
+            "UPDATE versions SET promote_pending = 0
+             WHERE namespace = ?1 AND service = ?2 AND seq <= ?3",
+            params![namespace, service, record.seq],
+        )?;
+        record_event(
+            &tx,
+            namespace,
+            service,
+            "traffic",
+            &format!("version {version} is ready and now takes 100% of traffic"),
+        )?;
+        tx.commit()?;
+        Ok(true)
     }
 
     /// Deletes a service with its versions and domains.
@@ -588,7 +640,7 @@ fn load_service(
 }
 
 /// A version row as stored; the spec is still JSON so a corrupt row becomes a typed error.
-type VersionRow = (String, String, String, u32, String, i64);
+type VersionRow = (String, String, String, u32, String, i64, bool);
 
 fn version_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
     Ok((
@@ -598,11 +650,12 @@ fn version_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
         r.get(3)?,
         r.get(4)?,
         r.get(5)?,
+        r.get(6)?,
     ))
 }
 
 fn parse_spec(
-    (namespace, service, name, seq, spec_json, created_at): VersionRow,
+    (namespace, service, name, seq, spec_json, created_at, promote_pending): VersionRow,
 ) -> Result<VersionRecord> {
     let spec = serde_json::from_str(&spec_json).map_err(|e| StoreError::Corrupt {
         what: "version spec",
@@ -615,13 +668,14 @@ fn parse_spec(
         seq,
         spec,
         created_at,
+        promote_pending,
     })
 }
 
 fn versions_of(tx: &Transaction<'_>, service: Option<(&str, &str)>) -> Result<Vec<VersionRecord>> {
     let (ns, name) = service.unzip();
     let mut stmt = tx.prepare(
-        "SELECT namespace, service, name, seq, spec, created_at FROM versions
+        "SELECT namespace, service, name, seq, spec, created_at, promote_pending FROM versions
          WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR service = ?2)
          ORDER BY namespace, service, seq",
     )?;
@@ -639,7 +693,7 @@ fn load_version(
 ) -> Result<Option<VersionRecord>> {
     let row = tx
         .query_row(
-            "SELECT namespace, service, name, seq, spec, created_at FROM versions
+            "SELECT namespace, service, name, seq, spec, created_at, promote_pending FROM versions
              WHERE namespace = ?1 AND service = ?2 AND name = ?3",
             params![namespace, service, version],
             version_from_row,

@@ -26,6 +26,8 @@ const MIGRATIONS: &[&str] = &[
         seq INTEGER NOT NULL,
         spec TEXT NOT NULL,
         created_at INTEGER NOT NULL,
+        -- Deployed to take all traffic once it is ready (traffic stays put until then).
+        promote_pending INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (namespace, service, name),
         FOREIGN KEY (namespace, service) REFERENCES services(namespace, name)
     );

@@ -46,8 +46,65 @@ fn first_deploy_creates_service_and_takes_all_traffic() {
         .deploy_version("default", "hello", &spec(), false)
         .unwrap();
     assert_eq!(v.name, "v3");
-    assert_eq!(svc.traffic, TrafficPolicy::single("v3"));
+    assert!(v.promote_pending);
+    assert_eq!(
+        svc.traffic,
+        TrafficPolicy::single("v1"),
+        "v3 takes traffic once ready"
+    );
     assert_eq!(svc.versions, vec!["v1", "v2", "v3"]);
+
+    assert!(
+        !store.promote("default", "hello", "v2").unwrap(),
+        "v2 was --no-traffic"
+    );
+    assert!(store.promote("default", "hello", "v3").unwrap());
+    assert!(
+        !store.promote("default", "hello", "v3").unwrap(),
+        "only once"
+    );
+    let svc = store.get_service("default", "hello").unwrap();
+    assert_eq!(svc.traffic, TrafficPolicy::single("v3"));
+}
+
+#[test]
+fn explicit_traffic_cancels_pending_promotions_and_newer_supersedes_older() {
+    let (_dir, store) = open();
+    store
+        .deploy_version("default", "hello", &spec(), false)
+        .unwrap();
+    store
+        .deploy_version("default", "hello", &spec(), false)
+        .unwrap(); // v2 pending
+    store
+        .deploy_version("default", "hello", &spec(), false)
+        .unwrap(); // v3 pending
+    assert!(store.promote("default", "hello", "v3").unwrap());
+    assert!(
+        !store.promote("default", "hello", "v2").unwrap(),
+        "superseded by v3"
+    );
+    assert_eq!(
+        store.get_service("default", "hello").unwrap().traffic,
+        TrafficPolicy::single("v3")
+    );
+
+    store
+        .deploy_version("default", "hello", &spec(), false)
+        .unwrap(); // v4 pending
+    let policy = TrafficPolicy {
+        split: parse_split("v1=50,v3=50").unwrap(),
+        rules: vec![],
+    };
+    store.set_traffic("default", "hello", &policy).unwrap();
+    assert!(
+        !store.promote("default", "hello", "v4").unwrap(),
+        "the user's policy wins"
+    );
+    assert_eq!(
+        store.get_service("default", "hello").unwrap().traffic,
+        policy
+    );
 }
 
 #[test]

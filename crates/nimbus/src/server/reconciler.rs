@@ -333,11 +333,27 @@ impl Reconciler {
     fn handle(&mut self, report: Report) {
         match report {
             Report::Ready { id } => {
-                if let Some(instance) = self.instances.get_mut(&id) {
-                    if instance.state == InstanceState::Starting {
-                        instance.state = InstanceState::Ready;
-                        let health = self.health.entry(instance.key.clone()).or_default();
-                        *health = VersionHealth::default();
+                let Some(instance) = self.instances.get_mut(&id) else {
+                    return;
+                };
+                if instance.state != InstanceState::Starting {
+                    return;
+                }
+                instance.state = InstanceState::Ready;
+                let key = instance.key.clone();
+                self.health.insert(key.clone(), VersionHealth::default());
+                let pending = self.desired.versions.iter().any(|v| {
+                    v.promote_pending
+                        && (&v.namespace, &v.service, &v.name) == (&key.0, &key.1, &key.2)
+                });
+                if pending {
+                    // The deploy asked for all traffic once ready; the next reconcile re-reads it.
+                    match self.store.promote(&key.0, &key.1, &key.2) {
+                        Ok(true) => {
+                            info!(service = %key.1, version = %key.2, "Version is ready and takes all traffic.")
+                        }
+                        Ok(false) => {}
+                        Err(error) => warn!(%error, "Could not move traffic to a ready version."),
                     }
                 }
             }

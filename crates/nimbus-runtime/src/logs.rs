@@ -1,0 +1,152 @@
+//! Instance logs: one append-only file per instance, rotated by copy-and-truncate, and the two ways
+//! to read it (the last lines, and a cursor for `logs -f`).
+//!
+//! The child writes to its log through an `O_APPEND` descriptor it owns, so logging does not
+//! depend on the server being alive. Rotation copies `{id}.log` to `{id}.log.1` (replacing the old
+//! one) and truncates `{id}.log` to 0; the child's next append lands at the new end. Lines written
+//! between the copy and the truncate are lost, the usual `copytruncate` trade-off.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+#[cfg(test)]
+mod tests;
+
+/// Bytes read per step when scanning a log backwards.
+const TAIL_BLOCK: u64 = 8 * 1024;
+/// `tail_lines` never reads more than this much of a file, however long its lines.
+const TAIL_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The rotated sibling of a log file: `{id}.log` → `{id}.log.1`.
+pub fn rotated_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// Opens (creating it and its directories) a log file for appending.
+pub fn open_append(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Rotates `path` when it is larger than `cap` bytes: copy to `.1`, then truncate to 0.
+/// Returns whether it rotated. A missing file is not an error.
+pub fn rotate_if_over(path: &Path, cap: u64) -> io::Result<bool> {
+    let len = match std::fs::metadata(path) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if len <= cap {
+        return Ok(false);
+    }
+    std::fs::copy(path, rotated_path(path))?;
+    OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    Ok(true)
+}
+
+/// The last `n` lines of a log, oldest first, without reading the whole file. When the current
+/// file has fewer than `n` lines, the rest come from the end of the rotated file (`.1`).
+/// A missing or unreadable file counts as empty. Invalid UTF-8 is replaced.
+pub fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut lines = tail_of_file(path, n);
+    if lines.len() < n {
+        let mut older = tail_of_file(&rotated_path(path), n - lines.len());
+        older.append(&mut lines);
+        lines = older;
+    }
+    lines
+}
+
+/// The last `n` lines of one file (a final line without `\n` counts).
+fn tail_of_file(path: &Path, n: usize) -> Vec<String> {
+    let Ok(mut file) = File::open(path) else {
+        return Vec::new();
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return Vec::new();
+    };
+    // Read blocks from the end until they hold more than `n` line breaks (not counting the file's
+    // final `\n`; the extra one marks where the first wanted line starts), or the file or the
+    // read budget runs out.
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    let mut breaks = 0usize;
+    let mut start = len;
+    while start > 0 && (len - start) < TAIL_MAX_BYTES {
+        let step = TAIL_BLOCK.min(start);
+        start -= step;
+        let mut block = vec![0u8; step as usize];
+        if file.seek(SeekFrom::Start(start)).is_err() || file.read_exact(&mut block).is_err() {
+            // The file shrank under us (rotation); use what we have.
+            break;
+        }
+        breaks += bytecount(&block, b'\n');
+        if blocks.is_empty() && block.last() == Some(&b'\n') {
+            breaks -= 1;
+        }
+        blocks.push(block);
+        if breaks >= n {
+            break;
+        }
+    }
+    let buf: Vec<u8> = blocks.into_iter().rev().flatten().collect();
+    let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+    if body.is_empty() {
+        return Vec::new();
+    }
+    let mut lines: Vec<String> = body
+        .rsplit(|&b| b == b'\n')
+        .take(n)
+        .map(|l| String::from_utf8_lossy(strip_cr(l)).into_owned())
+        .collect();
+    // The first piece may be a partial line when the read budget ran out; keep it, it is the best
+    // we have.
+    lines.reverse();
+    lines
+}
+
+/// Complete lines starting at byte `offset`, reading at most `max_bytes`, and the offset to pass
+/// next time. If the file is now shorter than `offset` it was rotated, and reading restarts at 0.
+/// A line longer than `max_bytes` is returned in `max_bytes` pieces so the cursor always moves.
+/// An unfinished last line (no `\n` yet) is left for the next call.
+pub fn read_from(path: &Path, offset: u64, max_bytes: usize) -> io::Result<(Vec<String>, u64)> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let offset = if len < offset { 0 } else { offset };
+    if max_bytes == 0 || len == offset {
+        return Ok((Vec::new(), offset));
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(max_bytes.min((len - offset) as usize));
+    file.take(max_bytes as u64).read_to_end(&mut buf)?;
+    let complete = match buf.iter().rposition(|&b| b == b'\n') {
+        Some(last) => last + 1,
+        None if buf.len() >= max_bytes => buf.len(),
+        None => 0,
+    };
+    let chunk = &buf[..complete];
+    let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
+    let lines = if chunk.is_empty() {
+        Vec::new()
+    } else {
+        body.split(|&b| b == b'\n')
+            .map(|l| String::from_utf8_lossy(strip_cr(l)).into_owned())
+            .collect()
+    };
+    Ok((lines, offset + complete as u64))
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn bytecount(haystack: &[u8], needle: u8) -> usize {
+    haystack.iter().filter(|&&b| b == needle).count()
+}
