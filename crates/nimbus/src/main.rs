@@ -1,3 +1,242 @@
-fn main() {
-    println!("Hello, world!");
+//! The `nimbus` binary. `nimbus server` runs the engine (store, reconciler, runtime, gateway and
+//! API); every other subcommand is a client of the REST API (docs/api.md), configured by
+//! `NIMBUS_API` and `NIMBUS_TOKEN`.
+//!
+//! Exit codes: 0 success, 1 a refused request, a usage error or a failed deploy, 2 the API
+//! could not be reached.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod paths;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use cli::{CliError, Ctx, Output};
+
+/// Nimbus: a self-hosted serverless engine.
+#[derive(Debug, Parser)]
+#[command(name = "nimbus", version, about)]
+struct Cli {
+    /// Output format: human-readable tables, or the API's JSON.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Namespace to act in [default: default; for `deploy -f`, the file's namespace].
+    #[arg(short = 'n', long, global = true, value_name = "NS")]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Nimbus engine: REST API, gateway and instance supervisor.
+    Server(server::ServerArgs),
+    /// Deploy a new version of a service and wait until it is ready.
+    Deploy(cli::deploy::DeployArgs),
+    /// List services.
+    Services,
+    /// Show or delete one service.
+    #[command(subcommand)]
+    Service(cli::services::ServiceCmd),
+    /// List a service's versions with status, traffic and instances.
+    Versions {
+        /// Service name.
+        service: String,
+    },
+    /// Delete a version.
+    #[command(subcommand)]
+    Version(cli::versions::VersionCmd),
+    /// Show or change a service's traffic split and routing rules, or explain a request.
+    Traffic(cli::traffic::TrafficArgs),
+    /// List instances, optionally of one service.
+    Instances {
+        /// Service name.
+        service: Option<String>,
+    },
+    /// Print a service's logs; -f follows them.
+    Logs(cli::logs::LogsArgs),
+    /// List, add or remove custom domains.
+    Domains(cli::domains::DomainsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and --version go to stdout and succeed; usage errors exit 1, not clap's 2,
+            // because 2 means "the server cannot be reached".
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Command::Server(args) => {
+            init_tracing();
+            match runtime.block_on(server::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        command => match runtime.block_on(run_client(command, cli.output, cli.namespace)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                e.report(cli.output);
+                ExitCode::from(e.exit_code())
+            }
+        },
+    }
+}
+
+/// Parses the command line. Goes through `ArgMatches` so `nimbus traffic` can keep its
+/// `--route-query` / `--route-header` rules in the order they were typed.
+fn parse() -> Result<Cli, clap::Error> {
+    let matches = Cli::command().try_get_matches()?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let (Command::Traffic(args), Some(sub)) =
+        (&mut cli.command, matches.subcommand_matches("traffic"))
+    {
+        args.routes = cli::traffic::ordered_routes(sub);
+    }
+    Ok(cli)
+}
+
+/// Runs one API client command.
+async fn run_client(
+    command: Command,
+    output: Output,
+    namespace: Option<String>,
+) -> Result<(), CliError> {
+    let ctx = Ctx::from_env(output, namespace)?;
+    match command {
+        Command::Server(_) => Err(CliError::Usage(
+            "`server` is not a client command".to_string(),
+        )),
+        Command::Deploy(args) => cli::deploy::run(&ctx, args).await,
+        Command::Services => cli::services::list(&ctx).await,
+        Command::Service(cmd) => cli::services::run(&ctx, cmd).await,
+        Command::Versions { service } => cli::versions::list(&ctx, &service).await,
+        Command::Version(cmd) => cli::versions::run(&ctx, cmd).await,
+        Command::Traffic(args) => cli::traffic::run(&ctx, args).await,
+        Command::Instances { service } => cli::instances::list(&ctx, service.as_deref()).await,
+        Command::Logs(args) => cli::logs::run(&ctx, args).await,
+        Command::Domains(args) => cli::domains::run(&ctx, args).await,
+    }
+}
+
+/// Logs for `nimbus server`: `RUST_LOG` filters, `info` by default. They go to stderr, so stdout
+/// carries only the server's ready line.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags() {
+        let cases: &[(&[&str], Output, Option<&str>)] = &[
+            (&["nimbus", "services"], Output::Table, None),
+            (&["nimbus", "-o", "json", "services"], Output::Json, None),
+            // Global flags work after the subcommand too.
+            (
+                &["nimbus", "services", "-o", "json", "-n", "staging"],
+                Output::Json,
+                Some("staging"),
+            ),
+            (
+                &[
+                    "nimbus",
+                    "--namespace",
+                    "prod",
+                    "--output",
+                    "table",
+                    "versions",
+                    "hello",
+                ],
+                Output::Table,
+                Some("prod"),
+            ),
+        ];
+        for (argv, output, namespace) in cases {
+            let cli = Cli::try_parse_from(*argv).unwrap();
+            assert_eq!(cli.output, *output, "{argv:?}");
+            assert_eq!(cli.namespace.as_deref(), *namespace, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn commands_parse() {
+        let ok: &[&[&str]] = &[
+            &["nimbus", "server"],
+            &["nimbus", "deploy", "hello", "--command", "python3 app.py"],
+            &["nimbus", "deploy", "-f", "nimbus.toml"],
+            &["nimbus", "services"],
+            &["nimbus", "service", "show", "hello"],
+            &["nimbus", "service", "delete", "hello"],
+            &["nimbus", "versions", "hello"],
+            &["nimbus", "version", "delete", "hello", "v1"],
+            &["nimbus", "traffic", "hello"],
+            &[
+                "nimbus",
+                "traffic",
+                "hello",
+                "--explain",
+                "http://h/?env=beta",
+                "--header",
+                "x-canary:1",
+            ],
+            &["nimbus", "instances"],
+            &["nimbus", "instances", "hello"],
+            &["nimbus", "logs", "hello", "-f"],
+            &["nimbus", "domains"],
+            &["nimbus", "domains", "add", "hello", "www.example.com"],
+            &["nimbus", "domains", "remove", "www.example.com"],
+        ];
+        for argv in ok {
+            assert!(Cli::try_parse_from(*argv).is_ok(), "{argv:?}");
+        }
+        let bad: &[&[&str]] = &[
+            &["nimbus"],
+            &["nimbus", "-o", "yaml", "services"],
+            &["nimbus", "service", "show"],
+            &["nimbus", "version", "delete", "hello"],
+            &["nimbus", "domains", "add", "hello"],
+            &["nimbus", "versions"],
+        ];
+        for argv in bad {
+            assert!(Cli::try_parse_from(*argv).is_err(), "{argv:?}");
+        }
+    }
 }

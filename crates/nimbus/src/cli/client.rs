@@ -1,0 +1,394 @@
+//! The CLI's HTTP client for the REST API (docs/api.md): where the API is, which token to send,
+//! JSON in and out, and the one error shape the API answers with.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::{Method, Url};
+use serde_json::{json, Value};
+
+use super::CliError;
+use crate::paths;
+
+/// Where the API listens when `NIMBUS_API` is not set (`nimbus server`'s default `--api`).
+pub const DEFAULT_API: &str = "http://127.0.0.1:8080";
+/// How long one request may take before the API counts as unreachable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Larger answers are refused rather than buffered (log pages are the biggest, well below this).
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// A request the API refused, in its `{"error": {code, message, field}}` shape. Local checks
+/// (the model's validators run before any request) produce the same shape with no status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP status; `None` when the CLI rejected the input itself.
+    pub status: Option<u16>,
+    pub code: String,
+    pub message: String,
+    pub field: Option<String>,
+    /// The error as JSON, printed as-is with `-o json`.
+    pub body: Value,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{} (code {}, field {field})", self.message, self.code),
+            None => write!(f, "{} (code {})", self.message, self.code),
+        }
+    }
+}
+
+impl From<nimbus_model::ModelError> for ApiError {
+    fn from(e: nimbus_model::ModelError) -> Self {
+        let body = json!({"error": {"code": e.code, "message": e.message, "field": e.field}});
+        Self {
+            status: None,
+            code: e.code.to_string(),
+            message: e.message,
+            field: e.field,
+            body,
+        }
+    }
+}
+
+impl ApiError {
+    /// Reads an error answer. A body in the documented shape is taken as-is; anything else (a
+    /// proxy's HTML page, an empty body) becomes `http_STATUS` with a short excerpt.
+    pub fn from_response(status: u16, body: &[u8]) -> Self {
+        let parsed: Option<Value> = serde_json::from_slice(body).ok();
+        if let Some(value) = parsed {
+            let err = &value["error"];
+            if let (Some(code), Some(message)) = (err["code"].as_str(), err["message"].as_str()) {
+                return Self {
+                    status: Some(status),
+                    code: code.to_string(),
+                    message: message.to_string(),
+                    field: err["field"].as_str().map(str::to_string),
+                    body: value.clone(),
+                };
+            }
+        }
+        let text = String::from_utf8_lossy(body);
+        let excerpt: String = text.trim().chars().take(200).collect();
+        let message = if excerpt.is_empty() {
+            format!("the API answered HTTP {status}")
+        } else {
+            format!("the API answered HTTP {status}: {excerpt}")
+        };
+        let code = format!("http_{status}");
+        let body = json!({"error": {"code": code, "message": message, "field": null}});
+        Self {
+            status: Some(status),
+            code,
+            message,
+            field: None,
+            body,
+        }
+    }
+}
+
+/// Where the token came from, to explain a 401.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    Env,
+    File(PathBuf),
+    /// No `NIMBUS_TOKEN` and the token file could not be read.
+    Missing(PathBuf),
+}
+
+/// The client's settings, read from the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub base: Url,
+    pub token: Option<String>,
+    pub token_source: TokenSource,
+}
+
+impl Config {
+    /// `NIMBUS_API` (default [`DEFAULT_API`]); `NIMBUS_TOKEN`, else the admin token file in
+    /// `NIMBUS_DATA` or the default data directory.
+    pub fn from_env() -> Result<Self, CliError> {
+        let api = env("NIMBUS_API").unwrap_or_else(|| DEFAULT_API.to_string());
+        let base = parse_base(&api)?;
+        let (token, token_source) = match env("NIMBUS_TOKEN") {
+            Some(token) => (Some(token.trim().to_string()), TokenSource::Env),
+            None => {
+                let dir = env("NIMBUS_DATA")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(paths::default_data_dir);
+                let path = paths::admin_token_path(&dir);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) if !text.trim().is_empty() => {
+                        (Some(text.trim().to_string()), TokenSource::File(path))
+                    }
+                    _ => (None, TokenSource::Missing(path)),
+                }
+            }
+        };
+        Ok(Self {
+            base,
+            token,
+            token_source,
+        })
+    }
+}
+
+/// A non-empty environment variable.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Parses the API address; `host:port` without a scheme means `http://host:port`.
+pub fn parse_base(raw: &str) -> Result<Url, CliError> {
+    let raw = raw.trim();
+    let with_scheme = if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("http://{raw}")
+    };
+    let url = Url::parse(&with_scheme)
+        .map_err(|e| CliError::Usage(format!("NIMBUS_API {raw:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(CliError::Usage(format!(
+            "NIMBUS_API {raw:?} must be an http:// URL such as {DEFAULT_API}"
+        )));
+    }
+    Ok(url)
+}
+
+/// Builds `base/seg/seg?k=v`, percent-encoding each segment and query value.
+pub fn endpoint(base: &Url, path: &[&str], query: &[(&str, &str)]) -> Result<Url, CliError> {
+    let mut url = base.clone();
+    url.set_query(None);
+    url.path_segments_mut()
+        .map_err(|()| CliError::Usage(format!("NIMBUS_API {base} cannot take a path")))?
+        .pop_if_empty()
+        .extend(path);
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    Ok(url)
+}
+
+/// Talks JSON to one Nimbus API.
+pub struct Client {
+    http: reqwest::Client,
+    config: Config,
+}
+
+impl Client {
+    pub fn new(config: Config) -> Result<Self, CliError> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| CliError::Other(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self { http, config })
+    }
+
+    pub async fn get(&self, path: &[&str], query: &[(&str, &str)]) -> Result<Value, CliError> {
+        self.send(Method::GET, path, query, None).await
+    }
+
+    pub async fn post(&self, path: &[&str], body: &Value) -> Result<Value, CliError> {
+        self.send(Method::POST, path, &[], Some(body)).await
+    }
+
+    pub async fn put(&self, path: &[&str], body: &Value) -> Result<Value, CliError> {
+        self.send(Method::PUT, path, &[], Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &[&str]) -> Result<Value, CliError> {
+        self.send(Method::DELETE, path, &[], None).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, CliError> {
+        let url = endpoint(&self.config.base, path, query)?;
+        let mut request = self.http.request(method, url);
+        if let Some(token) = &self.config.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let mut response = request.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status();
+        let mut bytes: Vec<u8> = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
+            if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(CliError::Other(format!(
+                    "the API's answer is larger than {} MiB; refusing to read it",
+                    MAX_BODY_BYTES / (1024 * 1024)
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            let mut err = ApiError::from_response(status.as_u16(), &bytes);
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                err.message = format!("{}; {}", err.message, self.token_hint());
+            }
+            return Err(CliError::Rejected(err));
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| {
+            CliError::Other(format!(
+                "the API answered {status} with a body that is not JSON: {e}"
+            ))
+        })
+    }
+
+    fn transport(&self, e: reqwest::Error) -> CliError {
+        let url = self.config.base.as_str().trim_end_matches('/').to_string();
+        if e.is_connect() {
+            CliError::Unreachable { url, detail: None }
+        } else if e.is_timeout() {
+            CliError::Unreachable {
+                url,
+                detail: Some(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())),
+            }
+        } else {
+            CliError::Other(format!("request to the Nimbus API at {url} failed: {e}"))
+        }
+    }
+
+    fn token_hint(&self) -> String {
+        match &self.config.token_source {
+            TokenSource::Env => "the token came from NIMBUS_TOKEN".to_string(),
+            TokenSource::File(path) => format!("the token came from {}", path.display()),
+            TokenSource::Missing(path) => format!(
+                "no token was sent: set NIMBUS_TOKEN, or NIMBUS_DATA to the server's data directory ({} is not readable)",
+                path.display()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        let cases = &[
+            ("http://127.0.0.1:8080", Some("http://127.0.0.1:8080/")),
+            ("127.0.0.1:9000", Some("http://127.0.0.1:9000/")), // scheme added
+            (
+                " https://nimbus.example.com/ ",
+                Some("https://nimbus.example.com/"),
+            ),
+            ("http://host/prefix", Some("http://host/prefix")),
+            ("ftp://host", None), // not http
+            ("http://", None),    // no host
+        ];
+        for (raw, expected) in cases {
+            let got = parse_base(raw).ok().map(|u| u.to_string());
+            assert_eq!(got.as_deref(), *expected, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn endpoints() {
+        let base = |s: &str| parse_base(s).unwrap();
+        type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case<'_>] = &[
+            (
+                "http://h:1",
+                &["v1", "domains"],
+                &[],
+                "http://h:1/v1/domains",
+            ),
+            (
+                "http://h:1/",
+                &["v1", "domains", "www.example.com"],
+                &[],
+                "http://h:1/v1/domains/www.example.com",
+            ),
+            // A path prefix is kept (API behind a reverse proxy).
+            (
+                "http://h:1/nimbus/",
+                &["v1", "instances"],
+                &[],
+                "http://h:1/nimbus/v1/instances",
+            ),
+            // Query values are encoded.
+            (
+                "http://h:1",
+                &["v1", "instances"],
+                &[("namespace", "default"), ("service", "a b")],
+                "http://h:1/v1/instances?namespace=default&service=a+b",
+            ),
+            // Segments are encoded, never path-joined.
+            (
+                "http://h:1",
+                &["v1", "domains", "a/b"],
+                &[],
+                "http://h:1/v1/domains/a%2Fb",
+            ),
+        ];
+        for (b, path, query, expected) in cases {
+            let got = endpoint(&base(b), path, query).unwrap();
+            assert_eq!(got.as_str(), *expected, "{b} {path:?}");
+        }
+    }
+
+    #[test]
+    fn error_bodies() {
+        let cases: &[(u16, &str, &str, &str, Option<&str>)] = &[
+            (
+                400,
+                r#"{"error":{"code":"invalid_name","message":"bad name","field":"service"}}"#,
+                "invalid_name",
+                "bad name (code invalid_name, field service)",
+                Some("service"),
+            ),
+            (
+                404,
+                r#"{"error":{"code":"not_found","message":"no such service","field":null}}"#,
+                "not_found",
+                "no such service (code not_found)",
+                None,
+            ),
+            (
+                502,
+                "<html>Bad Gateway</html>",
+                "http_502",
+                "the API answered HTTP 502: <html>Bad Gateway</html> (code http_502)",
+                None,
+            ),
+            (
+                500,
+                "",
+                "http_500",
+                "the API answered HTTP 500 (code http_500)",
+                None,
+            ),
+            // JSON, but not the error shape.
+            (
+                418,
+                r#"{"teapot":true}"#,
+                "http_418",
+                "the API answered HTTP 418: {\"teapot\":true} (code http_418)",
+                None,
+            ),
+        ];
+        for (status, body, code, display, field) in cases {
+            let err = ApiError::from_response(*status, body.as_bytes());
+            assert_eq!(err.code, *code, "{body}");
+            assert_eq!(err.to_string(), *display, "{body}");
+            assert_eq!(err.field.as_deref(), *field, "{body}");
+            assert_eq!(err.body["error"]["code"], *code, "{body}");
+        }
+    }
+}
