@@ -10,7 +10,10 @@ use axum::Json;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use nimbus_model::domains::validate_custom_domain;
 use nimbus_model::names::validate_name;
-use nimbus_model::{RequestView, TrafficPolicy, VersionInput, DEFAULT_NAMESPACE};
+use nimbus_model::{
+    RequestView, ScalingInput, ScalingUpdate, TrafficPolicy, VersionInput, DEFAULT_NAMESPACE,
+};
+use nimbus_store::Deployed;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -106,8 +109,14 @@ pub struct DeployBody {
     pub max_instances: Option<u32>,
     pub concurrency: Option<u32>,
     pub timeout_secs: Option<u64>,
+    pub target_utilization: Option<f64>,
+    pub scale_to_zero_after_secs: Option<u64>,
+    pub queue_depth: Option<u32>,
     #[serde(default)]
     pub no_traffic: bool,
+    /// Create a new version even when only scaling changed.
+    #[serde(default)]
+    pub new_version: bool,
 }
 
 pub async fn deploy(
@@ -126,19 +135,49 @@ pub async fn deploy(
         max_instances: body.max_instances,
         concurrency: body.concurrency,
         timeout_secs: body.timeout_secs,
+        scaling: ScalingInput {
+            target_utilization: body.target_utilization,
+            scale_to_zero_after_secs: body.scale_to_zero_after_secs,
+            queue_depth: body.queue_depth,
+        },
     }
     .resolve()?;
-    let (svc, version) = state
-        .store
-        .deploy_version(&ns, &service, &spec, body.no_traffic)?;
+    let deployed =
+        state
+            .store
+            .deploy_version(&ns, &service, &spec, body.no_traffic, body.new_version)?;
     state.changed();
+    let (svc, version, created) = match deployed {
+        Deployed::Created(svc, version) => (svc, version, true),
+        Deployed::ScalingUpdated(svc, version) => (svc, version, false),
+    };
     let status = state.status.borrow().clone();
     let urls = urls(&state);
     let body = json!({
         "service": to_json(urls.service(&svc))?.0,
         "version": to_json(urls.version(&version, &svc, &status))?.0,
+        "created": created,
     });
-    Ok((StatusCode::CREATED, Json(body)))
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(body)))
+}
+
+pub async fn update_scaling(
+    State(state): State<ApiState>,
+    Path((ns, service, version)): Path<(String, String, String)>,
+    StrictJson(update): StrictJson<ScalingUpdate>,
+) -> ApiResult {
+    let record = state
+        .store
+        .update_scaling(&ns, &service, &version, &update)?;
+    state.changed();
+    let svc = state.store.get_service(&ns, &service)?;
+    let status = state.status.borrow().clone();
+    to_json(urls(&state).version(&record, &svc, &status))
 }
 
 pub async fn list_versions(

@@ -74,6 +74,10 @@ pub fn router(state: ApiState) -> Router {
             get(handlers::get_version).delete(handlers::delete_version),
         )
         .route(
+            &format!("{ns}/{{service}}/versions/{{version}}/scaling"),
+            axum::routing::patch(handlers::update_scaling),
+        )
+        .route(
             &format!("{ns}/{{service}}/traffic"),
             get(handlers::get_traffic).put(handlers::set_traffic),
         )

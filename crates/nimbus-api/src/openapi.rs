@@ -96,6 +96,14 @@ pub const ROUTES: &[RouteDoc] = &[
         "Deleted",
     ),
     (
+        "patch",
+        "/v1/namespaces/{ns}/services/{service}/versions/{version}/scaling",
+        "Change a version's scaling in place (no new version)",
+        Some("ScalingUpdate"),
+        200,
+        "Version",
+    ),
+    (
         "get",
         "/v1/namespaces/{ns}/services/{service}/traffic",
         "Show the traffic policy",
@@ -207,10 +215,11 @@ fn schemas() -> Value {
         "TrafficPolicy": obj(json!({"split": {"type": "array", "items": {"$ref": "#/components/schemas/TrafficTarget"}}, "rules": {"type": "array", "items": {"$ref": "#/components/schemas/RouteRule"}}}), &["split"]),
         "Service": obj(json!({"namespace": s, "name": s, "url": s, "domains": {"type": "array", "items": s}, "traffic": {"type": "array", "items": {"$ref": "#/components/schemas/TrafficTarget"}}, "rules": {"type": "array", "items": {"$ref": "#/components/schemas/RouteRule"}}, "versions": {"type": "array", "items": s}, "created_at": i}), &["namespace", "name", "url", "domains", "traffic"]),
         "ServiceList": list_of("services", "Service"),
-        "Deploy": {"type": "object", "additionalProperties": false, "properties": {"command": s, "env": {"type": "object", "additionalProperties": s}, "port": i, "health_path": s, "min_instances": i, "max_instances": i, "concurrency": i, "timeout_secs": i, "no_traffic": {"type": "boolean"}}, "required": ["command"]},
+        "Deploy": {"type": "object", "additionalProperties": false, "properties": {"command": s, "env": {"type": "object", "additionalProperties": s}, "port": i, "health_path": s, "min_instances": i, "max_instances": i, "concurrency": i, "timeout_secs": i, "target_utilization": {"type": "number"}, "scale_to_zero_after_secs": i, "queue_depth": i, "no_traffic": {"type": "boolean"}, "new_version": {"type": "boolean"}}, "required": ["command"]},
+        "ScalingUpdate": {"type": "object", "additionalProperties": false, "properties": {"min_instances": i, "max_instances": i, "concurrency": i, "target_utilization": {"type": "number"}, "scale_to_zero_after_secs": i, "queue_depth": i}},
         "Version": obj(json!({"namespace": s, "service": s, "name": s, "url": s, "status": {"type": "string", "enum": ["deploying", "ready", "failed", "idle"]}, "traffic": i, "ready_instances": i, "desired_instances": i, "reason": {"type": ["string", "null"]}, "last_log_lines": {"type": "array", "items": s}, "spec": {"type": "object"}, "created_at": i}), &["name", "url", "status", "traffic"]),
         "VersionList": list_of("versions", "Version"),
-        "Deployed": obj(json!({"service": {"$ref": "#/components/schemas/Service"}, "version": {"$ref": "#/components/schemas/Version"}}), &["service", "version"]),
+        "Deployed": obj(json!({"service": {"$ref": "#/components/schemas/Service"}, "version": {"$ref": "#/components/schemas/Version"}, "created": {"type": "boolean"}}), &["service", "version", "created"]),
         "ExplainRequest": obj(json!({"url": s, "headers": {"type": "object", "additionalProperties": s}}), &["url"]),
         "Explain": obj(json!({"version": {"type": ["string", "null"]}, "rule": {"type": ["integer", "null"]}, "split": {"type": "array"}, "steps": {"type": "array", "items": s}}), &["steps"]),
         "Logs": obj(json!({"lines": {"type": "array", "items": obj(json!({"instance": s, "version": s, "line": s}), &["instance", "version", "line"])}, "cursor": s}), &["lines", "cursor"]),
@@ -277,6 +286,6 @@ mod tests {
             let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
             assert!(schemas.contains_key(&name), "dangling $ref {name}");
         }
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 15);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 16);
     }
 }

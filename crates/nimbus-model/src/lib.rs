@@ -25,7 +25,7 @@ pub mod status;
 pub mod traffic;
 
 pub use error::{ErrorKind, ModelError};
-pub use spec::{VersionInput, VersionSpec};
+pub use spec::{ScalingInput, ScalingUpdate, VersionInput, VersionSpec};
 pub use traffic::{Decision, RequestView, RouteRule, RuleMatch, TrafficPolicy, TrafficTarget};
 
 /// The namespace that always exists.

@@ -14,6 +14,12 @@ pub const DEFAULT_CONCURRENCY: u32 = 80;
 pub const MAX_CONCURRENCY: u32 = 1000;
 pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
 pub const MAX_TIMEOUT_SECS: u64 = 3600;
+/// Knative's default: aim each instance at 70% of its concurrency limit.
+pub const DEFAULT_TARGET_UTILIZATION: f64 = 0.7;
+/// Idle time before a `min_instances = 0` version scales to zero.
+pub const DEFAULT_SCALE_TO_ZERO_AFTER_SECS: u64 = 30;
+/// Most requests a version's queue may hold (the default is 10× its total capacity).
+pub const MAX_QUEUE_DEPTH: u32 = 100_000;
 
 /// Env names the engine sets itself; a user may not override them.
 pub const RESERVED_ENV: &[&str] = &[
@@ -25,7 +31,7 @@ pub const RESERVED_ENV: &[&str] = &[
 ];
 
 /// What a deploy asks for; every field but `command` may be left out.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VersionInput {
     pub command: Option<String>,
@@ -37,10 +43,24 @@ pub struct VersionInput {
     pub max_instances: Option<u32>,
     pub concurrency: Option<u32>,
     pub timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub scaling: ScalingInput,
+}
+
+/// Autoscaling knobs beyond min/max/concurrency; all optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingInput {
+    /// Fraction of `concurrency` each instance is aimed at, in (0, 1].
+    pub target_utilization: Option<f64>,
+    /// Idle seconds before a min-0 version scales to zero.
+    pub scale_to_zero_after_secs: Option<u64>,
+    /// Requests the version may queue while all slots are busy; default 10× total capacity.
+    pub queue_depth: Option<u32>,
 }
 
 /// A validated version spec with every default filled in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VersionSpec {
     /// Run with `sh -c` in the server's working directory.
     pub command: String,
@@ -53,6 +73,33 @@ pub struct VersionSpec {
     pub max_instances: u32,
     pub concurrency: u32,
     pub timeout_secs: u64,
+    #[serde(default = "default_target_utilization")]
+    pub target_utilization: f64,
+    #[serde(default = "default_scale_to_zero_after")]
+    pub scale_to_zero_after_secs: u64,
+    /// `None`: 10× the version's total capacity.
+    #[serde(default)]
+    pub queue_depth: Option<u32>,
+}
+
+fn default_target_utilization() -> f64 {
+    DEFAULT_TARGET_UTILIZATION
+}
+
+fn default_scale_to_zero_after() -> u64 {
+    DEFAULT_SCALE_TO_ZERO_AFTER_SECS
+}
+
+/// A change of scaling only: applied to an existing version without creating a new one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingUpdate {
+    pub min_instances: Option<u32>,
+    pub max_instances: Option<u32>,
+    pub concurrency: Option<u32>,
+    pub target_utilization: Option<f64>,
+    pub scale_to_zero_after_secs: Option<u64>,
+    pub queue_depth: Option<u32>,
 }
 
 impl VersionInput {
@@ -130,7 +177,7 @@ impl VersionInput {
                 format!("timeout {timeout_secs}s is out of range 1-{MAX_TIMEOUT_SECS}s"),
             ));
         }
-        Ok(VersionSpec {
+        let spec = VersionSpec {
             command: command.to_string(),
             env: self.env.clone(),
             port,
@@ -139,14 +186,93 @@ impl VersionInput {
             max_instances,
             concurrency,
             timeout_secs,
-        })
+            target_utilization: DEFAULT_TARGET_UTILIZATION,
+            scale_to_zero_after_secs: DEFAULT_SCALE_TO_ZERO_AFTER_SECS,
+            queue_depth: None,
+        };
+        spec.with_scaling(&self.scaling)
     }
 }
 
 impl VersionSpec {
-    /// Instances this version keeps running until the autoscaler exists: `max(min, 1)`.
+    /// Instances this version keeps running without an autoscaler: `max(min, 1)`.
     pub fn steady_instances(&self) -> u32 {
         self.min_instances.max(1)
+    }
+
+    /// Applies the optional autoscaling knobs, checking each.
+    pub fn with_scaling(mut self, input: &ScalingInput) -> Result<VersionSpec, ModelError> {
+        if let Some(u) = input.target_utilization {
+            if !(u > 0.0 && u <= 1.0) {
+                return Err(ModelError::invalid(
+                    "invalid_target_utilization",
+                    "target_utilization",
+                    format!("target utilization {u} must be above 0 and at most 1 (e.g. 0.7)"),
+                ));
+            }
+            self.target_utilization = u;
+        }
+        if let Some(secs) = input.scale_to_zero_after_secs {
+            if !(1..=86_400).contains(&secs) {
+                return Err(ModelError::invalid(
+                    "invalid_scale_to_zero_after",
+                    "scale_to_zero_after_secs",
+                    format!("scale-to-zero delay {secs}s is out of range 1-86400s"),
+                ));
+            }
+            self.scale_to_zero_after_secs = secs;
+        }
+        if let Some(depth) = input.queue_depth {
+            if !(1..=MAX_QUEUE_DEPTH).contains(&depth) {
+                return Err(ModelError::invalid(
+                    "invalid_queue_depth",
+                    "queue_depth",
+                    format!("queue depth {depth} is out of range 1-{MAX_QUEUE_DEPTH}"),
+                ));
+            }
+            self.queue_depth = Some(depth);
+        }
+        Ok(self)
+    }
+
+    /// The spec with only its scaling changed; the rest of a version stays immutable.
+    pub fn apply_scaling(&self, update: &ScalingUpdate) -> Result<VersionSpec, ModelError> {
+        let input = VersionInput {
+            command: Some(self.command.clone()),
+            env: self.env.clone(),
+            port: self.port.map(u32::from),
+            health_path: Some(self.health_path.clone()),
+            min_instances: update.min_instances.or(Some(self.min_instances)),
+            max_instances: update.max_instances.or(Some(self.max_instances)),
+            concurrency: update.concurrency.or(Some(self.concurrency)),
+            timeout_secs: Some(self.timeout_secs),
+            scaling: ScalingInput {
+                target_utilization: update.target_utilization.or(Some(self.target_utilization)),
+                scale_to_zero_after_secs: update
+                    .scale_to_zero_after_secs
+                    .or(Some(self.scale_to_zero_after_secs)),
+                queue_depth: update.queue_depth.or(self.queue_depth),
+            },
+        };
+        input.resolve()
+    }
+
+    /// True when `other` differs from `self` in scaling fields only.
+    pub fn same_except_scaling(&self, other: &VersionSpec) -> bool {
+        self.command == other.command
+            && self.env == other.env
+            && self.port == other.port
+            && self.health_path == other.health_path
+            && self.timeout_secs == other.timeout_secs
+    }
+
+    /// Queue depth in force for `instances` instances: the configured one, else 10× capacity
+    /// (at least 10× one instance, so a cold version can hold a burst).
+    pub fn effective_queue_depth(&self, instances: u32) -> usize {
+        match self.queue_depth {
+            Some(depth) => depth as usize,
+            None => 10 * self.concurrency as usize * instances.max(1) as usize,
+        }
     }
 }
 
@@ -192,6 +318,85 @@ mod tests {
         assert_eq!(spec.timeout_secs, 300);
         assert_eq!(spec.port, None);
         assert_eq!(spec.steady_instances(), 1);
+    }
+
+    #[test]
+    fn scaling_knobs_and_updates() {
+        let spec = input().resolve().unwrap();
+        assert_eq!(spec.target_utilization, 0.7);
+        assert_eq!(spec.scale_to_zero_after_secs, 30);
+        assert_eq!(
+            spec.effective_queue_depth(0),
+            800,
+            "10 x one instance when cold"
+        );
+        assert_eq!(spec.effective_queue_depth(3), 2400);
+
+        type Knob = fn(&mut ScalingInput);
+        let cases: &[(&str, Knob, Option<&str>)] = &[
+            ("utilization 1", |k| k.target_utilization = Some(1.0), None),
+            (
+                "utilization 0",
+                |k| k.target_utilization = Some(0.0),
+                Some("invalid_target_utilization"),
+            ),
+            (
+                "utilization 1.5",
+                |k| k.target_utilization = Some(1.5),
+                Some("invalid_target_utilization"),
+            ),
+            (
+                "utilization NaN",
+                |k| k.target_utilization = Some(f64::NAN),
+                Some("invalid_target_utilization"),
+            ),
+            (
+                "zero after 0",
+                |k| k.scale_to_zero_after_secs = Some(0),
+                Some("invalid_scale_to_zero_after"),
+            ),
+            (
+                "zero after 2",
+                |k| k.scale_to_zero_after_secs = Some(2),
+                None,
+            ),
+            (
+                "queue 0",
+                |k| k.queue_depth = Some(0),
+                Some("invalid_queue_depth"),
+            ),
+            ("queue 5", |k| k.queue_depth = Some(5), None),
+        ];
+        for (label, edit, expected) in cases {
+            let mut knobs = ScalingInput::default();
+            edit(&mut knobs);
+            match (spec.clone().with_scaling(&knobs), expected) {
+                (Ok(_), None) => {}
+                (Err(e), Some(code)) => assert_eq!(e.code, *code, "{label}"),
+                (got, want) => panic!("{label}: got {got:?}, want {want:?}"),
+            }
+        }
+
+        let update = ScalingUpdate {
+            min_instances: Some(2),
+            max_instances: Some(5),
+            ..Default::default()
+        };
+        let scaled = spec.apply_scaling(&update).unwrap();
+        assert_eq!((scaled.min_instances, scaled.max_instances), (2, 5));
+        assert!(spec.same_except_scaling(&scaled));
+        let bad = ScalingUpdate {
+            min_instances: Some(9),
+            max_instances: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(
+            spec.apply_scaling(&bad).unwrap_err().code,
+            "invalid_min_instances"
+        );
+        let mut other = spec.clone();
+        other.command = "other".into();
+        assert!(!spec.same_except_scaling(&other));
     }
 
     #[test]

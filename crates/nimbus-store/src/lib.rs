@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nimbus_model::names::{validate_name, version_name};
-use nimbus_model::{ModelError, TrafficPolicy, VersionSpec, DEFAULT_NAMESPACE};
+use nimbus_model::{ModelError, ScalingUpdate, TrafficPolicy, VersionSpec, DEFAULT_NAMESPACE};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
@@ -53,7 +53,7 @@ pub struct ServiceRecord {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VersionRecord {
     pub namespace: String,
     pub service: String,
@@ -72,11 +72,46 @@ pub struct DomainRecord {
     pub service: String,
 }
 
+/// A scheduled scaling policy as stored; its cron was validated before it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScheduleRecord {
+    pub id: i64,
+    pub namespace: String,
+    pub service: String,
+    /// `None`: every version of the service.
+    pub version: Option<String>,
+    pub cron: String,
+    pub min_instances: u32,
+    pub max_instances: Option<u32>,
+    pub duration_secs: Option<u64>,
+    pub created_at: i64,
+}
+
+/// What a new schedule asks for (validated by the caller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSchedule {
+    pub version: Option<String>,
+    pub cron: String,
+    pub min_instances: u32,
+    pub max_instances: Option<u32>,
+    pub duration_secs: Option<u64>,
+}
+
 /// Everything the reconciler needs, read in one transaction.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DesiredState {
     pub services: Vec<ServiceRecord>,
     pub versions: Vec<VersionRecord>,
+    pub schedules: Vec<ScheduleRecord>,
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Deployed {
+    /// A new version was created.
+    Created(ServiceRecord, VersionRecord),
+    /// Only scaling changed compared to the newest version, which was updated in place.
+    ScalingUpdated(ServiceRecord, VersionRecord),
 }
 
 /// One entry of the events timeline.
@@ -167,14 +202,17 @@ impl Store {
     }
 
     /// Creates the next version (`v{n}`) of a service, creating the namespace and service on
-    /// first deploy, and moves traffic as the model says. One transaction.
+    /// first deploy, and moves traffic as the model says. When the spec differs from the newest
+    /// version's in scaling only, that version is updated in place instead (unless
+    /// `new_version`). One transaction.
     pub fn deploy_version(
         &self,
         namespace: &str,
         service: &str,
         spec: &VersionSpec,
         no_traffic: bool,
-    ) -> Result<(ServiceRecord, VersionRecord)> {
+        new_version: bool,
+    ) -> Result<Deployed> {
         validate_name("namespace", namespace)?;
         validate_name("service", service)?;
         let spec_json = serde_json::to_string(spec).map_err(|e| StoreError::Corrupt {
@@ -212,6 +250,26 @@ impl Store {
                 (1, None, Vec::new())
             }
         };
+        if let Some(newest) = versions.last() {
+            let newest = load_version(&tx, namespace, service, newest)?.ok_or_else(|| {
+                StoreError::Corrupt {
+                    what: "version",
+                    detail: format!("{newest} is listed but missing"),
+                }
+            })?;
+            // An identical spec is a redeploy (a process app's code may have changed under the
+            // same command), so only a pure scaling change is applied in place.
+            if !new_version && newest.spec != *spec && newest.spec.same_except_scaling(spec) {
+                // Cloud Run does the same: a change of scaling only is no new version.
+                update_spec(&tx, &newest, spec)?;
+                let service_record = load_service(&tx, namespace, service)?
+                    .ok_or_else(|| not_found_service(namespace, service))?;
+                let updated = load_version(&tx, namespace, service, &newest.name)?
+                    .ok_or_else(|| not_found_service(namespace, service))?;
+                tx.commit()?;
+                return Ok(Deployed::ScalingUpdated(service_record, updated));
+            }
+        }
         current_policy
             .cloned()
             .unwrap_or_default()
@@ -257,7 +315,128 @@ impl Store {
                 detail: format!("{name} vanished inside its own transaction"),
             })?;
         tx.commit()?;
-        Ok((record, version))
+        Ok(Deployed::Created(record, version))
+    }
+
+    /// Changes a version's scaling (min/max/concurrency/utilization/…) in place.
+    pub fn update_scaling(
+        &self,
+        namespace: &str,
+        service: &str,
+        version: &str,
+        update: &ScalingUpdate,
+    ) -> Result<VersionRecord> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if load_service(&tx, namespace, service)?.is_none() {
+            return Err(not_found_service(namespace, service));
+        }
+        let record = load_version(&tx, namespace, service, version)?.ok_or_else(|| {
+            StoreError::from(ModelError::not_found(
+                "version_not_found",
+                "version",
+                format!("service {service} has no version {version}"),
+            ))
+        })?;
+        let spec = record.spec.apply_scaling(update)?;
+        update_spec(&tx, &record, &spec)?;
+        let updated = load_version(&tx, namespace, service, version)?
+            .ok_or_else(|| not_found_service(namespace, service))?;
+        tx.commit()?;
+        Ok(updated)
+    }
+
+    /// Stores a scheduled scaling policy (its cron and bounds already validated).
+    pub fn add_schedule(
+        &self,
+        namespace: &str,
+        service: &str,
+        schedule: &NewSchedule,
+    ) -> Result<ScheduleRecord> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let svc = load_service(&tx, namespace, service)?
+            .ok_or_else(|| not_found_service(namespace, service))?;
+        if let Some(version) = &schedule.version {
+            if !svc.versions.contains(version) {
+                return Err(ModelError::not_found(
+                    "version_not_found",
+                    "version",
+                    format!("service {service} has no version {version}"),
+                )
+                .into());
+            }
+        }
+        tx.execute(
+            "INSERT INTO schedules (namespace, service, version, cron, min_instances,
+                                    max_instances, duration_secs, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                namespace,
+                service,
+                schedule.version,
+                schedule.cron,
+                schedule.min_instances,
+                schedule.max_instances,
+                schedule.duration_secs.map(|d| d as i64),
+                now()
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        record_event(
+            &tx,
+            namespace,
+            service,
+            "schedule_add",
+            &format!(
+                "schedule {id} added: {:?} min {}",
+                schedule.cron, schedule.min_instances
+            ),
+        )?;
+        let record = schedules_of(&tx, Some((namespace, service)))?
+            .into_iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "schedule",
+                detail: format!("{id} vanished inside its own transaction"),
+            })?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    pub fn list_schedules(&self, namespace: &str, service: &str) -> Result<Vec<ScheduleRecord>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if load_service(&tx, namespace, service)?.is_none() {
+            return Err(not_found_service(namespace, service));
+        }
+        schedules_of(&tx, Some((namespace, service)))
+    }
+
+    pub fn remove_schedule(&self, namespace: &str, service: &str, id: i64) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let removed = tx.execute(
+            "DELETE FROM schedules WHERE namespace = ?1 AND service = ?2 AND id = ?3",
+            params![namespace, service, id],
+        )?;
+        if removed == 0 {
+            return Err(ModelError::not_found(
+                "schedule_not_found",
+                "id",
+                format!("service {service} has no schedule {id}"),
+            )
+            .into());
+        }
+        record_event(
+            &tx,
+            namespace,
+            service,
+            "schedule_remove",
+            &format!("schedule {id} removed"),
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     pub fn list_versions(&self, namespace: &str, service: &str) -> Result<Vec<VersionRecord>> {
@@ -307,6 +486,10 @@ impl Store {
         svc.traffic.check_delete(version)?;
         tx.execute(
             "DELETE FROM versions WHERE namespace = ?1 AND service = ?2 AND name = ?3",
+            params![namespace, service, version],
+        )?;
+        tx.execute(
+            "DELETE FROM schedules WHERE namespace = ?1 AND service = ?2 AND version = ?3",
             params![namespace, service, version],
         )?;
         record_event(
@@ -407,6 +590,10 @@ impl Store {
         }
         tx.execute(
             "DELETE FROM domains WHERE namespace = ?1 AND service = ?2",
+            params![namespace, service],
+        )?;
+        tx.execute(
+            "DELETE FROM schedules WHERE namespace = ?1 AND service = ?2",
             params![namespace, service],
         )?;
         tx.execute(
@@ -514,7 +701,12 @@ impl Store {
             }
         }
         let versions = versions_of(&tx, None)?;
-        Ok(DesiredState { services, versions })
+        let schedules = schedules_of(&tx, None)?;
+        Ok(DesiredState {
+            services,
+            versions,
+            schedules,
+        })
     }
 
     /// Appends to the events timeline (e.g. crashes seen by the reconciler).
@@ -567,6 +759,55 @@ impl Store {
         events.reverse();
         Ok(events)
     }
+}
+
+fn update_spec(tx: &Transaction<'_>, record: &VersionRecord, spec: &VersionSpec) -> Result<()> {
+    let spec_json = serde_json::to_string(spec).map_err(|e| StoreError::Corrupt {
+        what: "version spec",
+        detail: e.to_string(),
+    })?;
+    tx.execute(
+        "UPDATE versions SET spec = ?4 WHERE namespace = ?1 AND service = ?2 AND name = ?3",
+        params![record.namespace, record.service, record.name, spec_json],
+    )?;
+    record_event(
+        tx,
+        &record.namespace,
+        &record.service,
+        "scaling",
+        &format!(
+            "version {} scaling set to min {} max {} concurrency {}",
+            record.name, spec.min_instances, spec.max_instances, spec.concurrency
+        ),
+    )
+}
+
+fn schedules_of(
+    tx: &Transaction<'_>,
+    service: Option<(&str, &str)>,
+) -> Result<Vec<ScheduleRecord>> {
+    let (ns, name) = service.unzip();
+    let mut stmt = tx.prepare(
+        "SELECT id, namespace, service, version, cron, min_instances, max_instances,
+                duration_secs, created_at
+         FROM schedules
+         WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR service = ?2)
+         ORDER BY id",
+    )?;
+    let rows = stmt.query_map(params![ns, name], |r| {
+        Ok(ScheduleRecord {
+            id: r.get(0)?,
+            namespace: r.get(1)?,
+            service: r.get(2)?,
+            version: r.get(3)?,
+            cron: r.get(4)?,
+            min_instances: r.get(5)?,
+            max_instances: r.get(6)?,
+            duration_secs: r.get::<_, Option<i64>>(7)?.map(|d| d.max(0) as u64),
+            created_at: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 fn policy_json(policy: &TrafficPolicy) -> Result<String> {

@@ -47,6 +47,19 @@ const MIGRATIONS: &[&str] = &[
         message TEXT NOT NULL
     );
     CREATE INDEX events_by_service ON events (namespace, service, id);",
+    // 2: scheduled scaling.
+    "CREATE TABLE schedules (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        namespace TEXT NOT NULL,
+        service TEXT NOT NULL,
+        version TEXT,
+        cron TEXT NOT NULL,
+        min_instances INTEGER NOT NULL,
+        max_instances INTEGER,
+        duration_secs INTEGER,
+        created_at INTEGER NOT NULL,
+        FOREIGN KEY (namespace, service) REFERENCES services(namespace, name)
+    );",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

@@ -1,7 +1,15 @@
 use nimbus_model::traffic::{parse_rule, parse_split, MatchSource};
-use nimbus_model::{ErrorKind, VersionInput};
+use nimbus_model::{ErrorKind, ScalingUpdate, VersionInput};
 
 use super::*;
+
+/// Unwraps a deploy that must have created a version.
+fn created(d: Result<Deployed>) -> (ServiceRecord, VersionRecord) {
+    match d.unwrap() {
+        Deployed::Created(s, v) => (s, v),
+        other => panic!("expected a new version, got {other:?}"),
+    }
+}
 
 fn spec() -> VersionSpec {
     VersionInput {
@@ -28,23 +36,17 @@ fn rejected(err: StoreError) -> ModelError {
 #[test]
 fn first_deploy_creates_service_and_takes_all_traffic() {
     let (_dir, store) = open();
-    let (svc, v) = store
-        .deploy_version("default", "hello", &spec(), true)
-        .unwrap();
+    let (svc, v) = created(store.deploy_version("default", "hello", &spec(), true, false));
     assert_eq!(v.name, "v1");
     assert_eq!(svc.traffic, TrafficPolicy::single("v1"));
-    let (svc, v) = store
-        .deploy_version("default", "hello", &spec(), true)
-        .unwrap();
+    let (svc, v) = created(store.deploy_version("default", "hello", &spec(), true, false));
     assert_eq!(v.name, "v2");
     assert_eq!(
         svc.traffic,
         TrafficPolicy::single("v1"),
         "--no-traffic keeps v1"
     );
-    let (svc, v) = store
-        .deploy_version("default", "hello", &spec(), false)
-        .unwrap();
+    let (svc, v) = created(store.deploy_version("default", "hello", &spec(), false, false));
     assert_eq!(v.name, "v3");
     assert!(v.promote_pending);
     assert_eq!(
@@ -71,13 +73,13 @@ fn first_deploy_creates_service_and_takes_all_traffic() {
 fn explicit_traffic_cancels_pending_promotions_and_newer_supersedes_older() {
     let (_dir, store) = open();
     store
-        .deploy_version("default", "hello", &spec(), false)
+        .deploy_version("default", "hello", &spec(), false, false)
         .unwrap();
     store
-        .deploy_version("default", "hello", &spec(), false)
+        .deploy_version("default", "hello", &spec(), false, false)
         .unwrap(); // v2 pending
     store
-        .deploy_version("default", "hello", &spec(), false)
+        .deploy_version("default", "hello", &spec(), false, false)
         .unwrap(); // v3 pending
     assert!(store.promote("default", "hello", "v3").unwrap());
     assert!(
@@ -90,7 +92,7 @@ fn explicit_traffic_cancels_pending_promotions_and_newer_supersedes_older() {
     );
 
     store
-        .deploy_version("default", "hello", &spec(), false)
+        .deploy_version("default", "hello", &spec(), false, false)
         .unwrap(); // v4 pending
     let policy = TrafficPolicy {
         split: parse_split("v1=50,v3=50").unwrap(),
@@ -111,18 +113,18 @@ fn explicit_traffic_cancels_pending_promotions_and_newer_supersedes_older() {
 fn new_namespace_is_created_on_deploy_and_bad_names_write_nothing() {
     let (_dir, store) = open();
     store
-        .deploy_version("team-a", "api", &spec(), false)
+        .deploy_version("team-a", "api", &spec(), false, false)
         .unwrap();
     assert_eq!(store.list_namespaces().unwrap(), vec!["default", "team-a"]);
     let err = rejected(
         store
-            .deploy_version("default", "Bad", &spec(), false)
+            .deploy_version("default", "Bad", &spec(), false, false)
             .unwrap_err(),
     );
     assert_eq!(err.field.as_deref(), Some("service"));
     let err = rejected(
         store
-            .deploy_version("Bad", "ok", &spec(), false)
+            .deploy_version("Bad", "ok", &spec(), false, false)
             .unwrap_err(),
     );
     assert_eq!(err.field.as_deref(), Some("namespace"));
@@ -134,12 +136,12 @@ fn eleventh_version_is_refused_and_numbering_never_reuses_names() {
     let (_dir, store) = open();
     for _ in 0..10 {
         store
-            .deploy_version("default", "hello", &spec(), true)
+            .deploy_version("default", "hello", &spec(), true, false)
             .unwrap();
     }
     let err = rejected(
         store
-            .deploy_version("default", "hello", &spec(), true)
+            .deploy_version("default", "hello", &spec(), true, false)
             .unwrap_err(),
     );
     assert_eq!(err.kind, ErrorKind::Limit);
@@ -147,9 +149,7 @@ fn eleventh_version_is_refused_and_numbering_never_reuses_names() {
     assert_eq!(store.list_versions("default", "hello").unwrap().len(), 10);
 
     store.delete_version("default", "hello", "v5").unwrap();
-    let (_, v) = store
-        .deploy_version("default", "hello", &spec(), true)
-        .unwrap();
+    let (_, v) = created(store.deploy_version("default", "hello", &spec(), true, false));
     assert_eq!(v.name, "v11");
 }
 
@@ -157,10 +157,10 @@ fn eleventh_version_is_refused_and_numbering_never_reuses_names() {
 fn traffic_is_validated_against_versions() {
     let (_dir, store) = open();
     store
-        .deploy_version("default", "hello", &spec(), false)
+        .deploy_version("default", "hello", &spec(), false, false)
         .unwrap();
     store
-        .deploy_version("default", "hello", &spec(), true)
+        .deploy_version("default", "hello", &spec(), true, false)
         .unwrap();
     let good = TrafficPolicy {
         split: parse_split("v1=90,v2=10").unwrap(),
@@ -195,10 +195,10 @@ fn traffic_is_validated_against_versions() {
 fn domains_are_unique_and_go_with_their_service() {
     let (_dir, store) = open();
     store
-        .deploy_version("default", "a", &spec(), false)
+        .deploy_version("default", "a", &spec(), false, false)
         .unwrap();
     store
-        .deploy_version("default", "b", &spec(), false)
+        .deploy_version("default", "b", &spec(), false, false)
         .unwrap();
     store.add_domain("www.example.com", "default", "a").unwrap();
     let err = rejected(
@@ -231,7 +231,7 @@ fn state_survives_reopen() {
     {
         let store = Store::open(&path).unwrap();
         store
-            .deploy_version("default", "hello", &spec(), false)
+            .deploy_version("default", "hello", &spec(), false, false)
             .unwrap();
         store
             .add_domain("hello.example.com", "default", "hello")
@@ -245,4 +245,81 @@ fn state_survives_reopen() {
     assert_eq!(snap.versions[0].spec, spec());
     let events = store.list_events(Some(("default", "hello")), 10).unwrap();
     assert_eq!(events.first().map(|e| e.kind.as_str()), Some("deploy"));
+}
+
+#[test]
+fn scaling_only_change_updates_in_place_and_identical_spec_redeploys() {
+    let (_dir, store) = open();
+    created(store.deploy_version("default", "hello", &spec(), false, false));
+    let mut scaled = spec();
+    scaled.min_instances = 2;
+    match store
+        .deploy_version("default", "hello", &scaled, false, false)
+        .unwrap()
+    {
+        Deployed::ScalingUpdated(svc, v) => {
+            assert_eq!(v.name, "v1");
+            assert_eq!(v.spec.min_instances, 2);
+            assert_eq!(svc.versions, vec!["v1"]);
+        }
+        other => panic!("expected an in-place update, got {other:?}"),
+    }
+    // The same spec again is a redeploy: a new version.
+    let (_, v) = created(store.deploy_version("default", "hello", &scaled, false, false));
+    assert_eq!(v.name, "v2");
+    // Forcing a new version for a scaling change.
+    let mut again = scaled.clone();
+    again.max_instances = 3;
+    let (_, v) = created(store.deploy_version("default", "hello", &again, false, true));
+    assert_eq!(v.name, "v3");
+
+    let update = ScalingUpdate {
+        max_instances: Some(7),
+        ..Default::default()
+    };
+    let v = store
+        .update_scaling("default", "hello", "v1", &update)
+        .unwrap();
+    assert_eq!((v.spec.min_instances, v.spec.max_instances), (2, 7));
+    let bad = ScalingUpdate {
+        max_instances: Some(1),
+        ..Default::default()
+    };
+    let err = rejected(
+        store
+            .update_scaling("default", "hello", "v1", &bad)
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, "invalid_min_instances");
+    let v = store.get_version("default", "hello", "v1").unwrap();
+    assert_eq!(v.spec.max_instances, 7, "a rejected update changes nothing");
+}
+
+#[test]
+fn schedules_are_stored_and_follow_their_service() {
+    let (_dir, store) = open();
+    created(store.deploy_version("default", "hello", &spec(), false, false));
+    let new = NewSchedule {
+        version: None,
+        cron: "0 9 * * 1-5".into(),
+        min_instances: 3,
+        max_instances: Some(20),
+        duration_secs: None,
+    };
+    let s = store.add_schedule("default", "hello", &new).unwrap();
+    assert_eq!(s.min_instances, 3);
+    let pinned = NewSchedule {
+        version: Some("v9".into()),
+        ..new.clone()
+    };
+    let err = rejected(store.add_schedule("default", "hello", &pinned).unwrap_err());
+    assert_eq!(err.code, "version_not_found");
+    assert_eq!(store.list_schedules("default", "hello").unwrap().len(), 1);
+    assert_eq!(store.snapshot().unwrap().schedules.len(), 1);
+    let err = rejected(store.remove_schedule("default", "hello", 999).unwrap_err());
+    assert_eq!(err.code, "schedule_not_found");
+    store.remove_schedule("default", "hello", s.id).unwrap();
+    store.add_schedule("default", "hello", &new).unwrap();
+    store.delete_service("default", "hello").unwrap();
+    assert!(store.snapshot().unwrap().schedules.is_empty());
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nimbus_model::names::validate_name;
-use nimbus_model::VersionInput;
+use nimbus_model::{ScalingInput, VersionInput};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -51,6 +51,15 @@ pub struct DeployArgs {
     /// Request timeout in seconds (default 300).
     #[arg(long = "timeout", value_name = "SECS")]
     pub timeout_secs: Option<u64>,
+    /// Fraction of --concurrency the autoscaler aims each instance at (default 0.7).
+    #[arg(long, value_name = "FRACTION")]
+    pub target_utilization: Option<f64>,
+    /// Idle seconds before a --min-instances 0 version scales to zero (default 30).
+    #[arg(long = "scale-to-zero-after", value_name = "SECS")]
+    pub scale_to_zero_after_secs: Option<u64>,
+    /// Requests that may wait for a free slot (default 10x total capacity); beyond it 503.
+    #[arg(long, value_name = "N")]
+    pub queue_depth: Option<u32>,
     /// Create the version without moving traffic to it (test it on its own URL first).
     #[arg(long)]
     pub no_traffic: bool,
@@ -65,7 +74,7 @@ fn parse_env_pair(text: &str) -> Result<(String, String), String> {
 }
 
 /// A `nimbus.toml` file. Every key is optional; unknown keys are an error that names the key.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeployFile {
     pub service: Option<String>,
@@ -77,6 +86,9 @@ pub struct DeployFile {
     pub max_instances: Option<u32>,
     pub concurrency: Option<u32>,
     pub timeout_secs: Option<u64>,
+    pub target_utilization: Option<f64>,
+    pub scale_to_zero_after_secs: Option<u64>,
+    pub queue_depth: Option<u32>,
     pub no_traffic: Option<bool>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -96,7 +108,7 @@ impl DeployFile {
 }
 
 /// A deploy ready to send: where, and the checked body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeployPlan {
     pub namespace: String,
     pub service: String,
@@ -136,6 +148,13 @@ impl DeployPlan {
             max_instances: args.max_instances.or(file.max_instances),
             concurrency: args.concurrency.or(file.concurrency),
             timeout_secs: args.timeout_secs.or(file.timeout_secs),
+            scaling: ScalingInput {
+                target_utilization: args.target_utilization.or(file.target_utilization),
+                scale_to_zero_after_secs: args
+                    .scale_to_zero_after_secs
+                    .or(file.scale_to_zero_after_secs),
+                queue_depth: args.queue_depth.or(file.queue_depth),
+            },
         };
         input.resolve()?;
         Ok(Self {
@@ -151,6 +170,13 @@ impl DeployPlan {
         let mut body = serde_json::Map::new();
         if let Ok(Value::Object(fields)) = serde_json::to_value(&self.input) {
             for (key, value) in fields {
+                if key == "scaling" {
+                    // The API takes the scaling knobs at the top level.
+                    if let Value::Object(knobs) = value {
+                        body.extend(knobs.into_iter().filter(|(_, v)| !v.is_null()));
+                    }
+                    continue;
+                }
                 let empty_env = key == "env" && value.as_object().is_some_and(|m| m.is_empty());
                 if !value.is_null() && !empty_env {
                     body.insert(key, value);
