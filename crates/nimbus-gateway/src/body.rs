@@ -1,6 +1,6 @@
 //! The response body the gateway sends: either a small generated body (errors, `101`) or the
-//! instance's body streamed through frame by frame, holding the endpoint's in-flight count until
-//! it ends or the client goes away.
+//! instance's body streamed through frame by frame, holding the request's admission [`Permit`]
+//! (its slot on the instance) until the body ends or the client goes away.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::route::InflightGuard;
+use crate::gate::Permit;
 
 /// A response body, without boxing on the hot path.
 #[derive(Debug)]
@@ -22,8 +22,9 @@ enum Kind {
     Full(Full<Bytes>),
     Upstream {
         body: Incoming,
-        /// Dropped at end of stream, on error, or when the client disconnects mid-body.
-        guard: Option<InflightGuard>,
+        /// Dropped at end of stream, on error, or when the client disconnects mid-body; dropping
+        /// it frees the slot for the next queued request.
+        permit: Option<Permit>,
     },
 }
 
@@ -42,11 +43,12 @@ impl GatewayBody {
         Self::full(Bytes::new())
     }
 
-    /// The instance's body, streamed; `guard` is released when it is done.
-    pub fn upstream(body: Incoming, guard: Option<InflightGuard>) -> Self {
-        let guard = if body.is_end_stream() { None } else { guard };
+    /// The instance's body, streamed; `permit` is released when it is done (at once for an
+    /// empty body).
+    pub fn upstream(body: Incoming, permit: Option<Permit>) -> Self {
+        let permit = if body.is_end_stream() { None } else { permit };
         Self {
-            kind: Kind::Upstream { body, guard },
+            kind: Kind::Upstream { body, permit },
         }
     }
 }
@@ -66,14 +68,14 @@ impl Body for GatewayBody {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
-            Kind::Upstream { body, guard } => {
+            Kind::Upstream { body, permit } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
                     Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
-                        guard.take();
+                        permit.take();
                     }
                     Poll::Ready(Some(Ok(_))) if body.is_end_stream() => {
-                        guard.take();
+                        permit.take();
                     }
                     _ => {}
                 }

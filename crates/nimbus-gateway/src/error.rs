@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::GatewayBody;
+use crate::gate::AdmitError;
 
 /// Who caused an error (as pingora's `ErrorSource`): it decides the status the client sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +16,8 @@ pub enum ErrorSource {
     Downstream,
     /// The instance failed or was too slow (502/504).
     Upstream,
-    /// Nimbus has nothing ready to serve (503).
+    /// Nimbus has nothing ready to serve, or no capacity in time (503, or 504 for a request
+    /// that waited in the queue past its timeout).
     Gateway,
 }
 
@@ -25,12 +27,32 @@ pub enum GatewayError {
     /// No service is bound to the request's host.
     #[error("no service is bound to host {host:?}")]
     UnknownHost { host: String },
-    /// The chosen version has no ready instance (or is not in the table).
+    /// The split is empty, or the chosen version is not in the table.
     #[error("{}", no_ready_message(namespace, service, version.as_deref()))]
     NoReadyInstance {
         namespace: String,
         service: String,
         version: Option<String>,
+    },
+    /// Every slot of the version is taken and its queue is full.
+    #[error(
+        "service {service} (namespace {namespace}) version {version} is at capacity: {source}; \
+         retry shortly"
+    )]
+    QueueFull {
+        namespace: String,
+        service: String,
+        version: String,
+        source: AdmitError,
+    },
+    /// The request waited for a slot (or for a first instance to become ready) past the
+    /// version's timeout.
+    #[error("service {service} (namespace {namespace}) version {version}: {source}")]
+    QueueTimeout {
+        namespace: String,
+        service: String,
+        version: String,
+        source: AdmitError,
     },
     /// Connecting to the instance failed.
     #[error("instance {instance} is unavailable: {source}")]
@@ -67,10 +89,35 @@ fn no_ready_message(namespace: &str, service: &str, version: Option<&str>) -> St
 // === impl GatewayError ===
 
 impl GatewayError {
+    /// The error for a request the version's gate did not admit.
+    pub fn not_admitted(namespace: &str, service: &str, version: &str, source: AdmitError) -> Self {
+        let (namespace, service, version) = (
+            namespace.to_string(),
+            service.to_string(),
+            version.to_string(),
+        );
+        match source {
+            AdmitError::QueueFull { .. } => Self::QueueFull {
+                namespace,
+                service,
+                version,
+                source,
+            },
+            AdmitError::Timeout { .. } => Self::QueueTimeout {
+                namespace,
+                service,
+                version,
+                source,
+            },
+        }
+    }
+
     pub fn source_kind(&self) -> ErrorSource {
         match self {
             Self::UnknownHost { .. } => ErrorSource::Downstream,
-            Self::NoReadyInstance { .. } => ErrorSource::Gateway,
+            Self::NoReadyInstance { .. } | Self::QueueFull { .. } | Self::QueueTimeout { .. } => {
+                ErrorSource::Gateway
+            }
             Self::UpstreamUnavailable { .. }
             | Self::UpstreamFailed { .. }
             | Self::UpstreamTimeout { .. } => ErrorSource::Upstream,
@@ -80,7 +127,10 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::UnknownHost { .. } => StatusCode::NOT_FOUND,
-            Self::NoReadyInstance { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoReadyInstance { .. } | Self::QueueFull { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::QueueTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamUnavailable { .. } | Self::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -93,6 +143,8 @@ impl GatewayError {
         match self {
             Self::UnknownHost { .. } => "unknown_host",
             Self::NoReadyInstance { .. } => "no_ready_instance",
+            Self::QueueFull { .. } => "queue_full",
+            Self::QueueTimeout { .. } => "queue_timeout",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamFailed { .. } => "upstream_error",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
@@ -107,7 +159,15 @@ impl GatewayError {
         }
     }
 
-    /// The JSON error response, carrying `x-request-id`.
+    /// Seconds after which the client may retry, sent as `Retry-After` (a full queue only).
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            Self::QueueFull { .. } => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The JSON error response, carrying `x-request-id` (and `Retry-After` when set).
     pub fn to_response(&self, request_id: &HeaderValue) -> Response<GatewayBody> {
         // Upstream error messages name the instance, not its address: clients need not know it.
         let body = serde_json::json!({
@@ -125,6 +185,9 @@ impl GatewayError {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(crate::proxy::X_REQUEST_ID, request_id.clone());
+        if let Some(seconds) = self.retry_after() {
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }

@@ -1,27 +1,36 @@
 //! The Nimbus gateway: the HTTP front door. It routes each request by host to a service (or a
-//! pinned version), applies the service's traffic policy, balances across the version's ready
-//! instances and proxies to one over pooled keep-alive connections, streaming bodies both ways and
-//! tunnelling upgrades such as WebSockets.
+//! pinned version), applies the service's traffic policy, admits the request to one of the
+//! version's ready instances (a concurrency limit per instance, least-outstanding choice, a FIFO
+//! queue when all are busy, and holding requests while a version starts from zero), and proxies
+//! to it over pooled keep-alive connections, streaming bodies both ways and tunnelling upgrades
+//! such as WebSockets.
 //!
 //! The gateway never reads the store: it serves an immutable [`RouteTable`] snapshot that the
-//! reconciler builds and hands over with [`Gateway::swap`].
+//! reconciler builds and hands over with [`Gateway::swap`]. The state that must outlive a swap
+//! lives in one [`VersionGate`] per version, which the reconciler keeps and updates with the
+//! ready instances and limits ([`VersionGate::update`]).
 //!
 //! # Layout
-//! - [`route`]: the route table types and the pure routing choice, [`RouteTable::choose`].
+//! - [`route`]: the route table types and the pure routing choice, [`RouteTable::choose`]
+//!   (host → service → version).
+//! - [`gate`]: [`VersionGate`], admission to a version's instances: the pure instance choice
+//!   [`gate::pick`], the FIFO queue, the activator hook and the [`Permit`] that holds a slot.
 //! - [`error`]: [`GatewayError`], its source, status code and JSON body.
-//! - `proxy`: the life of a request (identify, choose, rewrite, forward, respond).
-//! - [`body`]: the response body that streams upstream bytes and releases in-flight counts.
+//! - `proxy`: the life of a request (identify, choose, admit, rewrite, forward, respond).
+//! - [`body`]: the response body that streams upstream bytes and holds the permit until done.
 //! - `server`: [`Gateway`], its configuration and the accept loop.
 
 #![forbid(unsafe_code)]
 
 pub mod body;
 pub mod error;
+pub mod gate;
 mod proxy;
 pub mod route;
 mod server;
 
 pub use error::{ErrorSource, GatewayError};
+pub use gate::{AdmitError, GateLimits, GateStats, Permit, VersionGate};
 pub use route::{
     Choice, Endpoint, HostRoute, InflightGuard, RouteTable, ServiceRoute, VersionRoute,
 };

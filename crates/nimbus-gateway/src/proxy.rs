@@ -3,13 +3,30 @@
 //! 1. **identify**: the host (URI authority for HTTP/2 and absolute-form, else `Host`) and the
 //!    request id (the client's `x-request-id` if sane, else 32 random hex characters);
 //! 2. **choose**: [`RouteTable::choose`](crate::RouteTable::choose) on the current table snapshot
-//!    picks service, version and endpoint; failures become JSON errors (404/503);
-//! 3. **rewrite**: drop hop-by-hop headers (but keep `Connection`/`Upgrade` on an upgrade), add
+//!    picks service and version (pure); failures become JSON errors (404 unknown host, 503 empty
+//!    split or version not in the table);
+//! 3. **admit**: [`VersionGate::admit`](crate::VersionGate::admit) gives a [`Permit`]: a slot on
+//!    the least-outstanding instance below the version's concurrency, at once if one is free,
+//!    else after waiting in the version's FIFO queue. With no ready instance the activator hook
+//!    is called and the request is held until one is ready. Queue full → 503 `queue_full` with
+//!    `Retry-After: 1`; no slot before the deadline → 504 `queue_timeout`;
+//! 4. **rewrite**: drop hop-by-hop headers (but keep `Connection`/`Upgrade` on an upgrade), add
 //!    `x-forwarded-for`/`-proto`/`-host` and `x-request-id`, point the URI at the instance;
-//! 4. **forward**: send on the pooled client, bounded by the version's timeout until response
-//!    headers (502 on connect failure, 504 on timeout);
-//! 5. **respond**: stream the instance's body back, holding the endpoint's in-flight count until
-//!    the body ends; on `101 Switching Protocols` join both upgraded sockets in a tunnel task.
+//! 5. **forward**: send on the pooled client until the permit's deadline (arrival + the
+//!    version's timeout, so time spent queued counts) for the response headers (502 on connect
+//!    failure, 504 `upstream_timeout` past the deadline);
+//! 6. **respond**: stream the instance's body back, holding the permit (the instance slot and its
+//!    in-flight count) until the body ends; on `101 Switching Protocols` join both upgraded
+//!    sockets in a tunnel task that holds the permit until either side closes. Dropping the
+//!    permit hands the slot to the next queued request.
+//!
+//! ```text
+//! client ─▶ identify ─▶ choose ──▶ admit ──────────────────────────▶ rewrite ─▶ forward ─▶ respond
+//!                         │ 404/503   │ free slot: now                                  │ 502/504
+//!                         ▼           │ busy: FIFO queue ─▶ slot freed ─┘                 ▼
+//!                       error         │ no instance: on_cold(), held ─▶ instance ready ─┘
+//!                                     └ queue full 503 / deadline passed 504
+//! ```
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +43,8 @@ use tracing::{debug, field, Instrument};
 
 use crate::body::GatewayBody;
 use crate::error::GatewayError;
-use crate::route::{Choice, InflightGuard};
+use crate::gate::Permit;
+use crate::route::Choice;
 use crate::server::Gateway;
 
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -91,10 +109,7 @@ async fn proxy(
 ) -> Result<Response<GatewayBody>, GatewayError> {
     // Phase 2: choose. The table guard is dropped before any await.
     let Choice {
-        service,
-        version,
-        endpoint,
-        ..
+        service, version, ..
     } = {
         let view = RequestView {
             query: req.uri().query(),
@@ -106,10 +121,20 @@ async fn proxy(
     let span = tracing::Span::current();
     span.record("service", service.name.as_str());
     span.record("version", version.version.as_str());
-    span.record("instance", endpoint.instance.as_str());
-    let guard = endpoint.track();
 
-    // Phase 3: rewrite.
+    // Phase 3: admit. The permit holds the instance slot until the response is done.
+    let permit = version.gate.admit().await.map_err(|source| {
+        GatewayError::not_admitted(
+            &version.namespace,
+            &version.service,
+            &version.version,
+            source,
+        )
+    })?;
+    let endpoint = Arc::clone(permit.endpoint());
+    span.record("instance", endpoint.instance.as_str());
+
+    // Phase 4: rewrite.
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -138,14 +163,15 @@ async fn proxy(
     parts.version = Version::HTTP_11;
     let upstream_req = Request::from_parts(parts, body);
 
-    // Phase 4: forward.
+    // Phase 5: forward, within what is left of the request's time.
     debug!(addr = %endpoint.addr, "Forwarding request.");
-    let sent = tokio::time::timeout(version.timeout, gateway.client().request(upstream_req)).await;
+    let deadline = permit.deadline();
+    let sent = tokio::time::timeout_at(deadline, gateway.client().request(upstream_req)).await;
     let mut response = match sent {
         Err(_elapsed) => {
             return Err(GatewayError::UpstreamTimeout {
                 instance: endpoint.instance.clone(),
-                timeout: version.timeout,
+                timeout: version.gate.limits().timeout,
             })
         }
         Ok(Err(source)) if source.is_connect() => {
@@ -164,11 +190,11 @@ async fn proxy(
     };
     debug!(status = response.status().as_u16(), "Instance responded.");
 
-    // Phase 5: respond.
+    // Phase 6: respond.
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard).instrument(span.clone()));
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, permit).instrument(span.clone()));
             let (mut parts, _empty) = response.into_parts();
             parts.headers.insert(X_REQUEST_ID, request_id.clone());
             return Ok(Response::from_parts(parts, GatewayBody::empty()));
@@ -179,16 +205,16 @@ async fn proxy(
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
     Ok(Response::from_parts(
         parts,
-        GatewayBody::upstream(body, Some(guard)),
+        GatewayBody::upstream(body, Some(permit)),
     ))
 }
 
 /// Joins the client's and the instance's upgraded connections until either side closes. The
-/// endpoint counts as busy for as long as the tunnel is open.
+/// tunnel holds its instance slot (the permit) for as long as it is open.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
-    guard: InflightGuard,
+    permit: Permit,
 ) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
@@ -205,7 +231,7 @@ async fn tunnel(
         }
         Err(error) => debug!(%error, "Tunnel failed."),
     }
-    drop(guard);
+    drop(permit);
 }
 
 /// The host as the client sent it: the URI authority (HTTP/2, absolute-form) or `Host`.

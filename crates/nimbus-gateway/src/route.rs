@@ -1,20 +1,21 @@
 //! The route table the reconciler builds and the pure choice made on it for every request:
-//! host → service (or pinned version) → version by traffic policy → endpoint by round robin.
+//! host → service (or pinned version) → version by traffic policy. The instance is not chosen
+//! here: the version's [`VersionGate`] admits the request to one (see [`crate::gate`]).
 //!
 //! Nothing here does I/O. [`RouteTable::choose`] is the whole routing decision; the proxy only
-//! normalises the host, rolls the dice and forwards to what it returns.
+//! normalises the host, rolls the dice, and asks the chosen version's gate for a slot.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::uri::Authority;
 use nimbus_model::domains::normalize_host;
 use nimbus_model::{RequestView, TrafficPolicy};
 
 use crate::error::GatewayError;
+use crate::gate::VersionGate;
 
 /// One ready instance of a version. The reconciler keeps the same `Arc` across table rebuilds,
 /// so [`Endpoint::inflight`] stays meaningful while tables are swapped.
@@ -25,7 +26,8 @@ pub struct Endpoint {
     /// Where the instance listens, `127.0.0.1:PORT`.
     pub addr: SocketAddr,
     /// Requests in flight to this instance, counting streaming bodies and upgraded sockets until
-    /// they finish. The autoscaler reads it; the proxy maintains it through [`InflightGuard`].
+    /// they finish. The gate limits it, the drainer waits for it to reach 0; the proxy maintains
+    /// it through the [`InflightGuard`] inside each [`crate::gate::Permit`].
     inflight: AtomicUsize,
     /// `addr` as a URI authority, built once instead of per request.
     authority: Authority,
@@ -36,20 +38,21 @@ pub struct Endpoint {
 #[derive(Debug)]
 pub struct InflightGuard {
     endpoint: Arc<Endpoint>,
+    /// Already given back (by [`InflightGuard::release`]); the drop then does nothing.
+    released: bool,
 }
 
-/// One version of a service with its ready endpoints.
+/// One version of a service in a table. Its names are copied from the gate for routing and
+/// errors; everything that must outlive a table swap (ready instances, limits, queue, counts)
+/// lives in the shared [`VersionGate`].
 #[derive(Debug)]
 pub struct VersionRoute {
     pub namespace: String,
     pub service: String,
     pub version: String,
-    /// Ready instances; empty means requests get 503 `no_ready_instance`.
-    pub endpoints: Vec<Arc<Endpoint>>,
-    /// The version's request timeout: no response headers by then means 504.
-    pub timeout: Duration,
-    /// Round-robin position; a fresh table starts over, which is harmless.
-    cursor: AtomicUsize,
+    /// Admission to the version's instances. The reconciler keeps one per version and puts the
+    /// same `Arc` into every table it builds.
+    pub gate: Arc<VersionGate>,
 }
 
 /// A service: its traffic policy and its versions by name.
@@ -80,12 +83,12 @@ pub struct RouteTable {
     hosts: HashMap<String, HostRoute>,
 }
 
-/// The outcome of [`RouteTable::choose`]: where one request goes.
+/// The outcome of [`RouteTable::choose`]: which version one request goes to. The instance comes
+/// from `version.gate.admit()`.
 #[derive(Debug, Clone)]
 pub struct Choice {
     pub service: Arc<ServiceRoute>,
     pub version: Arc<VersionRoute>,
-    pub endpoint: Arc<Endpoint>,
     /// Index of the traffic rule that matched; `None` when the split or a version host decided.
     pub rule: Option<usize>,
 }
@@ -121,6 +124,7 @@ impl Endpoint {
         self.inflight.fetch_add(1, Ordering::AcqRel);
         InflightGuard {
             endpoint: Arc::clone(self),
+            released: false,
         }
     }
 }
@@ -131,41 +135,32 @@ impl InflightGuard {
     pub fn endpoint(&self) -> &Arc<Endpoint> {
         &self.endpoint
     }
+
+    /// Gives the unit back now rather than at drop, so the gate can free a slot under its lock.
+    pub(crate) fn release(&mut self) {
+        if !std::mem::replace(&mut self.released, true) {
+            self.endpoint.inflight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.endpoint.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.release();
     }
 }
 
 // === impl VersionRoute ===
 
 impl VersionRoute {
-    pub fn new(
-        namespace: String,
-        service: String,
-        version: String,
-        endpoints: Vec<Arc<Endpoint>>,
-        timeout: Duration,
-    ) -> Self {
+    /// The version `gate` admits to, named as the gate is.
+    pub fn new(gate: Arc<VersionGate>) -> Self {
         Self {
-            namespace,
-            service,
-            version,
-            endpoints,
-            timeout,
-            cursor: AtomicUsize::new(0),
+            namespace: gate.namespace().to_string(),
+            service: gate.service().to_string(),
+            version: gate.version().to_string(),
+            gate,
         }
-    }
-
-    /// The next endpoint in round-robin order; `None` when no instance is ready.
-    pub fn next_endpoint(&self) -> Option<&Arc<Endpoint>> {
-        if self.endpoints.is_empty() {
-            return None;
-        }
-        let i = self.cursor.fetch_add(1, Ordering::Relaxed);
-        self.endpoints.get(i % self.endpoints.len())
     }
 }
 
@@ -196,8 +191,14 @@ impl RouteTable {
         self.hosts.keys().map(String::as_str)
     }
 
-    /// Picks the endpoint for a request to the normalised `host`. `roll` is a uniform dice roll in
-    /// `0..100` for the percent split. Advances the version's round-robin cursor and nothing else.
+    /// Picks the version for a request to the normalised `host`. `roll` is a uniform dice roll in
+    /// `0..100` for the percent split. Pure: it changes nothing.
+    ///
+    /// # Errors
+    /// [`GatewayError::UnknownHost`] when nothing is bound to `host`;
+    /// [`GatewayError::NoReadyInstance`] when the split is empty or names a version missing
+    /// from the table. A version that is in the table but has no ready instance is chosen: its
+    /// gate holds the request until one is ready (the activator).
     pub fn choose(
         &self,
         host: &str,
@@ -226,11 +227,9 @@ impl RouteTable {
             version: Some(version_name.to_string()),
         };
         let version = service.versions.get(version_name).ok_or_else(no_ready)?;
-        let endpoint = version.next_endpoint().ok_or_else(no_ready)?;
         Ok(Choice {
             service: Arc::clone(service),
             version: Arc::clone(version),
-            endpoint: Arc::clone(endpoint),
             rule,
         })
     }

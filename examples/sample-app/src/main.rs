@@ -1,3 +1,279 @@
-fn main() {
-    println!("Hello, world!");
+//! The sample app Nimbus's tests and quick start deploy: a tiny HTTP/1.1 server on
+//! `127.0.0.1:$PORT` that reports who it is and what it received.
+//!
+//! # Routes
+//! - `GET /`: `hello from SERVICE VERSION (INSTANCE)`; `$GREETING` replaces `hello`.
+//! - `GET /env`: `PORT`, `GREETING` and every `NIMBUS_*` variable as a JSON object.
+//! - `GET /headers`: the request headers it received as a JSON object (lowercase names).
+//! - `GET /stream?chunks=N&delay_ms=M`: `N` lines `chunk i`, `M` ms apart (defaults 5 and 100).
+//! - `GET /slow?ms=N`: answers `slow N` after `N` ms.
+//! - `GET /ws`: WebSocket echo.
+//!
+//! With `FAIL_START=1` it refuses to start (exit 1), so tests can watch a crashing version. It
+//! prints `listening on 127.0.0.1:PORT` once bound and exits promptly on SIGTERM or Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{
+    HeaderValue, CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE,
+};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Longest `/slow` or `/stream` delay honoured, so a typo cannot park a connection for hours.
+const MAX_DELAY_MS: u64 = 60_000;
+/// Most `/stream` chunks sent.
+const MAX_CHUNKS: u64 = 10_000;
+
+fn main() -> ExitCode {
+    if std::env::var("FAIL_START").is_ok_and(|v| v == "1") {
+        eprintln!("sample app refusing to start: FAIL_START is set");
+        return ExitCode::FAILURE;
+    }
+    let port = match std::env::var("PORT").map(|p| p.parse::<u16>()) {
+        Ok(Ok(port)) => port,
+        Ok(Err(err)) => {
+            eprintln!("sample app: PORT is not a port number: {err}");
+            return ExitCode::FAILURE;
+        }
+        Err(_) => {
+            eprintln!("sample app: PORT is not set; run it as `PORT=8080 nimbus-sample-app`");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("sample app: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(SocketAddr::from(([127, 0, 0, 1], port)))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("sample app: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Accepts connections until SIGTERM or SIGINT.
+async fn serve(addr: SocketAddr) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    println!("listening on {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(conn) => conn,
+                    Err(err) => {
+                        eprintln!("sample app: accept failed: {err}");
+                        continue;
+                    }
+                };
+                tokio::spawn(async move {
+                    let conn = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service_fn(handle))
+                        .with_upgrades();
+                    if let Err(err) = conn.await {
+                        eprintln!("sample app: connection error: {err}");
+                    }
+                });
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    println!("sample app stopping");
+    Ok(())
+}
+
+async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if req.method() != Method::GET {
+        return Ok(text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET is served\n".into(),
+        ));
+    }
+    let query = parse_query(req.uri().query());
+    let number = |name: &str, default: u64| {
+        query
+            .get(name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(default)
+    };
+    let response = match req.uri().path() {
+        "/" => text(StatusCode::OK, greeting()),
+        "/env" => json(&env_report()),
+        "/headers" => json(&headers_report(&req)),
+        "/stream" => stream(
+            number("chunks", 5).min(MAX_CHUNKS),
+            number("delay_ms", 100).min(MAX_DELAY_MS),
+        ),
+        "/slow" => {
+            let ms = number("ms", 1000).min(MAX_DELAY_MS);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            text(StatusCode::OK, format!("slow {ms}\n"))
+        }
+        "/ws" => websocket(req),
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    };
+    Ok(response)
+}
+
+/// `hello from SERVICE VERSION (INSTANCE)`, with `$GREETING` in place of `hello` when set.
+fn greeting() -> String {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| "?".into());
+    let hello = std::env::var("GREETING").unwrap_or_else(|_| "hello".into());
+    format!(
+        "{hello} from {} {} ({})\n",
+        var("NIMBUS_SERVICE"),
+        var("NIMBUS_VERSION"),
+        var("NIMBUS_INSTANCE")
+    )
+}
+
+fn env_report() -> serde_json::Value {
+    let vars: serde_json::Map<String, serde_json::Value> = std::env::vars()
+        .filter(|(k, _)| k == "PORT" || k == "GREETING" || k.starts_with("NIMBUS_"))
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    serde_json::Value::Object(vars)
+}
+
+/// Request headers by lowercase name; repeated headers are joined with `, `.
+fn headers_report(req: &Request<Incoming>) -> serde_json::Value {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in req.headers() {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        seen.entry(name.as_str().to_string())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    serde_json::json!(seen)
+}
+
+/// A chunked body: `chunk 1` … `chunk N`, one line each, `delay_ms` apart.
+fn stream(chunks: u64, delay_ms: u64) -> Response<Body> {
+    let lines = futures_util::stream::unfold(1u64, move |i| async move {
+        if i > chunks {
+            return None;
+        }
+        if i > 1 {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+        let frame = Frame::data(Bytes::from(format!("chunk {i}\n")));
+        Some((Ok::<_, Infallible>(frame), i + 1))
+    });
+    let mut response = Response::new(StreamBody::new(lines).boxed_unsync());
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Answers the upgrade with 101 and echoes every text and binary message on the new socket.
+fn websocket(mut req: Request<Incoming>) -> Response<Body> {
+    let wants_ws = req
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).filter(|_| wants_ws) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade\n".into(),
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                eprintln!("sample app: websocket upgrade failed: {err}");
+                return;
+            }
+        };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() || msg.is_binary() {
+                if ws.send(msg).await.is_err() {
+                    break;
+                }
+            } else if msg.is_close() {
+                break;
+            }
+        }
+    });
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(value) = HeaderValue::from_str(&accept) {
+        headers.insert(SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
+}
+
+fn parse_query(query: Option<&str>) -> BTreeMap<&str, &str> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .collect()
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new()).boxed_unsync()
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json(value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed_unsync());
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }

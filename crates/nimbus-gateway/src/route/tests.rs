@@ -8,6 +8,7 @@ use nimbus_model::{RequestView, RouteRule, RuleMatch, TrafficPolicy, TrafficTarg
 
 use super::*;
 use crate::error::ErrorSource;
+use crate::gate::{AdmitError, GateLimits};
 
 fn endpoint(instance: &str, port: u16) -> Arc<Endpoint> {
     Arc::new(Endpoint::new(
@@ -17,16 +18,14 @@ fn endpoint(instance: &str, port: u16) -> Arc<Endpoint> {
 }
 
 fn version(name: &str, endpoints: Vec<Arc<Endpoint>>) -> (String, Arc<VersionRoute>) {
-    (
-        name.to_string(),
-        Arc::new(VersionRoute::new(
-            "default".into(),
-            "hello".into(),
-            name.into(),
-            endpoints,
-            Duration::from_secs(30),
-        )),
-    )
+    let gate = VersionGate::new(
+        "default".into(),
+        "hello".into(),
+        name.into(),
+        Arc::new(|| {}),
+    );
+    gate.update(endpoints, GateLimits::default());
+    (name.to_string(), Arc::new(VersionRoute::new(gate)))
 }
 
 /// `hello` with v1 (two instances), v2 (one), v3 (none ready); split v1=90,v2=10; rules
@@ -133,7 +132,7 @@ fn choose() {
     const V2: &str = "v2--hello--default.nimbus.localhost";
     const V3: &str = "v3--hello--default.nimbus.localhost";
     const EMPTY: &str = "empty--default.nimbus.localhost";
-    const NO_READY: Result<&str, &str> = Err("no_ready_instance");
+    const NO_VERSION: Result<&str, &str> = Err("no_ready_instance");
     #[rustfmt::skip]
     let cases: &[Case<'_>] = &[
         (SVC, None, &none, 0, Ok("v1"), None),                     // split, low roll
@@ -144,12 +143,12 @@ fn choose() {
         (SVC, Some("env=beta"), &none, 0, Ok("v2"), Some(0)),      // query rule
         (SVC, Some("a=1&env=beta"), &none, 0, Ok("v2"), Some(0)),  // query rule, not first param
         (SVC, Some("env=prod"), &none, 95, Ok("v2"), None),        // no rule matches → split
-        (SVC, None, &canary, 0, NO_READY, None),                   // header rule → v3, none ready
-        (SVC, Some("env=ghost"), &none, 0, NO_READY, None),        // rule → version not in table
+        (SVC, None, &canary, 0, Ok("v3"), Some(1)),                // header rule → v3 (none ready: the gate holds)
+        (SVC, Some("env=ghost"), &none, 0, NO_VERSION, None),      // rule → version not in table
         (V2, None, &none, 0, Ok("v2"), None),                      // version host ignores the split
         (V2, None, &canary, 0, Ok("v2"), None),                    // … and the rules
-        (V3, None, &none, 0, NO_READY, None),                      // version without endpoints
-        (EMPTY, None, &none, 0, NO_READY, None),                   // empty split
+        (V3, None, &none, 0, Ok("v3"), None),                      // version without endpoints is chosen
+        (EMPTY, None, &none, 0, NO_VERSION, None),                 // empty split
         ("nope.example.com", None, &none, 0, Err("unknown_host"), None), // unbound host
         ("", None, &none, 0, Err("unknown_host"), None),           // no host at all
     ];
@@ -163,11 +162,7 @@ fn choose() {
                 assert_eq!(choice.version.version, *version, "{host} {query:?} {roll}");
                 assert_eq!(choice.rule, *rule, "{host} {query:?} {roll}");
                 assert_eq!(choice.service.name, "hello");
-                assert!(choice
-                    .version
-                    .endpoints
-                    .iter()
-                    .any(|e| Arc::ptr_eq(e, &choice.endpoint)));
+                assert_eq!(choice.version.gate.version(), *version);
             }
             (Err(error), Err(code)) => assert_eq!(error.code(), *code, "{host} {query:?} {roll}"),
             (got, want) => panic!("{host} {query:?} {roll}: got {got:?}, want {want:?}"),
@@ -176,34 +171,24 @@ fn choose() {
 }
 
 #[test]
-fn round_robin() {
+fn choose_is_pure() {
+    // Choosing changes nothing: no slot is taken, no cursor moves.
     let table = table();
     let headers = HeaderMap::new();
     let view = RequestView {
         query: None,
         headers: &headers,
     };
-    let picks: Vec<String> = (0..6)
-        .map(|_| {
-            table
-                .choose("hello--default.nimbus.localhost", &view, 0)
-                .unwrap()
-                .endpoint
-                .instance
-                .clone()
-        })
-        .collect();
-    assert_eq!(
-        picks,
-        [
-            "hello-v1-a",
-            "hello-v1-b",
-            "hello-v1-a",
-            "hello-v1-b",
-            "hello-v1-a",
-            "hello-v1-b"
-        ]
-    );
+    let first = table
+        .choose("hello--default.nimbus.localhost", &view, 0)
+        .unwrap();
+    for _ in 0..5 {
+        let again = table
+            .choose("hello--default.nimbus.localhost", &view, 0)
+            .unwrap();
+        assert!(Arc::ptr_eq(&first.version, &again.version));
+    }
+    assert_eq!(first.version.gate.stats().inflight, 0);
 }
 
 #[test]
@@ -216,6 +201,11 @@ fn inflight_guard() {
     drop(a);
     assert_eq!(e.inflight(), 1);
     drop(b);
+    assert_eq!(e.inflight(), 0);
+    let mut c = e.track();
+    c.release();
+    assert_eq!(e.inflight(), 0);
+    drop(c); // already released: no second decrement
     assert_eq!(e.inflight(), 0);
 }
 
@@ -251,6 +241,33 @@ fn error_shapes() {
             ErrorSource::Gateway,
         ),
         (
+            GatewayError::not_admitted(
+                "default",
+                "hello",
+                "v1",
+                AdmitError::QueueFull { depth: 10 },
+            ),
+            503,
+            "queue_full",
+            None,
+            ErrorSource::Gateway,
+        ),
+        (
+            GatewayError::not_admitted(
+                "default",
+                "hello",
+                "v1",
+                AdmitError::Timeout {
+                    waited: Duration::from_secs(2),
+                    cold: true,
+                },
+            ),
+            504,
+            "queue_timeout",
+            None,
+            ErrorSource::Gateway,
+        ),
+        (
             GatewayError::UpstreamTimeout {
                 instance: "i".into(),
                 timeout: Duration::from_secs(1),
@@ -270,5 +287,37 @@ fn error_shapes() {
     assert_eq!(
         GatewayError::UnknownHost { host: "x".into() }.to_string(),
         "no service is bound to host \"x\""
+    );
+    let full = GatewayError::not_admitted(
+        "default",
+        "hello",
+        "v1",
+        AdmitError::QueueFull { depth: 10 },
+    );
+    assert_eq!(full.retry_after(), Some(1));
+    assert_eq!(
+        full.to_string(),
+        "service hello (namespace default) version v1 is at capacity: all instances are busy and \
+         10 requests are already queued; retry shortly"
+    );
+    let cold = AdmitError::Timeout {
+        waited: Duration::from_millis(1500),
+        cold: true,
+    };
+    assert_eq!(
+        GatewayError::not_admitted("default", "hello", "v1", cold).to_string(),
+        "service hello (namespace default) version v1: no instance became ready within 1.5s"
+    );
+    let busy = AdmitError::Timeout {
+        waited: Duration::from_secs(2),
+        cold: false,
+    };
+    assert_eq!(
+        GatewayError::not_admitted("default", "hello", "v1", busy).to_string(),
+        "service hello (namespace default) version v1: no instance slot freed up within 2s"
+    );
+    assert_eq!(
+        GatewayError::UnknownHost { host: "x".into() }.retry_after(),
+        None
     );
 }

@@ -1,6 +1,7 @@
 //! A small test language: `Upstream::start("a")` runs a real hyper instance on 127.0.0.1:0,
-//! `service(..)` builds a route, `TestGateway::start(table)` runs a real gateway, and `get(..)`
-//! sends a request with a chosen `Host`.
+//! `service(..)` builds a route, `TestGate::new(..)` a version gate whose activator calls are
+//! counted, `TestGateway::start(table)` runs a real gateway, and `get(..)` sends a request with a
+//! chosen `Host`.
 
 #![allow(dead_code)] // each test binary uses a different part
 #![allow(clippy::unwrap_used)] // test scaffolding: a failed unwrap fails the test
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use nimbus_gateway::{
-    Endpoint, Gateway, GatewayConfig, HostRoute, RouteTable, ServiceRoute, VersionRoute,
+    Endpoint, GateLimits, Gateway, GatewayConfig, HostRoute, RouteTable, ServiceRoute, VersionGate,
+    VersionRoute,
 };
 use nimbus_model::TrafficPolicy;
 use tokio::net::TcpListener;
@@ -60,12 +62,33 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 /// - `/stream`: sends `first\n`, waits for [`Upstream::release`], then sends `last\n`;
 /// - `/echo`: streams the request body back;
 /// - `/slow`: answers after 3 s;
+/// - `/busy`: answers `busy` after 30 ms, counting how many `/busy` requests overlap;
 /// - anything else: JSON `{"upstream", "method", "path", "query", "headers"}`.
 pub struct Upstream {
     pub name: String,
     pub addr: SocketAddr,
     release: Arc<Notify>,
     sent_last: Arc<AtomicBool>,
+    busy: Arc<Busy>,
+}
+
+/// Overlap bookkeeping for `/busy`.
+#[derive(Default)]
+struct Busy {
+    active: AtomicUsize,
+    max_active: AtomicUsize,
+    hits: AtomicUsize,
+    /// Every request's path, in arrival order.
+    paths: std::sync::Mutex<Vec<String>>,
+}
+
+/// What each upstream connection's handler shares.
+#[derive(Clone)]
+struct UpstreamState {
+    name: String,
+    release: Arc<Notify>,
+    sent_last: Arc<AtomicBool>,
+    busy: Arc<Busy>,
 }
 
 impl Upstream {
@@ -74,7 +97,13 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let release = Arc::new(Notify::new());
         let sent_last = Arc::new(AtomicBool::new(false));
-        let state = (name.to_string(), release.clone(), sent_last.clone());
+        let busy = Arc::new(Busy::default());
+        let state = UpstreamState {
+            name: name.to_string(),
+            release: release.clone(),
+            sent_last: sent_last.clone(),
+            busy: busy.clone(),
+        };
         tokio::spawn(async move {
             for _ in 0..MAX_CONNECTIONS {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -97,6 +126,7 @@ impl Upstream {
             addr,
             release,
             sent_last,
+            busy,
         }
     }
 
@@ -114,13 +144,43 @@ impl Upstream {
     pub fn sent_last(&self) -> bool {
         self.sent_last.load(Ordering::SeqCst)
     }
+
+    /// The most `/busy` requests this upstream ever served at once.
+    pub fn max_active(&self) -> usize {
+        self.busy.max_active.load(Ordering::SeqCst)
+    }
+
+    /// `/busy` requests served.
+    pub fn hits(&self) -> usize {
+        self.busy.hits.load(Ordering::SeqCst)
+    }
+
+    /// The paths of all requests so far, in arrival order.
+    pub fn paths(&self) -> Vec<String> {
+        self.busy.paths.lock().unwrap().clone()
+    }
 }
 
-async fn respond(
-    (name, release, sent_last): (String, Arc<Notify>, Arc<AtomicBool>),
-    req: Request<Incoming>,
-) -> Response<TestBody> {
+async fn respond(state: UpstreamState, req: Request<Incoming>) -> Response<TestBody> {
+    let UpstreamState {
+        name,
+        release,
+        sent_last,
+        busy,
+    } = state;
+    busy.paths
+        .lock()
+        .unwrap()
+        .push(req.uri().path().to_string());
     match req.uri().path() {
+        "/busy" => {
+            let now = busy.active.fetch_add(1, Ordering::SeqCst) + 1;
+            busy.max_active.fetch_max(now, Ordering::SeqCst);
+            busy.hits.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            busy.active.fetch_sub(1, Ordering::SeqCst);
+            Response::new(full("busy"))
+        }
         "/stream" => {
             let (tx, rx) = mpsc::channel::<Bytes>(1);
             tokio::spawn(async move {
@@ -201,15 +261,52 @@ pub async fn ws_echo_upstream() -> SocketAddr {
 
 // === routes ===
 
-/// A version of `hello` in `default` with the given endpoints and timeout.
-pub fn version(name: &str, endpoints: Vec<Arc<Endpoint>>, timeout: Duration) -> Arc<VersionRoute> {
-    Arc::new(VersionRoute::new(
-        "default".into(),
-        "hello".into(),
-        name.into(),
-        endpoints,
+/// A version gate of `hello` in `default` whose activator calls are counted.
+pub struct TestGate {
+    pub gate: Arc<VersionGate>,
+    colds: Arc<AtomicUsize>,
+}
+
+impl TestGate {
+    pub fn new(version: &str, endpoints: Vec<Arc<Endpoint>>, limits: GateLimits) -> TestGate {
+        let colds = Arc::new(AtomicUsize::new(0));
+        let counter = colds.clone();
+        let gate = VersionGate::new(
+            "default".into(),
+            "hello".into(),
+            version.into(),
+            Arc::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        gate.update(endpoints, limits);
+        TestGate { gate, colds }
+    }
+
+    /// How often the activator hook was called.
+    pub fn colds(&self) -> usize {
+        self.colds.load(Ordering::SeqCst)
+    }
+
+    /// A route for this gate's version.
+    pub fn route(&self) -> Arc<VersionRoute> {
+        Arc::new(VersionRoute::new(self.gate.clone()))
+    }
+}
+
+/// Limits for tests: `concurrency` per instance, `queue_depth` places, `timeout`.
+pub fn limits(concurrency: u32, queue_depth: usize, timeout: Duration) -> GateLimits {
+    GateLimits {
+        concurrency,
+        queue_depth,
         timeout,
-    ))
+    }
+}
+
+/// A version of `hello` in `default` with the given endpoints and timeout, at concurrency 1000
+/// with 100 queue places (so tests that do not care about admission never queue).
+pub fn version(name: &str, endpoints: Vec<Arc<Endpoint>>, timeout: Duration) -> Arc<VersionRoute> {
+    TestGate::new(name, endpoints, limits(1000, 100, timeout)).route()
 }
 
 /// Service `name` with `policy` and versions (5 s timeout each).
@@ -309,6 +406,25 @@ impl TestGateway {
     /// `GET path` with `Host: host`.
     pub async fn get(&self, host: &str, path: &str) -> Reply {
         self.send(self.request(host, path)).await
+    }
+
+    /// `GET path` with `Host: host` in a task of its own, read to the end.
+    pub fn spawn_get(&self, host: &str, path: &str) -> tokio::task::JoinHandle<Reply> {
+        let req = self
+            .request(host, path)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let response = within(client.request(req)).await.unwrap();
+            let (parts, body) = response.into_parts();
+            let body = within(body.collect()).await.unwrap().to_bytes();
+            Reply {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body,
+            }
+        })
     }
 
     /// Signals shutdown and waits for `serve` to return.

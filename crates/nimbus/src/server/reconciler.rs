@@ -413,6 +413,7 @@ impl Reconciler {
                     .push(instance.endpoint.clone());
             }
         }
+        let current = self.gateway.table();
         let mut table = RouteTable::default();
         for service in &self.desired.services {
             let mut versions = HashMap::new();
@@ -425,16 +426,41 @@ impl Reconciler {
                 let key = (v.namespace.clone(), v.service.clone(), v.name.clone());
                 let mut endpoints = ready.get(&key).cloned().unwrap_or_default();
                 endpoints.sort_by(|a, b| a.instance.cmp(&b.instance));
-                versions.insert(
-                    v.name.clone(),
-                    Arc::new(VersionRoute::new(
-                        v.namespace.clone(),
-                        v.service.clone(),
-                        v.name.clone(),
-                        endpoints,
-                        Duration::from_secs(v.spec.timeout_secs),
-                    )),
+                // Gates must outlive table swaps: reuse the one in the table being replaced.
+                // (Interim: the lead moves this to a gate map kept by the reconciler.)
+                let gate = current
+                    .get(&nimbus_model::domains::normalize_host(&service_host(
+                        &service.name,
+                        &service.namespace,
+                        &self.base_domain,
+                    )))
+                    .and_then(|route| match route {
+                        HostRoute::Service(s) | HostRoute::Version { service: s, .. } => {
+                            s.versions.get(&v.name)
+                        }
+                    })
+                    .map(|route| route.gate.clone())
+                    .unwrap_or_else(|| {
+                        nimbus_gateway::VersionGate::new(
+                            v.namespace.clone(),
+                            v.service.clone(),
+                            v.name.clone(),
+                            Arc::new(|| {}),
+                        )
+                    });
+                let capacity = endpoints.len() * v.spec.concurrency as usize;
+                gate.update(
+                    endpoints,
+                    nimbus_gateway::GateLimits {
+                        concurrency: v.spec.concurrency,
+                        queue_depth: v
+                            .spec
+                            .queue_depth
+                            .map_or((10 * capacity).max(100), |d| d as usize),
+                        timeout: Duration::from_secs(v.spec.timeout_secs),
+                    },
                 );
+                versions.insert(v.name.clone(), Arc::new(VersionRoute::new(gate)));
             }
             let route = Arc::new(ServiceRoute {
                 namespace: service.namespace.clone(),

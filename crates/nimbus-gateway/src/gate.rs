@@ -1,0 +1,505 @@
+//! Admission to one version: a concurrency limit per instance, a FIFO queue for requests that find
+//! every slot taken, the least-outstanding choice of instance, and the activator that holds
+//! requests while the version has no ready instance at all (cold start).
+//!
+//! The reconciler keeps one [`VersionGate`] per version for the version's whole life and puts the
+//! same `Arc` into every route table it builds, so queued requests, slot counts and statistics
+//! survive table swaps. It calls [`VersionGate::update`] whenever the ready instances or the
+//! limits change; the proxy calls [`VersionGate::admit`] once per request and keeps the returned
+//! [`Permit`] until the response body (or upgraded tunnel) is done.
+//!
+//! ```text
+//!  admit() ──▶ queue empty and an instance below `concurrency`? ──yes──▶ Permit (fast path)
+//!                  │ no
+//!                  ├─ no ready instance: call `on_cold` (the activator pokes the autoscaler)
+//!                  ├─ queue at `queue_depth`: Err(QueueFull)                    → 503 queue_full
+//!                  └─ wait in FIFO order ──▶ a slot frees (Permit dropped, update()) ──▶ Permit
+//!                                        └──▶ `timeout` passes first: Err(Timeout) → 504 queue_timeout
+//! ```
+//!
+//! Slots are counted by [`Endpoint::inflight`], which the permit holds through an
+//! [`InflightGuard`], so the reconciler's drainer sees the same number the gate limits.
+//!
+//! Locking: one `std::sync::Mutex` per gate, taken once by `admit` and once when a permit is
+//! dropped, never across an `.await`, and never while calling `on_cold`. Nothing in the critical
+//! sections panics, so a poisoned lock (a panic elsewhere) is recovered rather than propagated.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::route::{Endpoint, InflightGuard};
+
+/// Highest per-instance concurrency; [`VersionGate::update`] clamps into `1..=MAX_CONCURRENCY`.
+pub const MAX_CONCURRENCY: u32 = 1000;
+/// Longest request timeout the gate honours (longer ones are cut to this).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Most cold-start wait times kept between two [`VersionGate::take_cold_waits`] calls; later ones
+/// are dropped so an unread gate cannot grow without bound.
+pub const MAX_COLD_WAITS: usize = 1024;
+
+/// The limits of one version, set by the reconciler with [`VersionGate::update`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateLimits {
+    /// Requests one instance serves at once, `1..=1000` (out-of-range values are clamped).
+    pub concurrency: u32,
+    /// Requests that may wait for a slot; one more gets `QueueFull`. The caller computes it
+    /// (the default is 10 × total capacity, with a floor for versions at zero instances).
+    pub queue_depth: usize,
+    /// The whole request budget: time waiting in the queue plus time until the instance's
+    /// response headers.
+    pub timeout: Duration,
+}
+
+/// A snapshot of one gate, for status and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GateStats {
+    /// Instances requests may be sent to now.
+    pub ready_endpoints: usize,
+    /// Permits held now (requests admitted and not finished), including those on instances that
+    /// have since been removed and are draining.
+    pub inflight: usize,
+    /// Requests waiting for a slot now.
+    pub queued: usize,
+    /// `ready_endpoints × concurrency`.
+    pub capacity: usize,
+    /// Requests turned away because the queue was full, since the gate was created.
+    pub rejected_queue_full: u64,
+    /// Requests that waited past their timeout without a slot, since the gate was created.
+    pub timed_out: u64,
+    /// Requests that arrived while there was no ready instance and were held.
+    pub cold_holds: u64,
+}
+
+/// Why [`VersionGate::admit`] gave no permit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    /// Every slot is taken and `depth` requests are already waiting.
+    #[error("all instances are busy and {depth} requests are already queued")]
+    QueueFull { depth: usize },
+    /// No slot freed up within the timeout. `cold`: the request arrived while no instance was
+    /// ready (it waited for a cold start that did not finish in time).
+    #[error("no {} within {}s", if *cold { "instance became ready" } else { "instance slot freed up" }, waited.as_secs_f64())]
+    Timeout { waited: Duration, cold: bool },
+}
+
+/// Admission to one version; see the module docs. Create it with [`VersionGate::new`].
+pub struct VersionGate {
+    shared: Arc<Shared>,
+}
+
+/// Holds one slot on one instance until dropped; the proxy keeps it for the whole response body
+/// or upgraded tunnel. Dropping it frees the slot and, under the same lock, hands it to the next
+/// waiting request (FIFO), so a queued request never waits for a timer.
+pub struct Permit {
+    /// `None` once the slot was given back under the lock (a grant nobody received).
+    shared: Option<Arc<Shared>>,
+    guard: InflightGuard,
+    deadline: Instant,
+}
+
+struct Shared {
+    namespace: String,
+    service: String,
+    version: String,
+    /// The activator hook: called (outside the lock) for each request that finds no instance.
+    on_cold: Arc<dyn Fn() + Send + Sync>,
+    state: Mutex<State>,
+}
+
+struct State {
+    endpoints: Vec<Arc<Endpoint>>,
+    limits: GateLimits,
+    waiters: VecDeque<Waiter>,
+    /// Where the next least-outstanding scan starts, so ties rotate (round robin).
+    cursor: usize,
+    next_waiter: u64,
+    /// Permits given out and not yet dropped.
+    permits: usize,
+    cold_waits: Vec<Duration>,
+    rejected_queue_full: u64,
+    timed_out: u64,
+    cold_holds: u64,
+}
+
+/// One queued request. Each removes itself from the queue when it times out or its request goes
+/// away, so every entry has a live receiver (dispatch still skips closed ones, to be safe).
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<Permit>,
+    arrived: Instant,
+    deadline: Instant,
+    /// Arrived while there was no ready instance: its wait is a cold-start wait.
+    cold: bool,
+}
+
+/// The instance for the next request: among those with fewer than `limit` requests in flight,
+/// the one with the fewest; ties go to the first at or after `start`, wrapping around (callers
+/// pass one past the last pick, which makes ties round-robin). `None` when every instance is at
+/// the limit or there is none.
+pub fn pick(inflight: &[usize], limit: usize, start: usize) -> Option<usize> {
+    pick_by(inflight.len(), limit, start, |i| inflight[i])
+}
+
+/// [`pick`] over `len` instances whose loads `load(i)` reads, so the gate needs no scratch vector.
+fn pick_by(len: usize, limit: usize, start: usize, load: impl Fn(usize) -> usize) -> Option<usize> {
+    if len == 0 {
+        return None;
+    }
+    let start = start % len;
+    let mut best: Option<(usize, usize)> = None;
+    for k in 0..len {
+        let i = (start + k) % len;
+        let n = load(i);
+        if n < limit && best.is_none_or(|(_, least)| n < least) {
+            best = Some((i, n));
+            if n == 0 {
+                break; // nothing beats an idle instance
+            }
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+// === impl GateLimits ===
+
+impl Default for GateLimits {
+    /// The model's defaults for one instance: concurrency 80, queue 10 × 80, timeout 300 s.
+    fn default() -> Self {
+        let concurrency = nimbus_model::spec::DEFAULT_CONCURRENCY;
+        Self {
+            concurrency,
+            queue_depth: 10 * concurrency as usize,
+            timeout: Duration::from_secs(nimbus_model::spec::DEFAULT_TIMEOUT_SECS),
+        }
+    }
+}
+
+// === impl VersionGate ===
+
+impl VersionGate {
+    /// A gate with no ready instance and [`GateLimits::default`] until the first
+    /// [`update`](Self::update). `on_cold` is called for every request that finds no ready
+    /// instance; it must be cheap and not block (the callee dedups, e.g. with a `Notify`).
+    pub fn new(
+        namespace: String,
+        service: String,
+        version: String,
+        on_cold: Arc<dyn Fn() + Send + Sync>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            shared: Arc::new(Shared {
+                namespace,
+                service,
+                version,
+                on_cold,
+                state: Mutex::new(State {
+                    endpoints: Vec::new(),
+                    limits: GateLimits::default(),
+                    waiters: VecDeque::new(),
+                    cursor: 0,
+                    next_waiter: 0,
+                    permits: 0,
+                    cold_waits: Vec::new(),
+                    rejected_queue_full: 0,
+                    timed_out: 0,
+                    cold_holds: 0,
+                }),
+            }),
+        })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.shared.namespace
+    }
+
+    pub fn service(&self) -> &str {
+        &self.shared.service
+    }
+
+    pub fn version(&self) -> &str {
+        &self.shared.version
+    }
+
+    /// Sets the ready instances and the limits. Instances left out get no new requests (their
+    /// in-flight ones finish normally and still count in [`Endpoint::inflight`]); if slots
+    /// appear, queued requests are released at once, in FIFO order. Requests already queued
+    /// keep the deadline they arrived with.
+    pub fn update(&self, endpoints: Vec<Arc<Endpoint>>, limits: GateLimits) {
+        let limits = GateLimits {
+            concurrency: limits.concurrency.clamp(1, MAX_CONCURRENCY),
+            queue_depth: limits.queue_depth,
+            timeout: limits.timeout.min(MAX_TIMEOUT),
+        };
+        let mut state = self.shared.lock();
+        let old = std::mem::replace(&mut state.endpoints, endpoints);
+        state.limits = limits;
+        state.dispatch(&self.shared);
+        drop(state);
+        drop(old);
+    }
+
+    /// Admits one request: a slot on the least-outstanding instance that has a free one (ties
+    /// rotate round-robin), else a place in the FIFO queue until a slot frees up. With no ready
+    /// instance at all, `on_cold` is called and the request is held until one appears.
+    ///
+    /// # Errors
+    /// [`AdmitError::QueueFull`] when `queue_depth` requests already wait;
+    /// [`AdmitError::Timeout`] when no slot came within the version's timeout.
+    ///
+    /// Cancel-safe: dropping the future gives up the queue place (or a slot granted meanwhile).
+    pub async fn admit(&self) -> Result<Permit, AdmitError> {
+        let arrived = Instant::now();
+        let (rx, id, cold, deadline) = {
+            let mut state = self.shared.lock();
+            let deadline = arrived + state.limits.timeout;
+            // FIFO: a newcomer takes a free slot only when nobody is waiting for one.
+            if state.waiters.is_empty() {
+                if let Some(permit) = state.grant(&self.shared, deadline) {
+                    return Ok(permit);
+                }
+            }
+            let cold = state.endpoints.is_empty();
+            if state.waiters.len() >= state.limits.queue_depth {
+                state.rejected_queue_full += 1;
+                let depth = state.waiters.len();
+                drop(state);
+                if cold {
+                    (self.shared.on_cold)();
+                }
+                debug!(depth, "Queue full; request rejected.");
+                return Err(AdmitError::QueueFull { depth });
+            }
+            let (tx, rx) = oneshot::channel();
+            let id = state.next_waiter;
+            state.next_waiter += 1;
+            state.waiters.push_back(Waiter {
+                id,
+                tx,
+                arrived,
+                deadline,
+                cold,
+            });
+            if cold {
+                state.cold_holds += 1;
+            }
+            (rx, id, cold, deadline)
+        };
+        // From here on, dropping the future (or a panicking hook) gives the place back.
+        let mut queued = Queued {
+            shared: &self.shared,
+            id,
+            rx,
+            done: false,
+        };
+        if cold {
+            debug!("No ready instance; holding the request.");
+            (self.shared.on_cold)();
+        } else {
+            debug!("All instances busy; request queued.");
+        }
+        let received = tokio::time::timeout_at(deadline, &mut queued.rx).await;
+        if let Ok(Ok(permit)) = received {
+            queued.done = true;
+            return Ok(permit);
+        }
+        // Timed out, or (never in practice) the sender vanished: leave the queue, unless a
+        // permit was granted in the meantime, which is then used rather than wasted.
+        queued.leave().ok_or(AdmitError::Timeout {
+            waited: arrived.elapsed(),
+            cold,
+        })
+    }
+
+    /// A snapshot of counts and counters.
+    pub fn stats(&self) -> GateStats {
+        let state = self.shared.lock();
+        GateStats {
+            ready_endpoints: state.endpoints.len(),
+            inflight: state.permits,
+            queued: state.waiters.len(),
+            capacity: state.endpoints.len() * state.limits.concurrency as usize,
+            rejected_queue_full: state.rejected_queue_full,
+            timed_out: state.timed_out,
+            cold_holds: state.cold_holds,
+        }
+    }
+
+    /// Demand for the autoscaler: requests in flight plus requests queued, right now.
+    pub fn demand(&self) -> usize {
+        let state = self.shared.lock();
+        state.permits + state.waiters.len()
+    }
+
+    /// How long each request that arrived while there was no ready instance waited before it
+    /// got a slot, since the last call (at most [`MAX_COLD_WAITS`]). Requests that timed out
+    /// instead are counted in [`GateStats::timed_out`], not listed here.
+    pub fn take_cold_waits(&self) -> Vec<Duration> {
+        std::mem::take(&mut self.shared.lock().cold_waits)
+    }
+
+    /// The current limits (after clamping).
+    pub fn limits(&self) -> GateLimits {
+        self.shared.lock().limits
+    }
+}
+
+impl std::fmt::Debug for VersionGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionGate")
+            .field("namespace", &self.shared.namespace)
+            .field("service", &self.shared.service)
+            .field("version", &self.shared.version)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+// === impl State ===
+
+impl State {
+    /// A slot on the least-outstanding instance below the limit, if any.
+    fn grant(&mut self, shared: &Arc<Shared>, deadline: Instant) -> Option<Permit> {
+        let endpoints = &self.endpoints;
+        let limit = self.limits.concurrency as usize;
+        let i = pick_by(endpoints.len(), limit, self.cursor, |i| {
+            endpoints[i].inflight()
+        })?;
+        let guard = endpoints[i].track();
+        self.cursor = i + 1;
+        self.permits += 1;
+        Some(Permit {
+            shared: Some(Arc::clone(shared)),
+            guard,
+            deadline,
+        })
+    }
+
+    /// Gives free slots to queued requests, oldest first, until either runs out.
+    fn dispatch(&mut self, shared: &Arc<Shared>) {
+        while let Some(front) = self.waiters.front() {
+            if front.tx.is_closed() {
+                self.waiters.pop_front();
+                continue;
+            }
+            let deadline = front.deadline;
+            let Some(permit) = self.grant(shared, deadline) else {
+                return;
+            };
+            let Some(waiter) = self.waiters.pop_front() else {
+                return;
+            };
+            match waiter.tx.send(permit) {
+                Ok(()) => {
+                    if waiter.cold && self.cold_waits.len() < MAX_COLD_WAITS {
+                        self.cold_waits.push(waiter.arrived.elapsed());
+                    }
+                }
+                // The request went away after the check above: take the slot back here (the
+                // permit's own drop would lock again) and offer it to the next one.
+                Err(mut permit) => {
+                    permit.shared = None;
+                    self.permits -= 1;
+                }
+            }
+        }
+    }
+}
+
+/// A queue place owned by one `admit` call; leaving (timeout or cancellation) removes it.
+struct Queued<'a> {
+    shared: &'a Arc<Shared>,
+    id: u64,
+    rx: oneshot::Receiver<Permit>,
+    /// Set once the request got its permit or left the queue.
+    done: bool,
+}
+
+impl Queued<'_> {
+    /// Leaves the queue after a timeout. If the request was granted a slot just before, returns
+    /// that permit instead.
+    fn leave(&mut self) -> Option<Permit> {
+        self.done = true;
+        {
+            let mut state = self.shared.lock();
+            let before = state.waiters.len();
+            let id = self.id;
+            state.waiters.retain(|w| w.id != id);
+            if state.waiters.len() < before {
+                state.timed_out += 1;
+                return None;
+            }
+        }
+        // Not queued any more, so a dispatch popped it and sent (under the lock) a permit.
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        {
+            let mut state = self.shared.lock();
+            let id = self.id;
+            state.waiters.retain(|w| w.id != id);
+        }
+        // A permit granted just before the request went away: dropping it (outside the lock)
+        // frees the slot for the next waiter.
+        drop(self.rx.try_recv());
+    }
+}
+
+// === impl Permit ===
+
+impl Permit {
+    /// The instance this request goes to.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        self.guard.endpoint()
+    }
+
+    /// When the request's time runs out: arrival plus the version's timeout. Time spent queued
+    /// counts, so the upstream gets what is left.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let Some(shared) = self.shared.take() else {
+            return; // given back under the lock already; the guard only decrements
+        };
+        let mut state = shared.lock();
+        state.permits = state.permits.saturating_sub(1);
+        self.guard.release();
+        if !state.waiters.is_empty() {
+            state.dispatch(&shared);
+        }
+    }
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("instance", &self.endpoint().instance)
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,374 @@
+//! Deploying versions: reaching them, their env, test URLs, spec files, the version limit,
+//! crashing versions and logs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, items, sample_command, write_file, Server};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_is_reachable_by_default_domain_with_env_and_port() {
+    let server = Server::start().await;
+    let out = server
+        .deploy("hello", &["--env", "GREETING=hi", "--env", "COLOR=blue"])
+        .await;
+    assert!(
+        out.stdout
+            .contains("http://hello--default.nimbus.localhost"),
+        "deploy should print the URL:\n{out}"
+    );
+
+    let host = Server::host("hello");
+    let reply = server.get(&host, "/").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        reply.body.starts_with("hi from hello v1 ("),
+        "greeting should name service and version: {:?}",
+        reply.body
+    );
+    // A Host header with the port, as browsers send it, reaches the same service.
+    let with_port = format!(
+        "{host}:{}",
+        server.gateway.rsplit(':').next().unwrap_or("80")
+    );
+    assert_eq!(server.get(&with_port, "/").await.version(), "v1");
+
+    let env = server.get(&host, "/env").await.json();
+    assert_eq!(env["NIMBUS_SERVICE"], "hello", "{env}");
+    assert_eq!(env["NIMBUS_VERSION"], "v1", "{env}");
+    assert_eq!(env["NIMBUS_NAMESPACE"], "default", "{env}");
+    assert_eq!(env["GREETING"], "hi", "{env}");
+    let instance = env["NIMBUS_INSTANCE"].as_str().unwrap_or_default();
+    assert!(!instance.is_empty(), "NIMBUS_INSTANCE missing: {env}");
+    let port: u16 = env["PORT"]
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("PORT missing or not a port: {env}"));
+
+    // The instance the API lists is the one that answered, on the port it was given.
+    let instances = server.instances("hello").await;
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    assert_eq!(instances[0]["id"], instance, "{instances:?}");
+    assert_eq!(instances[0]["port"], port, "{instances:?}");
+    assert_eq!(instances[0]["state"], "ready", "{instances:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_traffic_version_is_reachable_only_by_its_test_url() {
+    let server = Server::start().await;
+    server.deploy("web", &[]).await;
+    let out = server.deploy("web", &["--no-traffic"]).await;
+    assert!(
+        out.stdout.contains("v2--web--default.nimbus.localhost"),
+        "a --no-traffic deploy should print the version's test URL:\n{out}"
+    );
+
+    let host = Server::host("web");
+    for _ in 0..20 {
+        assert_eq!(server.get(&host, "/").await.version(), "v1");
+    }
+    let v2 = server.get(&Server::version_host("v2", "web"), "/").await;
+    assert_eq!(v2.version(), "v2");
+    let v1 = server.get(&Server::version_host("v1", "web"), "/").await;
+    assert_eq!(v1.version(), "v1");
+
+    let versions = server
+        .cli_ok(&["-o", "json", "versions", "web"])
+        .await
+        .json();
+    let versions = items(&versions, "versions");
+    let traffic: Vec<(String, i64)> = versions
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap_or_default().to_string(),
+                v["traffic"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(traffic, [("v1".into(), 100), ("v2".into(), 0)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_lists_services_versions_and_instances() {
+    let server = Server::start().await;
+    server.deploy("listed", &[]).await;
+
+    let services = server.cli_ok(&["services"]).await;
+    assert!(services.stdout.contains("listed"), "{services}");
+
+    let show = server
+        .cli_ok(&["-o", "json", "service", "show", "listed"])
+        .await
+        .json();
+    assert_eq!(show["name"], "listed", "{show}");
+    assert!(
+        show["url"]
+            .as_str()
+            .is_some_and(|u| u.contains("listed--default.nimbus.localhost")),
+        "{show}"
+    );
+    assert!(show["domains"].is_array(), "{show}");
+    assert_eq!(
+        show["traffic"],
+        json!([{"version": "v1", "percent": 100}]),
+        "{show}"
+    );
+
+    let versions = server
+        .cli_ok(&["-o", "json", "versions", "listed"])
+        .await
+        .json();
+    let versions = items(&versions, "versions");
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert_eq!(versions[0]["name"], "v1");
+    assert_eq!(versions[0]["status"], "ready");
+    assert_eq!(versions[0]["traffic"], 100);
+    assert!(versions[0]["url"]
+        .as_str()
+        .is_some_and(|u| u.contains("v1--listed--default")));
+
+    let instances = server.cli_ok(&["instances", "listed"]).await;
+    assert!(instances.stdout.contains("listed"), "{instances}");
+    let ids = server.live_instances(Some("listed"));
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = ids.iter().next().cloned().unwrap_or_default();
+    assert!(
+        instances.stdout.contains(&id),
+        "instance {id} not listed:\n{instances}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_from_spec_file() {
+    let server = Server::start().await;
+    let dir = server.root.join("work");
+    let spec = format!(
+        r#"service = "tomlsvc"
+namespace = "staging"
+command = "{}"
+min_instances = 1
+max_instances = 3
+concurrency = 20
+timeout_secs = 60
+health_path = "/"
+
+[env]
+GREETING = "howdy"
+"#,
+        sample_command().replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    write_file(&dir, "nimbus.toml", &spec);
+    let out = server.cli_in(&dir, &["deploy", "-f", "nimbus.toml"]).await;
+    assert!(out.success(), "deploy -f failed:\n{out}");
+    assert!(
+        out.stdout.contains("tomlsvc--staging.nimbus.localhost"),
+        "{out}"
+    );
+
+    let reply = server.get("tomlsvc--staging.nimbus.localhost", "/").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.body.starts_with("howdy from tomlsvc v1"), "{reply:?}");
+    let env = server
+        .get("tomlsvc--staging.nimbus.localhost", "/env")
+        .await
+        .json();
+    assert_eq!(env["NIMBUS_NAMESPACE"], "staging", "{env}");
+
+    let version = server
+        .api_ok("/v1/namespaces/staging/services/tomlsvc/versions/v1")
+        .await;
+    let spec = &version["spec"];
+    assert_eq!(spec["min_instances"], 1, "{version}");
+    assert_eq!(spec["max_instances"], 3, "{version}");
+    assert_eq!(spec["concurrency"], 20, "{version}");
+    assert_eq!(spec["timeout_secs"], 60, "{version}");
+    assert_eq!(spec["env"]["GREETING"], "howdy", "{version}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eleventh_version_is_refused_naming_deletable_versions() {
+    let server = Server::start().await;
+    let command = sample_command();
+    server.deploy("many", &[]).await;
+    for _ in 2..=10 {
+        server
+            .api_deploy("many", json!({"command": command, "no_traffic": true}))
+            .await;
+    }
+    let names: Vec<String> = server
+        .versions("many")
+        .await
+        .iter()
+        .filter_map(|v| v["name"].as_str().map(str::to_string))
+        .collect();
+    let expected: Vec<String> = (1..=10).map(|i| format!("v{i}")).collect();
+    assert_eq!(names, expected);
+
+    let (status, body) = server
+        .api_post(
+            "/v1/namespaces/default/services/many/versions",
+            &json!({"command": command, "no_traffic": true}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let err = common::error_of(&body);
+    assert_eq!(err["code"], "version_limit", "{body}");
+    let message = err["message"].as_str().unwrap_or_default();
+    let named: std::collections::BTreeSet<&str> = message
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| w.len() > 1 && w.starts_with('v') && w[1..].chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    for i in 2..=10 {
+        let v = format!("v{i}");
+        assert!(
+            named.contains(v.as_str()),
+            "{v} is deletable but not named: {message}"
+        );
+    }
+    assert!(!named.contains("v11"), "{message}");
+    assert_eq!(server.versions("many").await.len(), 10);
+
+    // The CLI says the same and fails.
+    let out = server
+        .cli(&["deploy", "many", "--command", &command, "--no-traffic"])
+        .await;
+    assert!(!out.success(), "11th deploy via CLI should fail:\n{out}");
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("v2"),
+        "CLI should name deletable versions:\n{out}"
+    );
+
+    // Deleting one makes room.
+    server.cli_ok(&["version", "delete", "many", "v2"]).await;
+    let reply = server
+        .api_deploy("many", json!({"command": command, "no_traffic": true}))
+        .await;
+    assert_eq!(reply["version"]["name"], "v11", "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashing_version_is_failed_with_last_log_lines() {
+    let server = Server::start().await;
+    let out = server
+        .cli(&[
+            "deploy",
+            "crash",
+            "--command",
+            &sample_command(),
+            "--env",
+            "FAIL_START=1",
+        ])
+        .await;
+    assert!(
+        !out.success(),
+        "deploy of a crashing app should exit non-zero:\n{out}"
+    );
+    assert!(
+        !out.stderr.trim().is_empty(),
+        "deploy should say why it failed:\n{out}"
+    );
+
+    let versions = server
+        .cli_ok(&["-o", "json", "versions", "crash"])
+        .await
+        .json();
+    let versions = items(&versions, "versions");
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert_eq!(versions[0]["status"], "failed", "{:?}", versions[0]);
+    if let Some(lines) = versions[0].get("last_log_lines") {
+        let last = lines
+            .as_array()
+            .and_then(|l| l.last())
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            last.to_string().contains("FAIL_START"),
+            "CLI last_log_lines: {lines}"
+        );
+    }
+
+    let version = server
+        .api_ok("/v1/namespaces/default/services/crash/versions/v1")
+        .await;
+    assert_eq!(version["status"], "failed", "{version}");
+    assert!(
+        version["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{version}"
+    );
+    let last = version["last_log_lines"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l.as_str())
+        .unwrap_or_default();
+    assert!(last.contains("FAIL_START"), "last log line: {version}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_show_the_apps_output() {
+    let server = Server::start().await;
+    server.deploy("chatty", &[]).await;
+    let line = eventually(
+        "`nimbus logs` shows the listening line",
+        Duration::from_secs(15),
+        async || {
+            let out = server.cli(&["logs", "chatty"]).await;
+            (out.success() && out.stdout.contains("listening on 127.0.0.1:")).then_some(out.stdout)
+        },
+    )
+    .await;
+    assert!(!line.is_empty());
+    let out = server.cli_ok(&["logs", "chatty", "--version", "v1"]).await;
+    assert!(out.stdout.contains("listening on 127.0.0.1:"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_shows_lines_written_later() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let server = Server::start().await;
+    server.deploy("follow", &[]).await;
+    let mut child = tokio::process::Command::new(common::nimbus_bin())
+        .args(["logs", "follow", "-f"])
+        .env("NIMBUS_API", &server.api)
+        .env("NIMBUS_TOKEN", &server.token)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn nimbus logs -f");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+
+    // A second version writes its own listening line after `-f` started.
+    server.deploy("follow", &["--no-traffic"]).await;
+    let port = server
+        .get(&Server::version_host("v2", "follow"), "/env")
+        .await
+        .json()["PORT"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let wanted = format!("listening on 127.0.0.1:{port}");
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut seen = Vec::new();
+        for _ in 0..10_000 {
+            match lines.next_line().await {
+                Ok(Some(line)) if line.contains(&wanted) => return Ok(line),
+                Ok(Some(line)) => seen.push(line),
+                _ => break,
+            }
+        }
+        Err(seen)
+    })
+    .await;
+    let _ = child.kill().await;
+    match found {
+        Ok(Ok(_)) => {}
+        Ok(Err(seen)) => panic!("`logs -f` ended without {wanted:?}; saw {seen:?}"),
+        Err(_) => panic!("`logs -f` did not show {wanted:?} within 20s"),
+    }
+}

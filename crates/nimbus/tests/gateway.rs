@@ -1,0 +1,233 @@
+//! The gateway as a client sees it: host routing, custom domains, unknown hosts, forwarded
+//! headers, streaming and WebSockets.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{error_of, Server};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_gets_404_json() {
+    let server = Server::start().await;
+    for host in [
+        "nope.example.com",
+        "ghost--default.nimbus.localhost",
+        "v1--ghost--default.nimbus.localhost",
+    ] {
+        let reply = server.get(host, "/").await;
+        assert_eq!(reply.status, 404, "{host}: {reply:?}");
+        let body = reply.json();
+        assert_eq!(body["error"]["code"], "unknown_host", "{host}: {body}");
+        assert!(body["error"]["message"].is_string(), "{host}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_domain_routes_conflicts_and_is_removed() {
+    let server = Server::start().await;
+    server.deploy("alpha", &[]).await;
+    server.deploy("bravo", &[]).await;
+    let domain = "www.example.test";
+
+    server.cli_ok(&["domains", "add", "alpha", domain]).await;
+    let reply = server.get(domain, "/").await;
+    assert_eq!(
+        reply.who(),
+        Some(("alpha".into(), "v1".into())),
+        "{reply:?}"
+    );
+    // Case and port in Host do not matter.
+    let reply = server.get("WWW.Example.Test:8000", "/").await;
+    assert_eq!(
+        reply.who(),
+        Some(("alpha".into(), "v1".into())),
+        "{reply:?}"
+    );
+
+    let listed = server.cli_ok(&["domains"]).await;
+    assert!(listed.stdout.contains(domain), "{listed}");
+    let show = server
+        .cli_ok(&["-o", "json", "service", "show", "alpha"])
+        .await
+        .json();
+    assert_eq!(show["domains"], json!([domain]), "{show}");
+
+    // The same host for another service: 409 naming the owner, and nothing changes.
+    let (status, body) = server
+        .api_post(
+            "/v1/domains",
+            &json!({"host": domain, "namespace": "default", "service": "bravo"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let err = error_of(&body);
+    assert!(
+        err["message"].as_str().is_some_and(|m| m.contains("alpha")),
+        "409 should name the owner: {body}"
+    );
+    let out = server.cli(&["domains", "add", "bravo", domain]).await;
+    assert!(!out.success(), "{out}");
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("alpha"),
+        "{out}"
+    );
+    assert_eq!(
+        server.get(domain, "/").await.who(),
+        Some(("alpha".into(), "v1".into()))
+    );
+
+    server.cli_ok(&["domains", "remove", domain]).await;
+    let reply = server.get(domain, "/").await;
+    assert_eq!(reply.status, 404, "{reply:?}");
+    assert_eq!(reply.json()["error"]["code"], "unknown_host");
+    let show = server
+        .cli_ok(&["-o", "json", "service", "show", "alpha"])
+        .await
+        .json();
+    assert_eq!(show["domains"], json!([]), "{show}");
+
+    // Freed, it can go to the other service.
+    server.cli_ok(&["domains", "add", "bravo", domain]).await;
+    assert_eq!(
+        server.get(domain, "/").await.who(),
+        Some(("bravo".into(), "v1".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_and_request_id_reach_the_app() {
+    let server = Server::start().await;
+    server.deploy("hdr", &[]).await;
+    let host = Server::host("hdr");
+
+    let seen = server.get(&host, "/headers").await.json();
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen}");
+    assert_eq!(seen["x-forwarded-proto"], "http", "{seen}");
+    assert!(
+        seen["x-forwarded-host"]
+            .as_str()
+            .is_some_and(|h| h.starts_with(&host)),
+        "{seen}"
+    );
+    let id = seen["x-request-id"].as_str().unwrap_or_default();
+    assert!(!id.is_empty(), "gateway should add x-request-id: {seen}");
+    let again = server.get(&host, "/headers").await.json();
+    assert_ne!(
+        again["x-request-id"], seen["x-request-id"],
+        "request ids should differ"
+    );
+
+    let seen = server
+        .get_with(&host, "/headers", &[("x-request-id", "abc-123")])
+        .await
+        .json();
+    assert_eq!(
+        seen["x-request-id"], "abc-123",
+        "a client's request id is kept: {seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_response_arrives_incrementally() {
+    let server = Server::start().await;
+    server.deploy("streamer", &[]).await;
+    let host = Server::host("streamer");
+    // Warm up the route so the measurement is about streaming, not the first connection.
+    assert_eq!(server.get(&host, "/").await.status, 200);
+
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let started = Instant::now();
+    let mut resp = client
+        .get(format!(
+            "http://{}/stream?chunks=5&delay_ms=300",
+            server.gateway
+        ))
+        .header(reqwest::header::HOST, &host)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let mut body = String::new();
+    let mut first = None;
+    for _ in 0..100 {
+        match resp.chunk().await.expect("read chunk") {
+            Some(chunk) => {
+                if first.is_none() && !chunk.is_empty() {
+                    first = Some(started.elapsed());
+                }
+                body.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            None => break,
+        }
+    }
+    let total = started.elapsed();
+    let first = first.expect("no data at all");
+    assert_eq!(
+        body, "chunk 1\nchunk 2\nchunk 3\nchunk 4\nchunk 5\n",
+        "whole body should arrive"
+    );
+    assert!(
+        first < Duration::from_millis(1000),
+        "first chunk after {first:?}; the gateway should not buffer the body"
+    );
+    assert!(
+        total >= Duration::from_millis(1200),
+        "whole body in {total:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_through_gateway() {
+    let server = Server::start().await;
+    server.deploy("sock", &[]).await;
+    let host = Server::host("sock");
+
+    let mut request = format!("ws://{}/ws", server.gateway)
+        .into_client_request()
+        .expect("ws request");
+    request
+        .headers_mut()
+        .insert("host", host.parse().expect("host header value"));
+    let tcp = tokio::net::TcpStream::connect(&server.gateway)
+        .await
+        .expect("connect to gateway");
+    let (mut ws, response) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(request, tcp),
+    )
+    .await
+    .expect("handshake timed out")
+    .expect("websocket handshake through the gateway");
+    assert_eq!(response.status(), 101);
+
+    for i in 0..5 {
+        let text = format!("ping {i}");
+        ws.send(Message::text(text.clone())).await.expect("send");
+        let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("echo timed out")
+            .expect("stream ended")
+            .expect("read");
+        assert_eq!(echo, Message::text(text));
+    }
+    let payload = vec![0u8, 1, 2, 255];
+    ws.send(Message::binary(payload.clone()))
+        .await
+        .expect("send binary");
+    let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("echo timed out")
+        .expect("stream ended")
+        .expect("read");
+    assert_eq!(echo, Message::binary(payload));
+    ws.close(None).await.expect("close");
+}
