@@ -56,6 +56,15 @@ pub struct InstanceSpec {
     pub env: BTreeMap<String, String>,
     /// Chosen by the caller (see [`pick_free_port`]).
     pub port: u16,
+    /// Container settings, for drivers that run images; `None` for the process driver.
+    pub container: Option<ContainerSpec>,
+}
+
+/// What a container driver needs beyond [`InstanceSpec`]'s runtime-neutral fields.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerSpec {
+    /// Image reference, e.g. `nimbus/hello:v1` or `busybox:latest`.
+    pub image: String,
 }
 
 /// A started or adopted instance.

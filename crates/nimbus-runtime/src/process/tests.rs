@@ -39,6 +39,7 @@ fn spec(id: &str, command: &str) -> InstanceSpec {
         command: command.into(),
         env: BTreeMap::new(),
         port: pick_free_port().unwrap(),
+        container: None,
     }
 }
 

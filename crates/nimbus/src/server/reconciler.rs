@@ -201,6 +201,7 @@ impl Reconciler {
             command: spec.command.clone(),
             env: spec.env.clone(),
             port,
+            container: None,
         };
         match self.driver.start(&instance_spec).await {
             Ok(info) => {
