@@ -346,12 +346,14 @@ pub async fn remove_domain(State(state): State<ApiState>, Path(host): Path<Strin
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
     pub limit: Option<u32>,
+    /// Only events with a larger id (what `nimbus events -f` polls with).
+    pub after: Option<i64>,
 }
 
 pub async fn events(State(state): State<ApiState>, Query(q): Query<EventsQuery>) -> ApiResult {
     let events = state
         .store
-        .list_events(None, q.limit.unwrap_or(100).min(1000))?;
+        .list_events(None, q.limit.unwrap_or(100).min(1000), q.after)?;
     Ok(Json(json!({"events": to_json(events)?.0})))
 }
 
@@ -360,9 +362,11 @@ pub async fn service_events(
     Path((ns, service)): Path<(String, String)>,
     Query(q): Query<EventsQuery>,
 ) -> ApiResult {
-    let events = state
-        .store
-        .list_events(Some((&ns, &service)), q.limit.unwrap_or(100).min(1000))?;
+    let events = state.store.list_events(
+        Some((&ns, &service)),
+        q.limit.unwrap_or(100).min(1000),
+        q.after,
+    )?;
     Ok(Json(json!({"events": to_json(events)?.0})))
 }
 
@@ -491,4 +495,94 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert!(parse_cursor(None).is_empty());
     }
+}
+
+/// A new scheduled scaling policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleBody {
+    pub cron: String,
+    pub min_instances: u32,
+    pub max_instances: Option<u32>,
+    /// Only this version; absent = every version of the service.
+    pub version: Option<String>,
+    /// Active this long after each fire; absent = until another schedule fires.
+    pub duration_secs: Option<u64>,
+}
+
+/// The field a schedule error is about.
+fn schedule_error(e: nimbus_autoscaler::ScheduleError) -> ApiError {
+    use nimbus_autoscaler::ScheduleError as E;
+    let field = match &e {
+        E::EmptyCron | E::FieldCount { .. } | E::InvalidCron { .. } => "cron",
+        E::Min(_) | E::MinAboveMax { .. } => "min_instances",
+        E::Max(_) => "max_instances",
+        E::ZeroDuration => "duration_secs",
+    };
+    let message = match &e {
+        E::EmptyCron | E::FieldCount { .. } | E::InvalidCron { .. } => format!(
+            "{e}; times are in the server's time zone, e.g. \"0 9 * * 1-5\" for 09:00 on weekdays"
+        ),
+        _ => e.to_string(),
+    };
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_schedule",
+        message,
+        Some(field),
+    )
+}
+
+pub async fn add_schedule(
+    State(state): State<ApiState>,
+    Path((ns, service)): Path<(String, String)>,
+    StrictJson(body): StrictJson<ScheduleBody>,
+) -> ApiResult<impl IntoResponse> {
+    let schedule = nimbus_autoscaler::Schedule {
+        id: 0,
+        cron: body.cron.trim().to_string(),
+        min: body.min_instances,
+        max: body.max_instances,
+        version: body.version.clone(),
+        duration_secs: body.duration_secs,
+    };
+    nimbus_autoscaler::schedule::validate(&schedule).map_err(schedule_error)?;
+    let record = state.store.add_schedule(
+        &ns,
+        &service,
+        &nimbus_store::NewSchedule {
+            version: body.version,
+            cron: schedule.cron,
+            min_instances: body.min_instances,
+            max_instances: body.max_instances,
+            duration_secs: body.duration_secs,
+        },
+    )?;
+    state.changed();
+    Ok((StatusCode::CREATED, to_json(record)?))
+}
+
+pub async fn list_schedules(
+    State(state): State<ApiState>,
+    Path((ns, service)): Path<(String, String)>,
+) -> ApiResult {
+    let schedules = state.store.list_schedules(&ns, &service)?;
+    Ok(Json(json!({"schedules": to_json(schedules)?.0})))
+}
+
+pub async fn remove_schedule(
+    State(state): State<ApiState>,
+    Path((ns, service, id)): Path<(String, String, String)>,
+) -> ApiResult {
+    let id: i64 = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_schedule_id",
+            format!("schedule id {id:?} is not a number; `nimbus scaling schedule list SERVICE` shows the ids"),
+            Some("id"),
+        )
+    })?;
+    state.store.remove_schedule(&ns, &service, id)?;
+    state.changed();
+    Ok(Json(json!({"deleted": id})))
 }

@@ -85,6 +85,14 @@ pub fn router(state: ApiState) -> Router {
             &format!("{ns}/{{service}}/traffic/explain"),
             post(handlers::explain_traffic),
         )
+        .route(
+            &format!("{ns}/{{service}}/schedules"),
+            get(handlers::list_schedules).post(handlers::add_schedule),
+        )
+        .route(
+            &format!("{ns}/{{service}}/schedules/{{id}}"),
+            axum::routing::delete(handlers::remove_schedule),
+        )
         .route(&format!("{ns}/{{service}}/logs"), get(handlers::logs))
         .route(
             &format!("{ns}/{{service}}/events"),

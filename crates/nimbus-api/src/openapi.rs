@@ -105,6 +105,30 @@ pub const ROUTES: &[RouteDoc] = &[
     ),
     (
         "get",
+        "/v1/namespaces/{ns}/services/{service}/schedules",
+        "List scheduled scaling policies",
+        None,
+        200,
+        "ScheduleList",
+    ),
+    (
+        "post",
+        "/v1/namespaces/{ns}/services/{service}/schedules",
+        "Add a scheduled scaling policy (cron in the server's time zone)",
+        Some("NewSchedule"),
+        201,
+        "Schedule",
+    ),
+    (
+        "delete",
+        "/v1/namespaces/{ns}/services/{service}/schedules/{id}",
+        "Remove a scheduled scaling policy",
+        None,
+        200,
+        "Deleted",
+    ),
+    (
+        "get",
         "/v1/namespaces/{ns}/services/{service}/traffic",
         "Show the traffic policy",
         None,
@@ -216,8 +240,11 @@ fn schemas() -> Value {
         "Service": obj(json!({"namespace": s, "name": s, "url": s, "domains": {"type": "array", "items": s}, "traffic": {"type": "array", "items": {"$ref": "#/components/schemas/TrafficTarget"}}, "rules": {"type": "array", "items": {"$ref": "#/components/schemas/RouteRule"}}, "versions": {"type": "array", "items": s}, "created_at": i}), &["namespace", "name", "url", "domains", "traffic"]),
         "ServiceList": list_of("services", "Service"),
         "Deploy": {"type": "object", "additionalProperties": false, "properties": {"command": s, "env": {"type": "object", "additionalProperties": s}, "port": i, "health_path": s, "min_instances": i, "max_instances": i, "concurrency": i, "timeout_secs": i, "target_utilization": {"type": "number"}, "scale_to_zero_after_secs": i, "queue_depth": i, "no_traffic": {"type": "boolean"}, "new_version": {"type": "boolean"}}, "required": ["command"]},
+        "NewSchedule": {"type": "object", "additionalProperties": false, "required": ["cron", "min_instances"], "properties": {"cron": s, "min_instances": i, "max_instances": {"type": ["integer", "null"]}, "version": {"type": ["string", "null"]}, "duration_secs": {"type": ["integer", "null"]}}},
+        "Schedule": obj(json!({"id": i, "namespace": s, "service": s, "version": {"type": ["string", "null"]}, "cron": s, "min_instances": i, "max_instances": {"type": ["integer", "null"]}, "duration_secs": {"type": ["integer", "null"]}, "created_at": i}), &["id", "cron", "min_instances"]),
+        "ScheduleList": obj(json!({"schedules": {"type": "array", "items": {"$ref": "#/components/schemas/Schedule"}}}), &["schedules"]),
         "ScalingUpdate": {"type": "object", "additionalProperties": false, "properties": {"min_instances": i, "max_instances": i, "concurrency": i, "target_utilization": {"type": "number"}, "scale_to_zero_after_secs": i, "queue_depth": i}},
-        "Version": obj(json!({"namespace": s, "service": s, "name": s, "url": s, "status": {"type": "string", "enum": ["deploying", "ready", "failed", "idle"]}, "traffic": i, "ready_instances": i, "desired_instances": i, "reason": {"type": ["string", "null"]}, "last_log_lines": {"type": "array", "items": s}, "spec": {"type": "object"}, "created_at": i}), &["name", "url", "status", "traffic"]),
+        "Version": obj(json!({"namespace": s, "service": s, "name": s, "url": s, "status": {"type": "string", "enum": ["deploying", "ready", "failed", "idle"]}, "traffic": i, "ready_instances": i, "desired_instances": i, "reason": {"type": ["string", "null"]}, "last_log_lines": {"type": "array", "items": s}, "scaling_reason": {"type": ["string", "null"]}, "inflight": i, "queued": i, "cold_starts": i, "last_cold_start_ms": {"type": ["integer", "null"]}, "spec": {"type": "object"}, "created_at": i}), &["name", "url", "status", "traffic"]),
         "VersionList": list_of("versions", "Version"),
         "Deployed": obj(json!({"service": {"$ref": "#/components/schemas/Service"}, "version": {"$ref": "#/components/schemas/Version"}, "created": {"type": "boolean"}}), &["service", "version", "created"]),
         "ExplainRequest": obj(json!({"url": s, "headers": {"type": "object", "additionalProperties": s}}), &["url"]),
@@ -225,7 +252,7 @@ fn schemas() -> Value {
         "Logs": obj(json!({"lines": {"type": "array", "items": obj(json!({"instance": s, "version": s, "line": s}), &["instance", "version", "line"])}, "cursor": s}), &["lines", "cursor"]),
         "Event": obj(json!({"id": i, "at": i, "namespace": s, "service": s, "kind": s, "message": s}), &["id", "at", "kind", "message"]),
         "EventList": list_of("events", "Event"),
-        "Instance": obj(json!({"id": s, "namespace": s, "service": s, "version": s, "state": {"type": "string", "enum": ["starting", "ready", "draining", "crashed"]}, "port": i, "pid": {"type": ["integer", "null"]}, "restarts": i, "started_at": i}), &["id", "state"]),
+        "Instance": obj(json!({"id": s, "namespace": s, "service": s, "version": s, "state": {"type": "string", "enum": ["starting", "ready", "draining", "crashed"]}, "port": i, "pid": {"type": ["integer", "null"]}, "restarts": i, "started_at": i, "inflight": i}), &["id", "state"]),
         "InstanceList": list_of("instances", "Instance"),
         "Domain": obj(json!({"host": s, "namespace": s, "service": s}), &["host", "service"]),
         "DomainList": list_of("domains", "Domain"),
@@ -286,6 +313,6 @@ mod tests {
             let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
             assert!(schemas.contains_key(&name), "dangling $ref {name}");
         }
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 16);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 18);
     }
 }

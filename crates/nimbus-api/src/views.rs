@@ -33,6 +33,15 @@ pub struct VersionView {
     pub desired_instances: u32,
     pub reason: Option<String>,
     pub last_log_lines: Vec<String>,
+    /// Why the autoscaler wants `desired_instances` (stable, panic, schedule, min, max, zero,
+    /// activator, initial).
+    pub scaling_reason: Option<String>,
+    /// Requests in flight and waiting for a slot now.
+    pub inflight: u32,
+    pub queued: u32,
+    /// Cold starts since the server started, and the latest one's spawn → ready time.
+    pub cold_starts: u64,
+    pub last_cold_start_ms: Option<u64>,
     pub spec: VersionSpec,
     pub created_at: i64,
 }
@@ -90,6 +99,11 @@ impl Urls<'_> {
             desired_instances: live.map_or(v.spec.steady_instances(), |l| l.desired_instances),
             reason: live.and_then(|l| l.reason.clone()),
             last_log_lines: live.map(|l| l.last_log_lines.clone()).unwrap_or_default(),
+            scaling_reason: live.and_then(|l| l.scaling_reason.clone()),
+            inflight: live.map_or(0, |l| l.inflight),
+            queued: live.map_or(0, |l| l.queued),
+            cold_starts: live.map_or(0, |l| l.cold_starts),
+            last_cold_start_ms: live.and_then(|l| l.last_cold_start_ms),
             spec: v.spec.clone(),
             created_at: v.created_at,
         }

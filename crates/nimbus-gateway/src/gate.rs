@@ -124,6 +124,11 @@ struct State {
     rejected_queue_full: u64,
     timed_out: u64,
     cold_holds: u64,
+    /// Demand (permits + waiters) integrated over time since `demand_since`, in request-seconds,
+    /// so the autoscaler sees short requests that a point sample would miss.
+    demand_area: f64,
+    demand_since: Instant,
+    demand_changed: Instant,
 }
 
 /// One queued request. Each removes itself from the queue when it times out or its request goes
@@ -208,6 +213,9 @@ impl VersionGate {
                     rejected_queue_full: 0,
                     timed_out: 0,
                     cold_holds: 0,
+                    demand_area: 0.0,
+                    demand_since: Instant::now(),
+                    demand_changed: Instant::now(),
                 }),
             }),
         })
@@ -236,6 +244,7 @@ impl VersionGate {
             timeout: limits.timeout.min(MAX_TIMEOUT),
         };
         let mut state = self.shared.lock();
+        state.account();
         let old = std::mem::replace(&mut state.endpoints, endpoints);
         state.limits = limits;
         state.dispatch(&self.shared);
@@ -256,6 +265,7 @@ impl VersionGate {
         let arrived = Instant::now();
         let (rx, id, cold, deadline) = {
             let mut state = self.shared.lock();
+            state.account();
             let deadline = arrived + state.limits.timeout;
             // FIFO: a newcomer takes a free slot only when nobody is waiting for one.
             if state.waiters.is_empty() {
@@ -335,6 +345,23 @@ impl VersionGate {
         state.permits + state.waiters.len()
     }
 
+    /// The time-weighted average demand (in flight plus queued) since the previous call, or since
+    /// the gate was created. Unlike [`demand`](Self::demand), a 1 ms request between two samples
+    /// still counts (as 0.001 request-seconds spread over the interval).
+    pub fn take_average_demand(&self) -> f64 {
+        let mut state = self.shared.lock();
+        state.account();
+        let elapsed = state.demand_changed.duration_since(state.demand_since);
+        let average = if elapsed.is_zero() {
+            (state.permits + state.waiters.len()) as f64
+        } else {
+            state.demand_area / elapsed.as_secs_f64()
+        };
+        state.demand_area = 0.0;
+        state.demand_since = state.demand_changed;
+        average
+    }
+
     /// How long each request that arrived while there was no ready instance waited before it
     /// got a slot, since the last call (at most [`MAX_COLD_WAITS`]). Requests that timed out
     /// instead are counted in [`GateStats::timed_out`], not listed here.
@@ -370,6 +397,15 @@ impl Shared {
 // === impl State ===
 
 impl State {
+    /// Adds the demand held since the last change to the integral; call before every change
+    /// of `permits` or `waiters` (each locked section calls it once at the start).
+    fn account(&mut self) {
+        let now = Instant::now();
+        let held = (self.permits + self.waiters.len()) as f64;
+        self.demand_area += held * now.duration_since(self.demand_changed).as_secs_f64();
+        self.demand_changed = now;
+    }
+
     /// A slot on the least-outstanding instance below the limit, if any.
     fn grant(&mut self, shared: &Arc<Shared>, deadline: Instant) -> Option<Permit> {
         let endpoints = &self.endpoints;
@@ -434,6 +470,7 @@ impl Queued<'_> {
         self.done = true;
         {
             let mut state = self.shared.lock();
+            state.account();
             let before = state.waiters.len();
             let id = self.id;
             state.waiters.retain(|w| w.id != id);
@@ -454,6 +491,7 @@ impl Drop for Queued<'_> {
         }
         {
             let mut state = self.shared.lock();
+            state.account();
             let id = self.id;
             state.waiters.retain(|w| w.id != id);
         }
@@ -484,6 +522,7 @@ impl Drop for Permit {
             return; // given back under the lock already; the guard only decrements
         };
         let mut state = shared.lock();
+        state.account();
         state.permits = state.permits.saturating_sub(1);
         self.guard.release();
         if !state.waiters.is_empty() {

@@ -43,6 +43,9 @@ pub struct InstanceStatus {
     pub restarts: u32,
     /// Unix seconds.
     pub started_at: u64,
+    /// Requests the gateway has in flight on this instance now.
+    #[serde(default)]
+    pub inflight: u32,
 }
 
 /// A version's health plus, when it failed, why.
@@ -58,6 +61,22 @@ pub struct VersionStatus {
     pub reason: Option<String>,
     /// Last lines the failing instance wrote, newest last.
     pub last_log_lines: Vec<String>,
+    /// Why the autoscaler chose `desired_instances` (`stable`, `panic`, `schedule`, `min`,
+    /// `max`, `zero`, `activator`, `initial`).
+    #[serde(default)]
+    pub scaling_reason: Option<String>,
+    /// Requests in flight on the version's instances now.
+    #[serde(default)]
+    pub inflight: u32,
+    /// Requests waiting for a free slot (or a cold start) now.
+    #[serde(default)]
+    pub queued: u32,
+    /// Cold starts since the server started: instances started while requests were held.
+    #[serde(default)]
+    pub cold_starts: u64,
+    /// Spawn → ready of the latest cold start, in milliseconds.
+    #[serde(default)]
+    pub last_cold_start_ms: Option<u64>,
 }
 
 /// Everything the reconciler knows about running things, published as one snapshot.

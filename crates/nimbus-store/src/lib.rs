@@ -722,10 +722,13 @@ impl Store {
     }
 
     /// Newest events last; at most `limit`.
+    /// The newest `limit` events (of one service, or all), oldest first; with `after`, only
+    /// events with a larger id (for following).
     pub fn list_events(
         &self,
         service: Option<(&str, &str)>,
         limit: u32,
+        after: Option<i64>,
     ) -> Result<Vec<EventRecord>> {
         let conn = self.lock();
         let map = |r: &rusqlite::Row<'_>| {
@@ -738,24 +741,17 @@ impl Store {
                 message: r.get(5)?,
             })
         };
-        let mut events: Vec<EventRecord> = match service {
-            Some((ns, name)) => {
-                let mut stmt = conn.prepare(
-                    "SELECT id, at, namespace, service, kind, message FROM events
-                     WHERE namespace = ?1 AND service = ?2 ORDER BY id DESC LIMIT ?3",
-                )?;
-                let rows = stmt.query_map(params![ns, name, limit], map)?;
-                rows.collect::<rusqlite::Result<_>>()?
-            }
-            None => {
-                let mut stmt = conn.prepare(
-                    "SELECT id, at, namespace, service, kind, message FROM events
-                     ORDER BY id DESC LIMIT ?1",
-                )?;
-                let rows = stmt.query_map(params![limit], map)?;
-                rows.collect::<rusqlite::Result<_>>()?
-            }
-        };
+        let (ns, name) = service.unwrap_or(("", ""));
+        let mut stmt = conn.prepare(
+            "SELECT id, at, namespace, service, kind, message FROM events
+             WHERE (?1 = 0 OR (namespace = ?2 AND service = ?3)) AND id > ?4
+             ORDER BY id DESC LIMIT ?5",
+        )?;
+        let rows = stmt.query_map(
+            params![service.is_some(), ns, name, after.unwrap_or(0), limit],
+            map,
+        )?;
+        let mut events: Vec<EventRecord> = rows.collect::<rusqlite::Result<_>>()?;
         events.reverse();
         Ok(events)
     }

@@ -243,7 +243,9 @@ fn state_survives_reopen() {
     assert_eq!(snap.services[0].domains, vec!["hello.example.com"]);
     assert_eq!(snap.versions.len(), 1);
     assert_eq!(snap.versions[0].spec, spec());
-    let events = store.list_events(Some(("default", "hello")), 10).unwrap();
+    let events = store
+        .list_events(Some(("default", "hello")), 10, None)
+        .unwrap();
     assert_eq!(events.first().map(|e| e.kind.as_str()), Some("deploy"));
 }
 
@@ -322,4 +324,33 @@ fn schedules_are_stored_and_follow_their_service() {
     store.add_schedule("default", "hello", &new).unwrap();
     store.delete_service("default", "hello").unwrap();
     assert!(store.snapshot().unwrap().schedules.is_empty());
+}
+
+#[test]
+fn events_follow_after_an_id_and_filter_by_service() {
+    let (_dir, store) = open();
+    created(store.deploy_version("default", "hello", &spec(), false, false));
+    created(store.deploy_version("default", "other", &spec(), false, false));
+    store
+        .record_event("default", "hello", "scale", "one")
+        .unwrap();
+    let all = store.list_events(None, 100, None).unwrap();
+    assert!(all.len() >= 3, "{all:?}");
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+    let mine = store
+        .list_events(Some(("default", "hello")), 100, None)
+        .unwrap();
+    assert!(mine.iter().all(|e| e.service == "hello"), "{mine:?}");
+    let last = mine.last().map(|e| e.id).unwrap();
+    store
+        .record_event("default", "hello", "scale", "two")
+        .unwrap();
+    let newer = store
+        .list_events(Some(("default", "hello")), 100, Some(last))
+        .unwrap();
+    assert_eq!(newer.len(), 1, "{newer:?}");
+    assert_eq!(newer[0].message, "two");
+    let limited = store.list_events(None, 1, None).unwrap();
+    assert_eq!(limited.len(), 1);
+    assert_eq!(limited[0].message, "two", "the newest one");
 }

@@ -61,6 +61,13 @@ enum Command {
     Logs(cli::logs::LogsArgs),
     /// List, add or remove custom domains.
     Domains(cli::domains::DomainsArgs),
+    /// Change a version's instance range or concurrency in place (no new version).
+    Scale(cli::scaling::ScaleArgs),
+    /// Scheduled scaling: raise (or cap) instance counts on a cron schedule.
+    #[command(subcommand)]
+    Scaling(cli::scaling::ScalingCmd),
+    /// The events timeline: deploys, traffic changes, scale decisions, cold starts, crashes.
+    Events(cli::events::EventsArgs),
 }
 
 fn main() -> ExitCode {
@@ -141,6 +148,9 @@ async fn run_client(
         Command::Instances { service } => cli::instances::list(&ctx, service.as_deref()).await,
         Command::Logs(args) => cli::logs::run(&ctx, args).await,
         Command::Domains(args) => cli::domains::run(&ctx, args).await,
+        Command::Scale(args) => cli::scaling::scale(&ctx, args).await,
+        Command::Scaling(cmd) => cli::scaling::run(&ctx, cmd).await,
+        Command::Events(args) => cli::events::run(&ctx, args).await,
     }
 }
 

@@ -6,7 +6,9 @@
 //! - `GET /env`: `PORT`, `GREETING` and every `NIMBUS_*` variable as a JSON object.
 //! - `GET /headers`: the request headers it received as a JSON object (lowercase names).
 //! - `GET /stream?chunks=N&delay_ms=M`: `N` lines `chunk i`, `M` ms apart (defaults 5 and 100).
-//! - `GET /slow?ms=N`: answers `slow N` after `N` ms.
+//! - `GET /slow?ms=N`: answers `slow N inflight=K instance=ID` after `N` ms, where `K` is how many
+//!   requests (this one included) this process was serving when it arrived: tests check a
+//!   concurrency limit of 1 by never seeing `K` above 1.
 //! - `GET /ws`: WebSocket echo.
 //!
 //! With `FAIL_START=1` it refuses to start (exit 1), so tests can watch a crashing version. It
@@ -17,6 +19,7 @@ use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,6 +46,24 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 const MAX_DELAY_MS: u64 = 60_000;
 /// Most `/stream` chunks sent.
 const MAX_CHUNKS: u64 = 10_000;
+
+/// Requests this process is serving now (all routes), for `/slow`'s overlap report.
+static INFLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one request in [`INFLIGHT`] for as long as it lives.
+struct InflightCount(usize);
+
+impl InflightCount {
+    fn enter() -> Self {
+        Self(INFLIGHT.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+}
+
+impl Drop for InflightCount {
+    fn drop(&mut self) {
+        INFLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 fn main() -> ExitCode {
     if std::env::var("FAIL_START").is_ok_and(|v| v == "1") {
@@ -115,6 +136,7 @@ async fn serve(addr: SocketAddr) -> std::io::Result<()> {
 }
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let count = InflightCount::enter();
     if req.method() != Method::GET {
         return Ok(text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -139,7 +161,11 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         "/slow" => {
             let ms = number("ms", 1000).min(MAX_DELAY_MS);
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            text(StatusCode::OK, format!("slow {ms}\n"))
+            let instance = std::env::var("NIMBUS_INSTANCE").unwrap_or_else(|_| "?".into());
+            text(
+                StatusCode::OK,
+                format!("slow {ms} inflight={} instance={instance}\n", count.0),
+            )
         }
         "/ws" => websocket(req),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),

@@ -433,3 +433,31 @@ fn limits_are_clamped() {
     assert_eq!(gate.limits().timeout, MAX_TIMEOUT);
     assert_eq!(GateLimits::default().concurrency, 80);
 }
+
+#[tokio::test(start_paused = true)]
+async fn average_demand_is_time_weighted() {
+    let (gate, _) = gate();
+    gate.update(vec![endpoint("a", 1)], limits(10, 10));
+    // Nothing held for 1 s: zero.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(gate.take_average_demand(), 0.0);
+
+    // Two requests for 1 s, then one for another 1 s: (2 + 1) / 2 = 1.5.
+    let first = gate.admit().await.unwrap();
+    let second = gate.admit().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(second);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let average = gate.take_average_demand();
+    assert!((average - 1.5).abs() < 1e-6, "{average}");
+
+    // A short request between two samples still counts: 100 ms of 1 over 1 s = 0.1 (plus the
+    // long-held `first`, 1.0).
+    let short = gate.admit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(short);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let average = gate.take_average_demand();
+    assert!((average - 1.1).abs() < 1e-6, "{average}");
+    drop(first);
+}

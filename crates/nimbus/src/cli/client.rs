@@ -201,6 +201,10 @@ impl Client {
         self.send(Method::PUT, path, &[], Some(body)).await
     }
 
+    pub async fn patch(&self, path: &[&str], body: &Value) -> Result<Value, CliError> {
+        self.send(Method::PATCH, path, &[], Some(body)).await
+    }
+
     pub async fn delete(&self, path: &[&str]) -> Result<Value, CliError> {
         self.send(Method::DELETE, path, &[], None).await
     }

@@ -63,6 +63,11 @@ pub struct DeployArgs {
     /// Create the version without moving traffic to it (test it on its own URL first).
     #[arg(long)]
     pub no_traffic: bool,
+    /// Always create a new version; without it, a deploy that only changes scaling settings
+    /// (instances, concurrency, utilization, scale-to-zero, queue) updates the newest version
+    /// in place, as Cloud Run does.
+    #[arg(long)]
+    pub new_version: bool,
 }
 
 /// `KEY=VALUE`; the value may itself contain `=`.
@@ -114,6 +119,7 @@ pub struct DeployPlan {
     pub service: String,
     pub input: VersionInput,
     pub no_traffic: bool,
+    pub new_version: bool,
 }
 
 impl DeployPlan {
@@ -162,6 +168,7 @@ impl DeployPlan {
             service,
             input,
             no_traffic: args.no_traffic || file.no_traffic.unwrap_or(false),
+            new_version: args.new_version,
         })
     }
 
@@ -185,6 +192,9 @@ impl DeployPlan {
         }
         if self.no_traffic {
             body.insert("no_traffic".to_string(), Value::Bool(true));
+        }
+        if self.new_version {
+            body.insert("new_version".to_string(), Value::Bool(true));
         }
         Value::Object(body)
     }

@@ -36,6 +36,7 @@ fn instances_table(instances: &[InstanceView], now: u64) -> String {
                 i.service.clone(),
                 i.version.clone(),
                 or_dash(&i.state),
+                i.inflight.to_string(),
                 opt(i.port),
                 opt(i.pid),
                 i.restarts.to_string(),
@@ -45,7 +46,7 @@ fn instances_table(instances: &[InstanceView], now: u64) -> String {
         .collect();
     table::render(
         &[
-            "ID", "SERVICE", "VERSION", "STATE", "PORT", "PID", "RESTARTS", "AGE",
+            "ID", "SERVICE", "VERSION", "STATE", "INFLIGHT", "PORT", "PID", "RESTARTS", "AGE",
         ],
         &rows,
     )
@@ -62,15 +63,16 @@ mod tests {
     fn table() {
         let instances: Vec<InstanceView> = decode(&json!([
             {"id": "hello-v1-3f9a2c", "namespace": "default", "service": "hello", "version": "v1",
-             "state": "ready", "port": 41234, "pid": 1234, "restarts": 0, "started_at": 1000},
+             "state": "ready", "port": 41234, "pid": 1234, "restarts": 0, "started_at": 1000,
+             "inflight": 3},
             {"id": "hello-v2-000001", "namespace": "default", "service": "hello", "version": "v2",
              "state": "crashed", "port": 41235, "pid": null, "restarts": 3, "started_at": 1100}
         ]))
         .unwrap();
         let expected = "\
-ID               SERVICE  VERSION  STATE    PORT   PID   RESTARTS  AGE
-hello-v1-3f9a2c  hello    v1       ready    41234  1234  0         2m
-hello-v2-000001  hello    v2       crashed  41235  -     3         20s
+ID               SERVICE  VERSION  STATE    INFLIGHT  PORT   PID   RESTARTS  AGE
+hello-v1-3f9a2c  hello    v1       ready    3         41234  1234  0         2m
+hello-v2-000001  hello    v2       crashed  0         41235  -     3         20s
 ";
         assert_eq!(instances_table(&instances, 1120), expected);
     }

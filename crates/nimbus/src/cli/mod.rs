@@ -6,7 +6,7 @@
 //! - [`table`]: column-aligned tables, ages, traffic summaries.
 //! - [`views`]: the parts of the API's JSON answers the tables show.
 //! - one module per command group: [`deploy`], [`services`], [`versions`], [`traffic`],
-//!   [`instances`], [`logs`], [`domains`].
+//!   [`instances`], [`logs`], [`domains`], [`scaling`] (scale, schedules), [`events`].
 //!
 //! Tables are the default output; `-o json` prints the API's JSON answer as-is, pretty-printed.
 
@@ -28,8 +28,10 @@ macro_rules! outln {
 pub mod client;
 pub mod deploy;
 pub mod domains;
+pub mod events;
 pub mod instances;
 pub mod logs;
+pub mod scaling;
 pub mod services;
 pub mod table;
 pub mod traffic;

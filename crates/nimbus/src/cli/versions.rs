@@ -58,13 +58,24 @@ fn versions_text(versions: &[VersionView], now: u64) -> String {
                     format!("{}%", v.traffic)
                 },
                 format!("{}/{}", v.ready_instances, v.desired_instances),
+                or_dash(v.scaling_reason.as_deref().unwrap_or("")),
+                format!("{}/{}", v.inflight, v.queued),
                 or_dash(&v.url),
                 table::age(now, v.created_at),
             ]
         })
         .collect();
     let mut out = table::render(
-        &["NAME", "STATUS", "TRAFFIC", "INSTANCES", "URL", "CREATED"],
+        &[
+            "NAME",
+            "STATUS",
+            "TRAFFIC",
+            "INSTANCES",
+            "SCALING",
+            "INFLIGHT/QUEUED",
+            "URL",
+            "CREATED",
+        ],
         &rows,
     );
     for v in versions.iter().filter(|v| v.status == "failed") {
@@ -115,6 +126,9 @@ mod tests {
             traffic: 100,
             ready_instances: 1,
             desired_instances: 1,
+            scaling_reason: Some("stable".into()),
+            inflight: 2,
+            queued: 1,
             url: "http://v1--hello--default.nimbus.localhost:8000".into(),
             created_at: Some(1000),
             ..Default::default()
@@ -139,10 +153,10 @@ mod tests {
             ..Default::default()
         };
         let expected = "\
-NAME  STATUS     TRAFFIC       INSTANCES  URL                                              CREATED
-v1    ready      100%          1/1        http://v1--hello--default.nimbus.localhost:8000  2m
-v2    failed     0%            0/1        http://v2--hello--default.nimbus.localhost:8000  30s
-v3    deploying  0% (pending)  0/1        http://v3--hello--default.nimbus.localhost:8000  1s
+NAME  STATUS     TRAFFIC       INSTANCES  SCALING  INFLIGHT/QUEUED  URL                                              CREATED
+v1    ready      100%          1/1        stable   2/1              http://v1--hello--default.nimbus.localhost:8000  2m
+v2    failed     0%            0/1        -        0/0              http://v2--hello--default.nimbus.localhost:8000  30s
+v3    deploying  0% (pending)  0/1        -        0/0              http://v3--hello--default.nimbus.localhost:8000  1s
 
 v2 failed: exited with status 1 (3 restarts)
   | Traceback:

@@ -34,6 +34,12 @@ pub struct VersionView {
     pub desired_instances: u32,
     pub reason: Option<String>,
     pub last_log_lines: Vec<String>,
+    /// Why the autoscaler wants `desired_instances`.
+    pub scaling_reason: Option<String>,
+    pub inflight: u32,
+    pub queued: u32,
+    pub cold_starts: u64,
+    pub last_cold_start_ms: Option<u64>,
     pub created_at: Option<u64>,
 }
 
@@ -49,6 +55,8 @@ pub struct InstanceView {
     pub pid: Option<u32>,
     pub restarts: u32,
     pub started_at: Option<u64>,
+    /// Requests in flight on it now.
+    pub inflight: u32,
 }
 
 /// `Domain`.

@@ -3,6 +3,7 @@
 
 mod plan;
 mod reconciler;
+mod scaling;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -21,6 +22,7 @@ use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
 use reconciler::Reconciler;
+use scaling::ScalingTimings;
 
 /// Flags of `nimbus server`.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,10 +40,67 @@ pub struct ServerArgs {
     /// Base domain of generated service and version hosts.
     #[arg(long, default_value = nimbus_model::domains::DEFAULT_BASE_DOMAIN)]
     pub base_domain: String,
+    /// Autoscaler: the window whose average demand sets the steady instance count (seconds).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60.0,
+        help_heading = "Autoscaling"
+    )]
+    pub scale_stable_window: f64,
+    /// Autoscaler: the short window that detects bursts (seconds; at most the stable window).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 6.0,
+        help_heading = "Autoscaling"
+    )]
+    pub scale_panic_window: f64,
+    /// Autoscaler: how often it decides (seconds).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 2.0,
+        help_heading = "Autoscaling"
+    )]
+    pub scale_tick: f64,
+    /// Autoscaler: scale down only to the highest count wanted within this many seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 30.0,
+        help_heading = "Autoscaling"
+    )]
+    pub scale_down_delay: f64,
+}
+
+impl ServerArgs {
+    fn scaling_timings(&self) -> anyhow::Result<ScalingTimings> {
+        let secs = |value: f64, flag: &str, min: f64| {
+            if value.is_finite() && value >= min && value <= 86_400.0 {
+                Ok(Duration::from_secs_f64(value))
+            } else {
+                Err(anyhow::anyhow!(
+                    "{flag} must be a number of seconds between {min} and 86400, not {value}"
+                ))
+            }
+        };
+        let timings = ScalingTimings {
+            stable_window: secs(self.scale_stable_window, "--scale-stable-window", 1.0)?,
+            panic_window: secs(self.scale_panic_window, "--scale-panic-window", 1.0)?,
+            tick: secs(self.scale_tick, "--scale-tick", 0.05)?,
+            scale_down_delay: secs(self.scale_down_delay, "--scale-down-delay", 0.0)?,
+        };
+        if timings.panic_window > timings.stable_window {
+            anyhow::bail!("--scale-panic-window must not be longer than --scale-stable-window");
+        }
+        Ok(timings)
+    }
 }
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let timings = args.scaling_timings()?;
     let data = args
         .data
         .clone()
@@ -67,6 +126,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         driver.clone(),
         gateway.clone(),
         args.base_domain.clone(),
+        timings,
     );
     let adopted = driver
         .adopt()

@@ -13,6 +13,8 @@ pub struct LiveInstance {
     pub version: VersionKey,
     /// Starting instances are stopped before ready ones when scaling down.
     pub ready: bool,
+    /// Requests in flight; among ready instances the least busy are stopped first.
+    pub inflight: usize,
 }
 
 /// One step towards the desired state.
@@ -47,8 +49,9 @@ pub fn plan(
         let mut have = by_version.remove(key).unwrap_or_default();
         let count = have.len() as u32;
         if count > want {
-            // Keep ready instances; shed the ones still starting first.
-            have.sort_by_key(|i| i.ready);
+            // Keep ready instances; shed the ones still starting first, then the least busy
+            // (less to drain); ties by id so plans are deterministic.
+            have.sort_by(|a, b| (a.ready, a.inflight, &a.id).cmp(&(b.ready, b.inflight, &b.id)));
             for extra in have.iter().take((count - want) as usize) {
                 stops.push(Action::Stop(extra.id.clone()));
             }
@@ -81,10 +84,15 @@ mod tests {
     }
 
     fn live(id: &str, v: &str, ready: bool) -> LiveInstance {
+        busy(id, v, ready, 0)
+    }
+
+    fn busy(id: &str, v: &str, ready: bool, inflight: usize) -> LiveInstance {
         LiveInstance {
             id: id.into(),
             version: key(v),
             ready,
+            inflight,
         }
     }
 
@@ -139,6 +147,28 @@ mod tests {
                 vec![],
                 vec![live("a", "v1", true), live("b", "v1", false)],
                 vec![Action::Stop("b".into())],
+            ),
+            (
+                "scale down sheds the least busy ready ones",
+                vec![("v1", 1)],
+                vec![],
+                vec![
+                    busy("a", "v1", true, 5),
+                    busy("b", "v1", true, 0),
+                    busy("c", "v1", true, 2),
+                ],
+                vec![Action::Stop("b".into()), Action::Stop("c".into())],
+            ),
+            (
+                "scale down ties go by id",
+                vec![("v1", 2)],
+                vec![],
+                vec![
+                    busy("b", "v1", true, 1),
+                    busy("a", "v1", true, 1),
+                    busy("c", "v1", true, 1),
+                ],
+                vec![Action::Stop("a".into())],
             ),
             (
                 "stops before starts",

@@ -4,13 +4,20 @@
 //!
 //! Per instance it spawns one watcher task that probes readiness and waits for exit; watchers and
 //! drainers report back over a channel, so all state changes happen here, in one place, in order.
+//!
+//! It also runs the autoscaler loop: every [`SAMPLE_EVERY`] it reads each version's demand from
+//! its gateway gate, every scaling tick it asks the decider for each version's instance count,
+//! and when a gate holds a request for a version with no instance (the activator's poke) it wants
+//! one at once instead of waiting for the tick.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nimbus_gateway::{Endpoint, Gateway, HostRoute, RouteTable, ServiceRoute, VersionRoute};
+use nimbus_gateway::{
+    Endpoint, GateLimits, Gateway, HostRoute, RouteTable, ServiceRoute, VersionGate, VersionRoute,
+};
 use nimbus_model::domains::{service_host, version_host};
 use nimbus_model::status::{
     InstanceState, InstanceStatus, RuntimeStatus, VersionState, VersionStatus,
@@ -22,6 +29,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info, warn};
 
 use super::plan::{crash_backoff_ms, plan, Action, LiveInstance, VersionKey, FAILED_AFTER};
+use super::scaling::{schedules_of, Change, Scaler, ScalingTimings, SAMPLE_EVERY};
 
 /// How long a new instance may take to answer its health path before it counts as failed.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -46,6 +54,16 @@ struct Instance {
     key: VersionKey,
     state: InstanceState,
     endpoint: Arc<Endpoint>,
+    spawned: Instant,
+    /// Started while requests were held for a version with no ready instance.
+    cold: bool,
+}
+
+/// Cold-start figures per version since the server started.
+#[derive(Default)]
+struct ColdStats {
+    count: u64,
+    last_ms: Option<u64>,
 }
 
 /// Crash-loop bookkeeping per version.
@@ -69,6 +87,17 @@ pub struct Reconciler {
     reports_rx: mpsc::UnboundedReceiver<Report>,
     /// The last desired state read, so reports can be handled without re-reading the store.
     desired: DesiredState,
+    scaler: Scaler,
+    /// One admission gate per version for its whole life, shared with every route table.
+    gates: HashMap<VersionKey, Arc<VersionGate>>,
+    /// Versions whose gate holds a request while no instance is ready (the activator).
+    cold_tx: mpsc::UnboundedSender<VersionKey>,
+    cold_rx: mpsc::UnboundedReceiver<VersionKey>,
+    cold: HashMap<VersionKey, ColdStats>,
+    /// Cold starts that became ready since the last publish: (version, instance, spawn → ready).
+    cold_ready: Vec<(VersionKey, String, Duration)>,
+    /// Set after the first reconcile: versions seen later are new deploys.
+    booted: bool,
 }
 
 fn describe_exit(status: &ExitStatus) -> String {
@@ -85,9 +114,11 @@ impl Reconciler {
         driver: Arc<dyn Driver>,
         gateway: Arc<Gateway>,
         base_domain: String,
+        timings: ScalingTimings,
     ) -> (Self, watch::Receiver<Arc<RuntimeStatus>>) {
         let (status_tx, status_rx) = watch::channel(Arc::new(RuntimeStatus::default()));
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let (cold_tx, cold_rx) = mpsc::unbounded_channel();
         let reconciler = Self {
             store,
             driver,
@@ -99,6 +130,13 @@ impl Reconciler {
             reports_tx,
             reports_rx,
             desired: DesiredState::default(),
+            scaler: Scaler::new(timings),
+            gates: HashMap::new(),
+            cold_tx,
+            cold_rx,
+            cold: HashMap::new(),
+            cold_ready: Vec::new(),
+            booted: false,
         };
         (reconciler, status_rx)
     }
@@ -126,11 +164,13 @@ impl Reconciler {
             }
         }
         let now = Instant::now();
+        self.sync_scaler();
         let mut wanted: BTreeMap<VersionKey, u32> = BTreeMap::new();
         let mut specs: HashMap<VersionKey, VersionSpec> = HashMap::new();
         for v in &self.desired.versions {
             let key = (v.namespace.clone(), v.service.clone(), v.name.clone());
-            wanted.insert(key.clone(), v.spec.steady_instances());
+            let count = self.scaler.desired(&key).unwrap_or(v.spec.min_instances);
+            wanted.insert(key.clone(), count);
             specs.insert(key, v.spec.clone());
         }
         // Forget health of versions that no longer exist.
@@ -149,6 +189,7 @@ impl Reconciler {
                 id: i.info.id.clone(),
                 version: i.key.clone(),
                 ready: i.state == InstanceState::Ready,
+                inflight: i.endpoint.inflight(),
             })
             .collect();
         let actions = plan(&wanted, &held, &live);
@@ -206,7 +247,12 @@ impl Reconciler {
         match self.driver.start(&instance_spec).await {
             Ok(info) => {
                 info!(instance = %id, port, "Started an instance.");
+                let cold = self.ready_count(&key) == 0
+                    && self.gates.get(&key).is_some_and(|g| g.stats().queued > 0);
                 self.track(info, key);
+                if let Some(instance) = self.instances.get_mut(&id) {
+                    instance.cold = cold;
+                }
             }
             Err(error) => {
                 warn!(instance = %id, %error, "Could not start an instance.");
@@ -264,6 +310,8 @@ impl Reconciler {
                 key,
                 state: InstanceState::Starting,
                 endpoint,
+                spawned: Instant::now(),
+                cold: false,
             },
         );
     }
@@ -342,6 +390,13 @@ impl Reconciler {
                 }
                 instance.state = InstanceState::Ready;
                 let key = instance.key.clone();
+                if instance.cold {
+                    let took = instance.spawned.elapsed();
+                    let stats = self.cold.entry(key.clone()).or_default();
+                    stats.count += 1;
+                    stats.last_ms = Some(took.as_millis() as u64);
+                    self.cold_ready.push((key.clone(), id.clone(), took));
+                }
                 self.health.insert(key.clone(), VersionHealth::default());
                 let pending = self.desired.versions.iter().any(|v| {
                     v.promote_pending
@@ -403,7 +458,8 @@ impl Reconciler {
             .map(|path| nimbus_runtime::tail_lines(&path, FAILURE_LOG_LINES))
     }
 
-    /// Rebuilds the route table from the desired state and ready instances, and the status.
+    /// Rebuilds the route table from the desired state and ready instances, updates each
+    /// version's gate, and publishes the status.
     fn publish(&mut self) {
         let mut ready: HashMap<&VersionKey, Vec<Arc<Endpoint>>> = HashMap::new();
         for instance in self.instances.values() {
@@ -414,7 +470,7 @@ impl Reconciler {
                     .push(instance.endpoint.clone());
             }
         }
-        let current = self.gateway.table();
+        let mut gates = HashMap::new();
         let mut table = RouteTable::default();
         for service in &self.desired.services {
             let mut versions = HashMap::new();
@@ -427,41 +483,30 @@ impl Reconciler {
                 let key = (v.namespace.clone(), v.service.clone(), v.name.clone());
                 let mut endpoints = ready.get(&key).cloned().unwrap_or_default();
                 endpoints.sort_by(|a, b| a.instance.cmp(&b.instance));
-                // Gates must outlive table swaps: reuse the one in the table being replaced.
-                // (Interim: the lead moves this to a gate map kept by the reconciler.)
-                let gate = current
-                    .get(&nimbus_model::domains::normalize_host(&service_host(
-                        &service.name,
-                        &service.namespace,
-                        &self.base_domain,
-                    )))
-                    .and_then(|route| match route {
-                        HostRoute::Service(s) | HostRoute::Version { service: s, .. } => {
-                            s.versions.get(&v.name)
-                        }
-                    })
-                    .map(|route| route.gate.clone())
-                    .unwrap_or_else(|| {
-                        nimbus_gateway::VersionGate::new(
-                            v.namespace.clone(),
-                            v.service.clone(),
-                            v.name.clone(),
-                            Arc::new(|| {}),
-                        )
-                    });
-                let capacity = endpoints.len() * v.spec.concurrency as usize;
+                let gate = self.gates.remove(&key).unwrap_or_else(|| {
+                    let cold_tx = self.cold_tx.clone();
+                    let poke = key.clone();
+                    VersionGate::new(
+                        v.namespace.clone(),
+                        v.service.clone(),
+                        v.name.clone(),
+                        Arc::new(move || {
+                            let _ = cold_tx.send(poke.clone());
+                        }),
+                    )
+                });
+                let planned = self.scaler.desired(&key).unwrap_or(0);
+                let instances = (endpoints.len() as u32).max(planned);
                 gate.update(
                     endpoints,
-                    nimbus_gateway::GateLimits {
+                    GateLimits {
                         concurrency: v.spec.concurrency,
-                        queue_depth: v
-                            .spec
-                            .queue_depth
-                            .map_or((10 * capacity).max(100), |d| d as usize),
+                        queue_depth: v.spec.effective_queue_depth(instances),
                         timeout: Duration::from_secs(v.spec.timeout_secs),
                     },
                 );
-                versions.insert(v.name.clone(), Arc::new(VersionRoute::new(gate)));
+                versions.insert(v.name.clone(), Arc::new(VersionRoute::new(gate.clone())));
+                gates.insert(key, gate);
             }
             let route = Arc::new(ServiceRoute {
                 namespace: service.namespace.clone(),
@@ -491,8 +536,153 @@ impl Reconciler {
                 );
             }
         }
+        // Gates of deleted versions go with their last table; their held requests time out.
+        self.gates = gates;
         self.gateway.swap(table);
+        self.record_cold_starts();
         self.status_tx.send_replace(Arc::new(self.status()));
+    }
+
+    /// Events for cold starts that just became ready, with how long the held requests waited
+    /// (the gate released them in the `update` just made).
+    fn record_cold_starts(&mut self) {
+        for (key, id, took) in std::mem::take(&mut self.cold_ready) {
+            let waits = self
+                .gates
+                .get(&key)
+                .map(|g| g.take_cold_waits())
+                .unwrap_or_default();
+            let held = match waits.iter().max() {
+                Some(longest) => format!(
+                    "; {} held request(s) waited up to {} ms",
+                    waits.len(),
+                    longest.as_millis()
+                ),
+                None => String::new(),
+            };
+            let message = format!(
+                "cold start of version {}: instance {id} ready {} ms after spawn{held}",
+                key.2,
+                took.as_millis()
+            );
+            info!(service = %key.1, "{message}");
+            let _ = self
+                .store
+                .record_event(&key.0, &key.1, "cold_start", &message);
+        }
+    }
+
+    /// Keeps the autoscaler's per-version entries in line with the desired state.
+    fn sync_scaler(&mut self) {
+        let booted = self.booted;
+        self.booted = true;
+        let live: HashMap<VersionKey, u32> =
+            self.instances
+                .values()
+                .fold(HashMap::new(), |mut counts, i| {
+                    if matches!(i.state, InstanceState::Starting | InstanceState::Ready) {
+                        *counts.entry(i.key.clone()).or_default() += 1;
+                    }
+                    counts
+                });
+        let serving: Vec<VersionKey> = self
+            .desired
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.versions
+                    .iter()
+                    .filter(|v| s.traffic.routes_to(v))
+                    .map(|v| (s.namespace.clone(), s.name.clone(), v.clone()))
+            })
+            .collect();
+        let versions = self.desired.versions.iter().map(|v| {
+            (
+                (v.namespace.clone(), v.service.clone(), v.name.clone()),
+                &v.spec,
+            )
+        });
+        self.scaler.sync(versions, |key, _| {
+            let running = live.get(key).copied().unwrap_or(0);
+            if !booted && !serving.contains(key) {
+                // At start-up, versions without traffic keep what survived and no more.
+                running
+            } else {
+                // A new deploy starts one instance to prove it works (Cloud Run does too);
+                // at start-up, versions taking traffic are warmed the same way.
+                running.max(1)
+            }
+        });
+    }
+
+    fn ready_count(&self, key: &VersionKey) -> usize {
+        self.instances
+            .values()
+            .filter(|i| &i.key == key && i.state == InstanceState::Ready)
+            .count()
+    }
+
+    fn running_count(&self, key: &VersionKey) -> u32 {
+        self.instances
+            .values()
+            .filter(|i| {
+                &i.key == key && matches!(i.state, InstanceState::Starting | InstanceState::Ready)
+            })
+            .count() as u32
+    }
+
+    /// Feeds each version's demand since the last sample into its window.
+    fn sample_demand(&mut self) {
+        for (key, gate) in &self.gates {
+            self.scaler.record(key, gate.take_average_demand());
+        }
+    }
+
+    /// Runs the decider for every version; true when any count changed.
+    fn decide_all(&mut self) -> bool {
+        let local_now = chrono::Local::now();
+        let mut changes = Vec::new();
+        for key in self.scaler.keys() {
+            let mut current = self.running_count(&key);
+            if self
+                .health
+                .get(&key)
+                .is_some_and(|h| h.consecutive_failures > 0)
+            {
+                // Crashed instances waiting out a backoff still count: a crash is not a reason
+                // to scale down (which would stop the restarts and hide the failure).
+                current = current.max(self.scaler.desired(&key).unwrap_or(0));
+            }
+            let schedules = schedules_of(&self.desired.schedules, &key.0, &key.1);
+            if let Some(change) = self.scaler.decide(&key, current, &schedules, &local_now) {
+                changes.push(change);
+            }
+        }
+        self.record_changes(&changes);
+        !changes.is_empty()
+    }
+
+    /// The activator's pokes: versions with held requests and no instance want one now.
+    fn wake(&mut self, keys: Vec<VersionKey>) -> bool {
+        let mut changes = Vec::new();
+        for key in keys {
+            let demand = self.gates.get(&key).map_or(1, |g| g.demand());
+            if let Some(change) = self.scaler.wake(&key, demand) {
+                changes.push(change);
+            }
+        }
+        self.record_changes(&changes);
+        !changes.is_empty()
+    }
+
+    fn record_changes(&self, changes: &[Change]) {
+        for change in changes {
+            let message = change.describe();
+            info!(service = %change.key.1, "Scaling: {message}");
+            let _ = self
+                .store
+                .record_event(&change.key.0, &change.key.1, "scale", &message);
+        }
     }
 
     fn status(&self) -> RuntimeStatus {
@@ -512,6 +702,7 @@ impl Reconciler {
                     .get(&i.key)
                     .map_or(0, |h| h.consecutive_failures),
                 started_at: i.info.started_at,
+                inflight: i.endpoint.inflight() as u32,
             })
             .collect();
         instances.sort_by(|a, b| {
@@ -528,12 +719,11 @@ impl Reconciler {
             .iter()
             .map(|v| {
                 let key = (v.namespace.clone(), v.service.clone(), v.name.clone());
-                let ready = self
-                    .instances
-                    .values()
-                    .filter(|i| i.key == key && i.state == InstanceState::Ready)
-                    .count() as u32;
-                let desired = v.spec.steady_instances();
+                let ready = self.ready_count(&key) as u32;
+                let desired = self.scaler.desired(&key).unwrap_or(0);
+                let gate = self.gates.get(&key).map(|g| g.stats()).unwrap_or_default();
+                let cold = self.cold.get(&key);
+                let scaling_reason = self.scaler.reason(&key).map(str::to_string);
                 let health = self.health.get(&key);
                 let failure = health.and_then(|h| h.failure.clone());
                 let state = if ready > 0 {
@@ -554,6 +744,11 @@ impl Reconciler {
                     desired_instances: desired,
                     reason: failure,
                     last_log_lines: health.map(|h| h.last_log_lines.clone()).unwrap_or_default(),
+                    scaling_reason,
+                    inflight: gate.inflight as u32,
+                    queued: gate.queued as u32,
+                    cold_starts: cold.map_or(0, |c| c.count),
+                    last_cold_start_ms: cold.and_then(|c| c.last_ms),
                 }
             })
             .collect();
@@ -566,9 +761,35 @@ impl Reconciler {
     /// Runs until `shutdown` fires, then drains and stops every instance.
     pub async fn run(mut self, changed: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut sample = tokio::time::interval(SAMPLE_EVERY);
+        let mut decide = tokio::time::interval(self.scaler.tick());
+        for timer in [&mut tick, &mut sample, &mut decide] {
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
         loop {
             tokio::select! {
                 _ = changed.notified() => self.reconcile().await,
+                Some(key) = self.cold_rx.recv() => {
+                    // One poke per held request: take the whole burst at once.
+                    let mut keys = vec![key];
+                    while let Ok(key) = self.cold_rx.try_recv() {
+                        if !keys.contains(&key) {
+                            keys.push(key);
+                        }
+                    }
+                    if self.wake(keys) {
+                        self.reconcile().await;
+                    }
+                }
+                _ = sample.tick() => self.sample_demand(),
+                _ = decide.tick() => {
+                    if self.decide_all() {
+                        self.reconcile().await;
+                    } else {
+                        // In-flight and queue figures in the status stay fresh.
+                        self.status_tx.send_replace(Arc::new(self.status()));
+                    }
+                }
                 Some(report) = self.reports_rx.recv() => {
                     self.handle(report);
                     // Batch whatever else already arrived before touching routes.

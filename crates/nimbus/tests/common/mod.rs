@@ -247,6 +247,8 @@ pub struct Server {
     pub gateway: String,
     pub token: String,
     child: Option<Child>,
+    /// Extra `nimbus server` flags, kept across restarts.
+    extra_args: Vec<String>,
     starts: u32,
     stderr_path: PathBuf,
     http: reqwest::Client,
@@ -261,6 +263,11 @@ struct Ready {
 impl Server {
     /// Starts a server on a fresh temp data dir and waits for its ready line.
     pub async fn start() -> Server {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`Server::start`], with extra `nimbus server` flags (e.g. short autoscaler windows).
+    pub async fn start_with(extra_args: &[&str]) -> Server {
         let marker = unique_id();
         let root = std::env::temp_dir().join(format!("nimbus-test-{marker}"));
         let data = root.join("data");
@@ -279,6 +286,7 @@ impl Server {
             gateway: String::new(),
             token: String::new(),
             child: None,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             starts: 0,
             http,
         };
@@ -308,6 +316,7 @@ impl Server {
             .arg("--data")
             .arg(&self.data)
             .args(["--api", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(&self.extra_args)
             .env("NIMBUS_TEST_RUN", &self.marker)
             .env("NO_COLOR", "1") // plain server logs in the stderr file
             .env_remove("NIMBUS_API")

@@ -1,0 +1,301 @@
+//! The reconciler's autoscaling bookkeeping: per version, the demand window the gateway's gates
+//! feed, the decider's state and the instance count it chose. The math lives in
+//! `nimbus-autoscaler`; this module only keeps its inputs and outputs per version.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use nimbus_autoscaler::schedule::{self, Schedule};
+use nimbus_autoscaler::{decide, DeciderState, SampleWindow, ScalingConfig};
+use nimbus_model::VersionSpec;
+use nimbus_store::ScheduleRecord;
+
+use super::plan::VersionKey;
+
+/// Server-wide autoscaler timings (`nimbus server --scale-*`); the per-version knobs come from
+/// the version's spec.
+#[derive(Debug, Clone, Copy)]
+pub struct ScalingTimings {
+    pub stable_window: Duration,
+    pub panic_window: Duration,
+    /// How often the decider runs.
+    pub tick: Duration,
+    /// Scale down only to the highest recommendation of this long ago.
+    pub scale_down_delay: Duration,
+}
+
+impl Default for ScalingTimings {
+    fn default() -> Self {
+        let defaults = ScalingConfig::default();
+        Self {
+            stable_window: defaults.stable_window,
+            panic_window: defaults.panic_window,
+            tick: defaults.tick,
+            scale_down_delay: defaults.scale_down_delay,
+        }
+    }
+}
+
+/// How often the gates' demand is sampled into the windows.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// A change of a version's desired instance count, for the events timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub key: VersionKey,
+    pub from: u32,
+    pub to: u32,
+    pub reason: &'static str,
+    /// Stable-window demand (requests in flight + queued) when the decision was made.
+    pub demand: f64,
+    /// Requests each instance is aimed at.
+    pub target: f64,
+}
+
+impl Change {
+    pub fn describe(&self) -> String {
+        format!(
+            "version {}: {} → {} instances ({}; demand {:.2}, target {:.1} per instance)",
+            self.key.2, self.from, self.to, self.reason, self.demand, self.target
+        )
+    }
+}
+
+struct VersionScaling {
+    config: ScalingConfig,
+    window: SampleWindow,
+    state: DeciderState,
+    desired: u32,
+    reason: &'static str,
+}
+
+/// Per-version autoscaler state, owned by the reconciler.
+pub struct Scaler {
+    timings: ScalingTimings,
+    origin: Instant,
+    versions: HashMap<VersionKey, VersionScaling>,
+}
+
+impl Scaler {
+    pub fn new(timings: ScalingTimings) -> Self {
+        Self {
+            timings,
+            origin: Instant::now(),
+            versions: HashMap::new(),
+        }
+    }
+
+    pub fn tick(&self) -> Duration {
+        self.timings.tick
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn config(&self, spec: &VersionSpec) -> ScalingConfig {
+        ScalingConfig {
+            concurrency: spec.concurrency,
+            target_utilization: spec.target_utilization,
+            stable_window: self.timings.stable_window,
+            panic_window: self.timings.panic_window.min(self.timings.stable_window),
+            scale_to_zero_grace: Duration::from_secs(spec.scale_to_zero_after_secs),
+            scale_down_delay: self.timings.scale_down_delay,
+            min: spec.min_instances,
+            max: spec.max_instances,
+            tick: self.timings.tick,
+            ..ScalingConfig::default()
+        }
+    }
+
+    /// Keeps one entry per existing version: new ones start at `initial(key, spec)`, known ones
+    /// take the spec's current knobs (scaling changes apply in place), deleted ones are dropped.
+    pub fn sync<'a>(
+        &mut self,
+        versions: impl Iterator<Item = (VersionKey, &'a VersionSpec)>,
+        initial: impl Fn(&VersionKey, &VersionSpec) -> u32,
+    ) {
+        let mut seen = HashMap::new();
+        for (key, spec) in versions {
+            let config = self.config(spec);
+            match self.versions.get_mut(&key) {
+                Some(v) => {
+                    // A scaling update may move the bounds: honour them at once.
+                    v.desired = v.desired.clamp(config.min, config.max.max(config.min));
+                    v.config = config;
+                }
+                None => {
+                    let desired = initial(&key, spec).clamp(spec.min_instances, spec.max_instances);
+                    let window = config.window();
+                    self.versions.insert(
+                        key.clone(),
+                        VersionScaling {
+                            config,
+                            window,
+                            state: DeciderState::default(),
+                            desired,
+                            reason: "initial",
+                        },
+                    );
+                }
+            }
+            seen.insert(key, ());
+        }
+        self.versions.retain(|key, _| seen.contains_key(key));
+    }
+
+    /// Adds one demand sample (time-weighted average since the previous one).
+    pub fn record(&mut self, key: &VersionKey, demand: f64) {
+        let now = self.now();
+        if let Some(v) = self.versions.get_mut(key) {
+            v.window.record(now, demand);
+        }
+    }
+
+    /// Runs the decider for one version with `current` instances running or starting, under
+    /// the service's `schedules` (evaluated in the server's local time zone).
+    pub fn decide(
+        &mut self,
+        key: &VersionKey,
+        current: u32,
+        schedules: &[Schedule],
+        local_now: &chrono::DateTime<chrono::Local>,
+    ) -> Option<Change> {
+        let now = self.now();
+        let v = self.versions.get_mut(key)?;
+        let active = schedule::active(schedules, &key.2, local_now, schedule::DEFAULT_LOOKBACK);
+        let bounds = v.config.bounds(active.as_ref());
+        let (decision, state) = decide(&v.config, bounds, &v.window, &v.state, now, current);
+        v.state = state;
+        let from = v.desired;
+        v.desired = decision.desired;
+        v.reason = decision.reason.as_str();
+        (from != decision.desired).then(|| Change {
+            key: key.clone(),
+            from,
+            to: decision.desired,
+            reason: v.reason,
+            demand: decision.stable_demand,
+            target: decision.target,
+        })
+    }
+
+    /// The activator: a request found no ready instance. If none is wanted, want one now
+    /// (more follow at the next decision if the burst needs them).
+    pub fn wake(&mut self, key: &VersionKey, demand: usize) -> Option<Change> {
+        let now = self.now();
+        let v = self.versions.get_mut(key)?;
+        v.window.record(now, demand.max(1) as f64);
+        if v.desired > 0 || v.config.max == 0 {
+            return None;
+        }
+        v.desired = 1;
+        v.reason = "activator";
+        Some(Change {
+            key: key.clone(),
+            from: 0,
+            to: 1,
+            reason: v.reason,
+            demand: demand as f64,
+            target: v.config.target(),
+        })
+    }
+
+    pub fn desired(&self, key: &VersionKey) -> Option<u32> {
+        self.versions.get(key).map(|v| v.desired)
+    }
+
+    pub fn reason(&self, key: &VersionKey) -> Option<&'static str> {
+        self.versions.get(key).map(|v| v.reason)
+    }
+
+    pub fn keys(&self) -> Vec<VersionKey> {
+        self.versions.keys().cloned().collect()
+    }
+}
+
+/// The stored schedules of one service, as the autoscaler reads them.
+pub fn schedules_of(records: &[ScheduleRecord], namespace: &str, service: &str) -> Vec<Schedule> {
+    records
+        .iter()
+        .filter(|r| r.namespace == namespace && r.service == service)
+        .map(|r| Schedule {
+            id: r.id,
+            cron: r.cron.clone(),
+            min: r.min_instances,
+            max: r.max_instances,
+            version: r.version.clone(),
+            duration_secs: r.duration_secs,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> VersionKey {
+        ("default".into(), "hello".into(), "v1".into())
+    }
+
+    fn spec(min: u32, max: u32) -> VersionSpec {
+        let mut spec = nimbus_model::VersionInput {
+            command: Some("true".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("valid spec");
+        spec.min_instances = min;
+        spec.max_instances = max;
+        spec
+    }
+
+    #[test]
+    fn new_versions_start_at_initial_clamped_and_follow_bound_changes() {
+        let mut scaler = Scaler::new(ScalingTimings::default());
+        let s = spec(2, 5);
+        scaler.sync([(key(), &s)].into_iter(), |_, _| 1);
+        assert_eq!(scaler.desired(&key()), Some(2), "raised to min");
+        assert_eq!(scaler.reason(&key()), Some("initial"));
+
+        let s = spec(0, 1);
+        scaler.sync([(key(), &s)].into_iter(), |_, _| 9);
+        assert_eq!(scaler.desired(&key()), Some(1), "lowered to the new max");
+
+        scaler.sync(std::iter::empty(), |_, _| 1);
+        assert_eq!(
+            scaler.desired(&key()),
+            None,
+            "deleted versions are forgotten"
+        );
+    }
+
+    #[test]
+    fn wake_only_from_zero() {
+        let mut scaler = Scaler::new(ScalingTimings::default());
+        let s = spec(0, 3);
+        scaler.sync([(key(), &s)].into_iter(), |_, _| 0);
+        let change = scaler.wake(&key(), 4).expect("woken");
+        assert_eq!((change.from, change.to, change.reason), (0, 1, "activator"));
+        assert_eq!(scaler.wake(&key(), 4), None, "already waking");
+    }
+
+    #[test]
+    fn schedules_are_filtered_by_service() {
+        let record = |id, service: &str| ScheduleRecord {
+            id,
+            namespace: "default".into(),
+            service: service.into(),
+            version: None,
+            cron: "* * * * *".into(),
+            min_instances: 2,
+            max_instances: None,
+            duration_secs: None,
+            created_at: 0,
+        };
+        let records = vec![record(1, "hello"), record(2, "other")];
+        let mine = schedules_of(&records, "default", "hello");
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0].id, 1);
+    }
+}
