@@ -77,7 +77,7 @@ pub struct VersionSpec {
     pub target_utilization: f64,
     #[serde(default = "default_scale_to_zero_after")]
     pub scale_to_zero_after_secs: u64,
-    /// `None`: 10× the version's total capacity.
+    /// `None`: 10× the capacity the version can reach (concurrency × max instances).
     #[serde(default)]
     pub queue_depth: Option<u32>,
 }

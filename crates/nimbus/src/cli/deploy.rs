@@ -57,7 +57,8 @@ pub struct DeployArgs {
     /// Idle seconds before a --min-instances 0 version scales to zero (default 30).
     #[arg(long = "scale-to-zero-after", value_name = "SECS")]
     pub scale_to_zero_after_secs: Option<u64>,
-    /// Requests that may wait for a free slot (default 10x total capacity); beyond it 503.
+    /// Requests that may wait for a free slot (default 10 x concurrency x max instances);
+    /// beyond it 503.
     #[arg(long, value_name = "N")]
     pub queue_depth: Option<u32>,
     /// Create the version without moving traffic to it (test it on its own URL first).

@@ -495,8 +495,9 @@ impl Reconciler {
                         }),
                     )
                 });
-                let planned = self.scaler.desired(&key).unwrap_or(0);
-                let instances = (endpoints.len() as u32).max(planned);
+                // The queue absorbs a burst while the version scales up to its max, so its
+                // default depth is 10x the capacity the version can reach.
+                let instances = (endpoints.len() as u32).max(v.spec.max_instances);
                 gate.update(
                     endpoints,
                     GateLimits {

@@ -319,6 +319,7 @@ impl Server {
             .args(&self.extra_args)
             .env("NIMBUS_TEST_RUN", &self.marker)
             .env("NO_COLOR", "1") // plain server logs in the stderr file
+            .env("TZ", "UTC") // scaling schedules run in the server's time zone
             .env_remove("NIMBUS_API")
             .env_remove("NIMBUS_TOKEN")
             .env_remove("NIMBUS_DATA")
