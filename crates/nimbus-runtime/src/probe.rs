@@ -15,7 +15,12 @@ use crate::{DriverError, ProbeError};
 mod tests;
 
 /// First gap between two probe attempts; it grows by half each time up to [`MAX_DELAY`].
-const FIRST_DELAY: Duration = Duration::from_millis(10);
+/// Probes are this far apart during the first [`FAST_PHASE`]: a cold start's held requests wait
+/// for the probe, so its period is added to every cold start (a refused connect costs
+/// microseconds, so polling this often is cheap).
+const FIRST_DELAY: Duration = Duration::from_millis(1);
+/// How long probing stays at [`FIRST_DELAY`] before backing off towards [`MAX_DELAY`].
+const FAST_PHASE: Duration = Duration::from_secs(2);
 const MAX_DELAY: Duration = Duration::from_millis(100);
 /// Connect + response deadline of one attempt (cut short by the overall timeout).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -33,8 +38,8 @@ pub fn pick_free_port() -> Result<u16, DriverError> {
 }
 
 /// Polls `GET http://127.0.0.1:{port}{health_path}` until it answers 2xx, 3xx or 4xx (anything
-/// that proves the app serves HTTP), and returns how long that took. Attempts start ~10 ms apart
-/// and back off to ~100 ms; each has its own short connect/response deadline. 5xx, refused and
+/// that proves the app serves HTTP), and returns how long that took. Attempts are 1 ms apart for
+/// the first 2 s, then back off to ~100 ms; each has its own short connect/response deadline. 5xx, refused and
 /// hung connections count as not ready yet.
 pub async fn wait_ready(
     port: u16,
@@ -67,7 +72,9 @@ pub async fn wait_ready(
             break;
         }
         tokio::time::sleep(delay.min(deadline - now)).await;
-        delay = (delay * 3 / 2).min(MAX_DELAY);
+        if started.elapsed() >= FAST_PHASE {
+            delay = (delay * 3 / 2).min(MAX_DELAY);
+        }
     }
     Err(ProbeError::Timeout {
         port,

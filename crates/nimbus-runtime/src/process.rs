@@ -182,7 +182,7 @@ impl ProcessDriver {
         let mut command = Command::new("sh");
         command
             .arg("-c")
-            .arg(&spec.command)
+            .arg(shell_script(&spec.command))
             .envs(&spec.env)
             .env("PORT", spec.port.to_string())
             .env("NIMBUS_NAMESPACE", &spec.namespace)
@@ -526,6 +526,31 @@ async fn kill_verified(record: &PidRecord, grace: Duration) -> Result<(), Driver
 }
 
 /// A record we can act on: the leader's pid is its group id, as `process_group(0)` makes it.
+/// The script `sh -c` runs for `command`: a plain command (no shell syntax beyond words and
+/// quotes) is prefixed with `exec`, so the app replaces the shell instead of running as its child
+/// (one process per instance, and one fork less on every cold start). Anything else runs as given.
+pub(crate) fn shell_script(command: &str) -> String {
+    let trimmed = command.trim();
+    let first = trimmed.split_whitespace().next().unwrap_or("");
+    let syntax = trimmed.chars().any(|c| {
+        matches!(
+            c,
+            ';' | '&' | '|' | '<' | '>' | '(' | ')' | '`' | '$' | '\n' | '#' | '*' | '?' | '['
+        )
+    });
+    // `VAR=x app` and shell keywords/builtins do not work (or mean something else) after `exec`.
+    const KEYWORDS: &[&str] = &[
+        "if", "then", "else", "elif", "fi", "case", "esac", "for", "while", "until", "do", "done",
+        "{", "}", "!", "exec", "cd", "export", "set", "unset", "eval", ".", "source", "exit",
+        "return", "trap", "ulimit", "umask", "wait", "readonly", "local", "alias",
+    ];
+    if trimmed.is_empty() || syntax || first.contains('=') || KEYWORDS.contains(&first) {
+        command.to_string()
+    } else {
+        format!("exec {trimmed}")
+    }
+}
+
 fn verifiable(record: &PidRecord) -> bool {
     record.info.pid.is_some_and(|pid| pid as i32 == record.pgid)
         && record.pgid > 1

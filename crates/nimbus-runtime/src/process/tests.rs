@@ -510,3 +510,38 @@ fn new_needs_a_runtime() {
         Err(DriverError::NoRuntime)
     ));
 }
+
+#[test]
+fn plain_commands_replace_the_shell() {
+    let cases = [
+        ("app", "exec app"),
+        (
+            "  /usr/bin/app --port 8080 ",
+            "exec /usr/bin/app --port 8080",
+        ),
+        (
+            "'/path with space/app' -v",
+            "exec '/path with space/app' -v",
+        ),
+        ("python3 -m http.server", "exec python3 -m http.server"),
+        // Shell syntax, assignments and keywords run as written.
+        ("a && b", "a && b"),
+        ("app; other", "app; other"),
+        ("app | tee out", "app | tee out"),
+        ("app > log", "app > log"),
+        ("echo $PORT", "echo $PORT"),
+        ("FOO=1 app", "FOO=1 app"),
+        ("cd dir", "cd dir"),
+        ("exec app", "exec app"),
+        (
+            "while true; do sleep 1; done",
+            "while true; do sleep 1; done",
+        ),
+        ("ls *.txt", "ls *.txt"),
+        ("app\nother", "app\nother"),
+        ("", ""),
+    ];
+    for (command, expected) in cases {
+        assert_eq!(super::shell_script(command), expected, "{command:?}");
+    }
+}

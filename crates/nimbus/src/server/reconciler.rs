@@ -98,6 +98,8 @@ pub struct Reconciler {
     cold_ready: Vec<(VersionKey, String, Duration)>,
     /// Set after the first reconcile: versions seen later are new deploys.
     booted: bool,
+    /// The store changed since `desired` was read (or a read failed).
+    store_changed: bool,
 }
 
 fn describe_exit(status: &ExitStatus) -> String {
@@ -137,6 +139,7 @@ impl Reconciler {
             cold: HashMap::new(),
             cold_ready: Vec::new(),
             booted: false,
+            store_changed: true,
         };
         (reconciler, status_rx)
     }
@@ -157,10 +160,21 @@ impl Reconciler {
 
     /// One full pass: read the store, start and stop instances, publish routes and status.
     pub async fn reconcile(&mut self) {
-        match self.store.snapshot() {
-            Ok(desired) => self.desired = desired,
-            Err(error) => {
-                warn!(%error, "Could not read desired state; keeping the last one.");
+        self.store_changed = true;
+        self.reconcile_known().await;
+    }
+
+    /// A pass on the desired state already read, unless something marked it stale: reports and
+    /// activator pokes change only live state, and skipping the store read keeps a cold start's
+    /// path short.
+    async fn reconcile_known(&mut self) {
+        if std::mem::take(&mut self.store_changed) {
+            match self.store.snapshot() {
+                Ok(desired) => self.desired = desired,
+                Err(error) => {
+                    self.store_changed = true;
+                    warn!(%error, "Could not read desired state; keeping the last one.");
+                }
             }
         }
         let now = Instant::now();
@@ -406,6 +420,7 @@ impl Reconciler {
                     // The deploy asked for all traffic once ready; the next reconcile re-reads it.
                     match self.store.promote(&key.0, &key.1, &key.2) {
                         Ok(true) => {
+                            self.store_changed = true;
                             info!(service = %key.1, version = %key.2, "Version is ready and takes all traffic.")
                         }
                         Ok(false) => {}
@@ -663,8 +678,9 @@ impl Reconciler {
         !changes.is_empty()
     }
 
-    /// The activator's pokes: versions with held requests and no instance want one now.
-    fn wake(&mut self, keys: Vec<VersionKey>) -> bool {
+    /// The activator's pokes: versions with held requests and no instance want one now. The
+    /// caller starts them first and records the events after (a store write is not free).
+    fn wake(&mut self, keys: Vec<VersionKey>) -> Vec<Change> {
         let mut changes = Vec::new();
         for key in keys {
             let demand = self.gates.get(&key).map_or(1, |g| g.demand());
@@ -672,8 +688,7 @@ impl Reconciler {
                 changes.push(change);
             }
         }
-        self.record_changes(&changes);
-        !changes.is_empty()
+        changes
     }
 
     fn record_changes(&self, changes: &[Change]) {
@@ -778,14 +793,16 @@ impl Reconciler {
                             keys.push(key);
                         }
                     }
-                    if self.wake(keys) {
-                        self.reconcile().await;
+                    let changes = self.wake(keys);
+                    if !changes.is_empty() {
+                        self.reconcile_known().await;
+                        self.record_changes(&changes);
                     }
                 }
                 _ = sample.tick() => self.sample_demand(),
                 _ = decide.tick() => {
                     if self.decide_all() {
-                        self.reconcile().await;
+                        self.reconcile_known().await;
                     } else {
                         // In-flight and queue figures in the status stay fresh.
                         self.status_tx.send_replace(Arc::new(self.status()));
@@ -797,7 +814,7 @@ impl Reconciler {
                     while let Ok(report) = self.reports_rx.try_recv() {
                         self.handle(report);
                     }
-                    self.reconcile().await;
+                    self.reconcile_known().await;
                 }
                 _ = tick.tick() => {
                     // Restarts after a crash backoff run from here.

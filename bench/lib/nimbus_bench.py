@@ -1,0 +1,125 @@
+"""Shared helpers for Nimbus benchmarks: start a release `nimbus server` on loopback with a
+private data dir, call its API, and time HTTP requests. Standard library only."""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+RELEASE = os.path.join(ROOT, "target", "release")
+NIMBUS = os.path.join(RELEASE, "nimbus")
+SAMPLE_APP = os.path.join(RELEASE, "nimbus-sample-app")
+
+
+def build_release():
+    subprocess.run(
+        ["cargo", "build", "--release", "-q", "-p", "nimbus", "-p", "nimbus-sample-app"],
+        cwd=ROOT,
+        check=True,
+    )
+
+
+class Server:
+    """A `nimbus server` with its own data dir; stopped (SIGTERM) by `close`."""
+
+    def __init__(self, extra_args=()):
+        self.dir = tempfile.mkdtemp(prefix="nimbus-bench-")
+        self.data = os.path.join(self.dir, "data")
+        self.log = open(os.path.join(self.dir, "server.log"), "wb")
+        self.proc = subprocess.Popen(
+            [NIMBUS, "server", "--data", self.data, "--api", "127.0.0.1:0", "--http", "127.0.0.1:0", *extra_args],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            env={**os.environ, "NO_COLOR": "1", "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            start_new_session=True,
+        )
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("nimbus ready:"):
+            raise RuntimeError(f"server did not start: {line!r}; log in {self.dir}")
+        fields = dict(part.split("=", 1) for part in line.split()[2:])
+        self.api = fields["api"].removeprefix("http://")
+        self.gateway = fields["gateway"].removeprefix("http://")
+        with open(os.path.join(self.data, "admin.token")) as f:
+            self.token = f.read().strip()
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def call(self, method, path, body=None):
+        conn = http.client.HTTPConnection(self.api, timeout=60)
+        headers = {"authorization": f"Bearer {self.token}"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body)
+            headers["content-type"] = "application/json"
+        conn.request(method, path, payload, headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        answer = json.loads(data) if data else None
+        if resp.status >= 400:
+            raise RuntimeError(f"{method} {path}: {resp.status} {answer}")
+        return answer
+
+    def deploy(self, service, **spec):
+        return self.call("POST", f"/v1/namespaces/default/services/{service}/versions", spec)
+
+    def version(self, service, name="v1"):
+        return self.call("GET", f"/v1/namespaces/default/services/{service}/versions/{name}")
+
+    def events(self, service):
+        return self.call("GET", f"/v1/namespaces/default/services/{service}/events?limit=1000")["events"]
+
+    def wait(self, what, check, timeout=60.0, every=0.05):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(every)
+        raise RuntimeError(f"timed out waiting for {what}")
+
+    def wait_zero(self, service):
+        def idle():
+            v = self.version(service)
+            return v["desired_instances"] == 0 and v["ready_instances"] == 0 and not self.instances(service)
+        self.wait(f"{service} at zero", idle, timeout=120, every=0.1)
+
+    def instances(self, service):
+        return self.call("GET", f"/v1/instances?namespace=default&service={service}")["instances"]
+
+    def host(self, service):
+        return f"{service}--default.nimbus.localhost"
+
+
+def get(addr, path, host=None, timeout=60):
+    """One GET on a fresh connection; returns (status, body, seconds)."""
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection(addr, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"host": host} if host else {})
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, body, time.perf_counter() - started
+    finally:
+        conn.close()
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
