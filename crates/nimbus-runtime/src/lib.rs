@@ -41,7 +41,7 @@ pub use probe::{pick_free_port, wait_ready};
 pub use process::{ProcessConfig, ProcessDriver};
 
 /// What to run for one instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InstanceSpec {
     /// Chosen by the caller, e.g. `hello-v1-3f9a2c`; must be safe as a file name
     /// (`[A-Za-z0-9._-]`, not starting with `.`).
@@ -61,10 +61,45 @@ pub struct InstanceSpec {
 }
 
 /// What a container driver needs beyond [`InstanceSpec`]'s runtime-neutral fields.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// For containers, [`InstanceSpec::command`] is optional: empty runs the image's own
+/// entrypoint/command; otherwise it replaces them with `/bin/sh -c COMMAND`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ContainerSpec {
-    /// Image reference, e.g. `nimbus/hello:v1` or `busybox:latest`.
+    /// Image reference, e.g. `nimbus/hello:v1` or `busybox:latest`. Must exist locally.
     pub image: String,
+    /// CPU limit in cores (`0.5` = half a core); `None` = no limit.
+    pub cpu: Option<f64>,
+    /// Memory limit in bytes (swap included, so no swapping past it); `None` = no limit.
+    pub memory_bytes: Option<u64>,
+    /// Size cap of the tmpfs mounted at `/tmp`.
+    pub tmp_size_bytes: u64,
+    /// Named volumes to mount (created beforehand).
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// `/tmp` of a container is a tmpfs of this size unless the version says otherwise.
+pub const DEFAULT_TMP_SIZE_BYTES: u64 = 512 * 1024 * 1024;
+
+impl Default for ContainerSpec {
+    fn default() -> Self {
+        Self {
+            image: String::new(),
+            cpu: None,
+            memory_bytes: None,
+            tmp_size_bytes: DEFAULT_TMP_SIZE_BYTES,
+            volumes: Vec::new(),
+        }
+    }
+}
+
+/// A named volume mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeMount {
+    /// The user's volume name (`nimbus volumes create NAME`), not the engine's.
+    pub name: String,
+    /// Absolute path inside the container, e.g. `/data`.
+    pub path: String,
 }
 
 /// A started or adopted instance.
