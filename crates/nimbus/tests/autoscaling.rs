@@ -498,6 +498,13 @@ async fn scale_changes_bounds_without_a_new_version() {
         (v["ready_instances"] == 2).then_some(())
     })
     .await;
+    let out = server.cli_ok(&["service", "show", "knobs"]).await;
+    assert!(
+        out.stdout.contains("v1: 2 ready / 2 desired (min)"),
+        "service show has desired vs actual and the reason:\n{out}"
+    );
+    let out = server.cli_ok(&["instances", "knobs"]).await;
+    assert!(out.stdout.contains("INFLIGHT"), "{out}");
     let out = server
         .cli(&["scale", "knobs", "--min", "9", "--max", "3"])
         .await;

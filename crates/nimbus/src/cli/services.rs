@@ -1,13 +1,14 @@
 //! `nimbus services`, `nimbus service show NAME`, `nimbus service delete NAME`.
 
 use super::table::{self, now_secs, or_dash, split_text};
-use super::views::ServiceView;
+use super::views::{ServiceView, VersionView};
 use super::{decode, decode_list, print_json, CliError, Ctx};
 
 /// `nimbus service ...`.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ServiceCmd {
-    /// Show a service: URL, domains, traffic split and rules, versions.
+    /// Show a service: URL, domains, traffic split and rules, versions, and per version the
+    /// ready vs desired instances with the autoscaler's reason.
     Show {
         /// Service name.
         name: String,
@@ -74,6 +75,14 @@ pub async fn run(ctx: &Ctx, cmd: ServiceCmd) -> Result<(), CliError> {
                 print_json(&answer)?;
             } else {
                 out!("{}", service_text(&decode(&answer)?, now_secs()));
+                let versions = ctx
+                    .client
+                    .get(
+                        &["v1", "namespaces", ctx.ns(), "services", &name, "versions"],
+                        &[],
+                    )
+                    .await?;
+                out!("{}", scaling_text(&decode_list(&versions, "versions")?));
             }
         }
         ServiceCmd::Delete { name } => {
@@ -125,6 +134,28 @@ fn service_text(s: &ServiceView, now: u64) -> String {
     out
 }
 
+/// Per version: ready vs desired instances and why, load now, cold starts.
+fn scaling_text(versions: &[VersionView]) -> String {
+    let mut out = String::from("scaling:\n");
+    for v in versions {
+        let cold = match (v.cold_starts, v.last_cold_start_ms) {
+            (0, _) => String::new(),
+            (n, Some(ms)) => format!(", {n} cold start(s), last {ms} ms"),
+            (n, None) => format!(", {n} cold start(s)"),
+        };
+        out.push_str(&format!(
+            "  {}: {} ready / {} desired ({}), {} in flight, {} queued{cold}\n",
+            v.name,
+            v.ready_instances,
+            v.desired_instances,
+            v.scaling_reason.as_deref().unwrap_or("-"),
+            v.inflight,
+            v.queued,
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -151,6 +182,33 @@ hello  http://hello--default.nimbus.localhost:8000  v1=90%, v2=10% (+1 rule)  3
 empty  -                                            -                         0
 ";
         assert_eq!(services_table(&[service(), bare]), expected);
+    }
+
+    #[test]
+    fn scaling_lines() {
+        let versions = [
+            VersionView {
+                name: "v1".into(),
+                ready_instances: 2,
+                desired_instances: 3,
+                scaling_reason: Some("panic".into()),
+                inflight: 120,
+                queued: 4,
+                cold_starts: 2,
+                last_cold_start_ms: Some(5),
+                ..Default::default()
+            },
+            VersionView {
+                name: "v2".into(),
+                scaling_reason: Some("zero".into()),
+                ..Default::default()
+            },
+        ];
+        assert_eq!(
+            scaling_text(&versions),
+            "scaling:\n  v1: 2 ready / 3 desired (panic), 120 in flight, 4 queued, 2 cold start(s), last 5 ms\n  \
+             v2: 0 ready / 0 desired (zero), 0 in flight, 0 queued\n"
+        );
     }
 
     #[test]
