@@ -96,6 +96,17 @@ if ! scripts/docker-up.sh; then
   printf '\n!!! %s\n' "$docker_note"
 fi
 
+# Python modules some tests drive real clients with: the OpenMetrics parser for /metrics, boto3
+# for the S3 endpoint.
+need_py() {
+  python3 -c "import $1" >/dev/null 2>&1 && return 0
+  log "installing python package $2"
+  python3 -m pip install -q "$2"
+}
+need_pkg python3
+need_py prometheus_client prometheus_client
+need_py boto3 boto3
+
 # --- checks ----------------------------------------------------------------------------------
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings

@@ -586,3 +586,154 @@ pub async fn remove_schedule(
     state.changed();
     Ok(Json(json!({"deleted": id})))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    pub namespace: Option<String>,
+    pub service: Option<String>,
+    pub version: Option<String>,
+    /// How far back: `30m`, `24h`, `7d` (default `24h`).
+    pub since: Option<String>,
+    /// `service` (default), `version` or `day`.
+    pub by: Option<String>,
+}
+
+/// `30m`, `24h`, `7d`, `90s` → minutes (rounded up, at least 1).
+pub fn parse_since(text: &str) -> Result<u64, ApiError> {
+    let invalid = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_since",
+            format!("since {text:?} is not a duration like 30m, 24h or 7d"),
+            Some("since"),
+        )
+    };
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(invalid)?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| invalid())?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(invalid()),
+    };
+    if seconds == 0 || seconds > 400 * 86_400 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_since",
+            format!("since {text:?} must be between 1s and 400d"),
+            Some("since"),
+        ));
+    }
+    Ok(seconds.div_ceil(60))
+}
+
+/// Quantities in the units a person reads, next to the exact integer ones.
+fn usage_json(u: &nimbus_metering::Usage) -> Value {
+    json!({
+        "cpu_seconds": u.cpu_seconds(),
+        "memory_used_gb_seconds": u.memory_used_gb_seconds(),
+        "memory_allocated_gb_seconds": u.memory_allocated_gb_seconds(),
+        "instance_seconds": u.instance_seconds(),
+        "requests": u.requests,
+        "egress_bytes": u.egress_bytes,
+        "ingress_bytes": u.ingress_bytes,
+        "build_seconds": u.build_seconds(),
+        "function_gb_seconds": u.function_gb_seconds(),
+        "exact": u,
+    })
+}
+
+pub async fn usage(State(state): State<ApiState>, Query(q): Query<UsageQuery>) -> ApiResult {
+    use nimbus_metering::{bill_gross, bill_month, calendar, minute_of, GroupBy, UsageFilter};
+    let by = match q.by.as_deref().unwrap_or("service") {
+        "service" => GroupBy::Service,
+        "version" => GroupBy::Version,
+        "day" => GroupBy::Day,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_group",
+                format!("cannot group usage by {other:?}; use service, version or day"),
+                Some("by"),
+            ))
+        }
+    };
+    let since_minutes = parse_since(q.since.as_deref().unwrap_or("24h"))?;
+    let now_minute = minute_of(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    );
+    let from_minute = now_minute.saturating_sub(since_minutes) + 1;
+    let filter = UsageFilter {
+        namespace: q.namespace.clone(),
+        service: q.service.clone(),
+        version: q.version.clone(),
+        from_minute,
+        until_minute: None,
+    };
+    let internal = |e: nimbus_metering::UsageStoreError| ApiError::internal(e.to_string());
+    let groups = state.usage.usage_by(&filter, by).map_err(internal)?;
+    let total = state.usage.usage_total(&filter).map_err(internal)?;
+    // The free tier is monthly: count what this month used before the window.
+    let month_start = calendar::month_start_minute(from_minute);
+    let earlier = state
+        .usage
+        .usage_total(&UsageFilter {
+            from_minute: month_start,
+            until_minute: Some(from_minute),
+            ..filter.clone()
+        })
+        .map_err(internal)?;
+    let groups: Vec<Value> = groups
+        .iter()
+        .map(|g| {
+            json!({
+                "namespace": g.namespace,
+                "service": g.service,
+                "version": g.version,
+                "day": g.day,
+                "usage": usage_json(&g.usage),
+                "cost": bill_gross(&state.prices, &g.usage),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "since_minutes": since_minutes,
+        "by": by,
+        "groups": groups,
+        "total": {
+            "usage": usage_json(&total),
+            "cost": bill_month(&state.prices, &earlier, &total),
+        },
+    })))
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn since_durations() {
+        let ok = [
+            ("30m", 30),
+            ("24h", 1440),
+            ("7d", 10_080),
+            ("90s", 2),
+            ("1s", 1),
+        ];
+        for (text, minutes) in ok {
+            assert_eq!(parse_since(text).ok(), Some(minutes), "{text}");
+        }
+        for bad in ["", "h", "24", "24x", "-1h", "0m", "1000d", "1.5h"] {
+            let e = parse_since(bad).expect_err(bad);
+            assert_eq!(e.field.as_deref(), Some("since"), "{bad}");
+        }
+    }
+}

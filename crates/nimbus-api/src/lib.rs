@@ -46,6 +46,12 @@ pub struct ApiState {
     pub status: watch::Receiver<Arc<RuntimeStatus>>,
     /// Wakes the reconciler after a write.
     pub reconcile: Arc<Notify>,
+    /// Renders the Prometheus text exposition for `GET /metrics`.
+    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Metered usage (per-minute rollups) for `GET /v1/usage`.
+    pub usage: Arc<nimbus_metering::UsageStore>,
+    /// Unit prices for `GET /v1/usage`.
+    pub prices: Arc<nimbus_metering::PriceSheet>,
 }
 
 impl ApiState {
@@ -99,6 +105,7 @@ pub fn router(state: ApiState) -> Router {
             get(handlers::service_events),
         )
         .route("/v1/events", get(handlers::events))
+        .route("/v1/usage", get(handlers::usage))
         .route("/v1/instances", get(handlers::list_instances))
         .route(
             "/v1/domains",
@@ -111,9 +118,41 @@ pub fn router(state: ApiState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/health", get(handlers::health))
+        .route("/metrics", get(metrics))
         .merge(protected)
         .fallback(handlers::not_found)
         .with_state(state)
+}
+
+/// `GET /metrics`: open to loopback clients (a local Prometheus), token required otherwise.
+async fn metrics(State(state): State<ApiState>, request: Request) -> Response {
+    use axum::response::IntoResponse;
+    let loopback = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some_and(|c| c.0.ip().is_loopback());
+    let presented = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let authorized =
+        presented.is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes()));
+    if !loopback && !authorized {
+        return ApiError::unauthorized(
+            "/metrics is open to loopback clients only; others need `Authorization: Bearer TOKEN`",
+        )
+        .into_response();
+    }
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        (state.metrics)(),
+    )
+        .into_response()
 }
 
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {

@@ -105,6 +105,14 @@ pub const ROUTES: &[RouteDoc] = &[
     ),
     (
         "get",
+        "/v1/usage",
+        "Metered usage and its cost (query: namespace, service, version, since=24h, by=service|version|day)",
+        None,
+        200,
+        "Usage",
+    ),
+    (
+        "get",
         "/v1/namespaces/{ns}/services/{service}/schedules",
         "List scheduled scaling policies",
         None,
@@ -240,6 +248,7 @@ fn schemas() -> Value {
         "Service": obj(json!({"namespace": s, "name": s, "url": s, "domains": {"type": "array", "items": s}, "traffic": {"type": "array", "items": {"$ref": "#/components/schemas/TrafficTarget"}}, "rules": {"type": "array", "items": {"$ref": "#/components/schemas/RouteRule"}}, "versions": {"type": "array", "items": s}, "created_at": i}), &["namespace", "name", "url", "domains", "traffic"]),
         "ServiceList": list_of("services", "Service"),
         "Deploy": {"type": "object", "additionalProperties": false, "properties": {"command": s, "env": {"type": "object", "additionalProperties": s}, "port": i, "health_path": s, "min_instances": i, "max_instances": i, "concurrency": i, "timeout_secs": i, "target_utilization": {"type": "number"}, "scale_to_zero_after_secs": i, "queue_depth": i, "no_traffic": {"type": "boolean"}, "new_version": {"type": "boolean"}}, "required": ["command"]},
+        "Usage": {"type": "object", "properties": {"since_minutes": i, "by": s, "groups": {"type": "array", "items": {"type": "object"}}, "total": {"type": "object"}}, "required": ["groups", "total"]},
         "NewSchedule": {"type": "object", "additionalProperties": false, "required": ["cron", "min_instances"], "properties": {"cron": s, "min_instances": i, "max_instances": {"type": ["integer", "null"]}, "version": {"type": ["string", "null"]}, "duration_secs": {"type": ["integer", "null"]}}},
         "Schedule": obj(json!({"id": i, "namespace": s, "service": s, "version": {"type": ["string", "null"]}, "cron": s, "min_instances": i, "max_instances": {"type": ["integer", "null"]}, "duration_secs": {"type": ["integer", "null"]}, "created_at": i}), &["id", "cron", "min_instances"]),
         "ScheduleList": obj(json!({"schedules": {"type": "array", "items": {"$ref": "#/components/schemas/Schedule"}}}), &["schedules"]),
@@ -313,6 +322,6 @@ mod tests {
             let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
             assert!(schemas.contains_key(&name), "dangling $ref {name}");
         }
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 18);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 19);
     }
 }

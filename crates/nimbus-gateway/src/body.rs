@@ -10,11 +10,16 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::gate::Permit;
+use crate::observe::Pending;
 
-/// A response body, without boxing on the hot path.
+/// A response body, without boxing on the hot path. It counts the bytes it sends and, when it is
+/// dropped (sent in full, failed, or abandoned by the client), reports the request to the
+/// gateway's observer, if any.
 #[derive(Debug)]
 pub struct GatewayBody {
     kind: Kind,
+    sent: u64,
+    pending: Option<Pending>,
 }
 
 #[derive(Debug)]
@@ -35,6 +40,8 @@ impl GatewayBody {
     pub fn full(bytes: Bytes) -> Self {
         Self {
             kind: Kind::Full(Full::new(bytes)),
+            sent: 0,
+            pending: None,
         }
     }
 
@@ -49,6 +56,30 @@ impl GatewayBody {
         let permit = if body.is_end_stream() { None } else { permit };
         Self {
             kind: Kind::Upstream { body, permit },
+            sent: 0,
+            pending: None,
+        }
+    }
+
+    /// Reports the request to the observer when this body is done.
+    pub(crate) fn observed(mut self, pending: Option<Pending>) -> Self {
+        self.pending = pending;
+        self
+    }
+}
+
+impl Drop for GatewayBody {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            pending.report(self.sent);
+        }
+    }
+}
+
+fn count<E>(sent: &mut u64, polled: &Poll<Option<Result<Frame<Bytes>, E>>>) {
+    if let Poll::Ready(Some(Ok(frame))) = polled {
+        if let Some(data) = frame.data_ref() {
+            *sent += data.len() as u64;
         }
     }
 }
@@ -61,15 +92,21 @@ impl Body for GatewayBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        match &mut self.get_mut().kind {
-            Kind::Full(full) => match Pin::new(full).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-                Poll::Ready(Some(Err(never))) => match never {},
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+        let this = self.get_mut();
+        match &mut this.kind {
+            Kind::Full(full) => {
+                let polled = match Pin::new(full).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+                    Poll::Ready(Some(Err(never))) => match never {},
+                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                };
+                count(&mut this.sent, &polled);
+                polled
+            }
             Kind::Upstream { body, permit } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
+                count(&mut this.sent, &polled);
                 match &polled {
                     Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
                         permit.take();

@@ -44,6 +44,7 @@ use tracing::{debug, field, Instrument};
 use crate::body::GatewayBody;
 use crate::error::GatewayError;
 use crate::gate::Permit;
+use crate::observe::{Pending, RequestRecord};
 use crate::route::Choice;
 use crate::server::Gateway;
 
@@ -77,6 +78,28 @@ pub(crate) async fn handle(
         .map(normalize_host)
         .unwrap_or_default();
     let request_id = request_id(req.headers());
+    let started = std::time::Instant::now();
+    let mut record = gateway.config().observer.as_ref().map(|_| RequestRecord {
+        at_ms: unix_ms(),
+        host: host.clone(),
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+        namespace: String::new(),
+        service: String::new(),
+        version: String::new(),
+        instance: None,
+        status: 0,
+        bytes_out: 0,
+        bytes_in: req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        duration: std::time::Duration::ZERO,
+        upstream: None,
+        request_id: request_id.to_str().unwrap_or_default().to_string(),
+    });
     let span = tracing::debug_span!(
         "request",
         host = %host,
@@ -86,7 +109,17 @@ pub(crate) async fn handle(
         request_id = request_id.to_str().unwrap_or_default(),
     );
     let response = async {
-        match proxy(&gateway, client, req, &host, raw_host, &request_id).await {
+        match proxy(
+            &gateway,
+            client,
+            req,
+            &host,
+            raw_host,
+            &request_id,
+            record.as_mut(),
+        )
+        .await
+        {
             Ok(response) => response,
             Err(error) => {
                 debug!(%error, code = error.code(), "Request failed.");
@@ -96,7 +129,23 @@ pub(crate) async fn handle(
     }
     .instrument(span)
     .await;
-    Ok(response)
+    let (Some(observer), Some(mut record)) = (gateway.config().observer.clone(), record) else {
+        return Ok(response);
+    };
+    record.status = response.status().as_u16();
+    let pending = Pending {
+        observer,
+        record,
+        started,
+    };
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(parts, body.observed(Some(pending))))
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn proxy(
@@ -106,6 +155,7 @@ async fn proxy(
     host: &str,
     raw_host: Option<HeaderValue>,
     request_id: &HeaderValue,
+    mut record: Option<&mut RequestRecord>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     // Phase 2: choose. The table guard is dropped before any await.
     let Choice {
@@ -121,6 +171,11 @@ async fn proxy(
     let span = tracing::Span::current();
     span.record("service", service.name.as_str());
     span.record("version", version.version.as_str());
+    if let Some(record) = record.as_deref_mut() {
+        record.namespace.clone_from(&version.namespace);
+        record.service.clone_from(&version.service);
+        record.version.clone_from(&version.version);
+    }
 
     // Phase 3: admit. The permit holds the instance slot until the response is done.
     let permit = version.gate.admit().await.map_err(|source| {
@@ -133,6 +188,9 @@ async fn proxy(
     })?;
     let endpoint = Arc::clone(permit.endpoint());
     span.record("instance", endpoint.instance.as_str());
+    if let Some(record) = record.as_deref_mut() {
+        record.instance = Some(endpoint.instance.clone());
+    }
 
     // Phase 4: rewrite.
     let upgrade = is_upgrade(&req);
@@ -166,7 +224,11 @@ async fn proxy(
     // Phase 5: forward, within what is left of the request's time.
     debug!(addr = %endpoint.addr, "Forwarding request.");
     let deadline = permit.deadline();
+    let forwarded = std::time::Instant::now();
     let sent = tokio::time::timeout_at(deadline, gateway.client().request(upstream_req)).await;
+    if let Some(record) = record {
+        record.upstream = Some(forwarded.elapsed());
+    }
     let mut response = match sent {
         Err(_elapsed) => {
             return Err(GatewayError::UpstreamTimeout {

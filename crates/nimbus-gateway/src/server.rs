@@ -14,6 +14,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::observe::RequestObserver;
 use crate::route::RouteTable;
 
 /// How long idle upstream connections stay pooled.
@@ -24,10 +25,21 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Static gateway settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GatewayConfig {
     /// The scheme clients used, sent upstream as `x-forwarded-proto` (`"http"` or `"https"`).
     pub proto: &'static str,
+    /// Told about every finished request (metrics, metering, access log).
+    pub observer: Option<Arc<dyn RequestObserver>>,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("proto", &self.proto)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
 }
 
 /// The HTTP front door. Share it as `Arc<Gateway>`: the reconciler calls [`Gateway::swap`] while
@@ -44,7 +56,10 @@ pub struct Gateway {
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { proto: "http" }
+        Self {
+            proto: "http",
+            observer: None,
+        }
     }
 }
 

@@ -68,6 +68,8 @@ enum Command {
     Scaling(cli::scaling::ScalingCmd),
     /// The events timeline: deploys, traffic changes, scale decisions, cold starts, crashes.
     Events(cli::events::EventsArgs),
+    /// Metered usage (CPU-s, memory GB-s, requests, egress, ...) and its cost.
+    Usage(cli::usage::UsageArgs),
 }
 
 fn main() -> ExitCode {
@@ -151,6 +153,7 @@ async fn run_client(
         Command::Scale(args) => cli::scaling::scale(&ctx, args).await,
         Command::Scaling(cmd) => cli::scaling::run(&ctx, cmd).await,
         Command::Events(args) => cli::events::run(&ctx, args).await,
+        Command::Usage(args) => cli::usage::run(&ctx, args).await,
     }
 }
 

@@ -10,6 +10,9 @@
 //!   requests (this one included) this process was serving when it arrived: tests check a
 //!   concurrency limit of 1 by never seeing `K` above 1.
 //! - `GET /ws`: WebSocket echo.
+//! - `GET /burn?ms=N`: keeps one CPU busy for `N` ms, then answers `burned N` (metering tests).
+//! - `GET /bytes?n=N`: answers exactly `N` bytes of `x` (egress tests).
+//! - `GET /log?msg=TEXT`: prints `TEXT` on stdout (log tests), answers `logged`.
 //!
 //! With `FAIL_START=1` it refuses to start (exit 1), so tests can watch a crashing version. It
 //! prints `listening on 127.0.0.1:PORT` once bound and exits promptly on SIGTERM or Ctrl-C.
@@ -168,6 +171,31 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
             )
         }
         "/ws" => websocket(req),
+        "/burn" => {
+            let ms = number("ms", 1000).min(MAX_DELAY_MS);
+            // On a blocking thread so the busy loop does not stall the server's other requests.
+            let burned = tokio::task::spawn_blocking(move || {
+                let until = std::time::Instant::now() + Duration::from_millis(ms);
+                let mut spins = 0u64;
+                while std::time::Instant::now() < until {
+                    spins = std::hint::black_box(spins.wrapping_add(1));
+                }
+                spins
+            })
+            .await
+            .is_ok();
+            text(StatusCode::OK, format!("burned {ms} {burned}\n"))
+        }
+        "/bytes" => {
+            let n = number("n", 1024).min(64 << 20) as usize;
+            text(StatusCode::OK, "x".repeat(n))
+        }
+        "/log" => {
+            let msg = query.get("msg").copied().unwrap_or("log line");
+            println!("{msg}");
+            let _ = std::io::stdout().flush();
+            text(StatusCode::OK, "logged\n".into())
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     };
     Ok(response)

@@ -25,6 +25,15 @@ pub struct LogsArgs {
     /// Keep printing new lines until Ctrl-C.
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// Only lines containing this text (case-sensitive; applied to followed lines too).
+    #[arg(long, value_name = "TEXT")]
+    pub grep: Option<String>,
+}
+
+impl LogsArgs {
+    fn wanted(&self, line: &str) -> bool {
+        self.grep.as_deref().is_none_or(|text| line.contains(text))
+    }
 }
 
 impl LogsArgs {
@@ -73,11 +82,17 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> Result<(), CliError> {
         if ctx.json() {
             if let Some(lines) = answer.get("lines").and_then(|l| l.as_array()) {
                 for line in lines {
-                    outln!("{line}");
+                    let text = line
+                        .get("line")
+                        .and_then(|l| l.as_str())
+                        .unwrap_or_default();
+                    if args.wanted(text) {
+                        outln!("{line}");
+                    }
                 }
             }
         } else {
-            for line in &logs.lines {
+            for line in logs.lines.iter().filter(|l| args.wanted(&l.line)) {
                 outln!("{}", format_line(&line.instance, &line.line));
             }
         }

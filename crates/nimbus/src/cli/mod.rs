@@ -35,6 +35,7 @@ pub mod scaling;
 pub mod services;
 pub mod table;
 pub mod traffic;
+pub mod usage;
 pub mod versions;
 pub mod views;
 

@@ -4,6 +4,7 @@
 mod plan;
 mod reconciler;
 mod scaling;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -23,6 +24,7 @@ use tracing::{info, warn};
 
 use reconciler::Reconciler;
 use scaling::ScalingTimings;
+use telemetry::{AccessLog, Telemetry};
 
 /// Flags of `nimbus server`.
 #[derive(Debug, Clone, clap::Args)]
@@ -72,6 +74,15 @@ pub struct ServerArgs {
         help_heading = "Autoscaling"
     )]
     pub scale_down_delay: f64,
+    /// How often instances' CPU and memory are sampled for metering (seconds).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub meter_interval: f64,
+    /// Price sheet (TOML) for `nimbus usage` costs; default: docs/pricing.md's sheet.
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+    /// JSON access log, one line per request: `off`, `stdout` or a file path.
+    #[arg(long, value_name = "TARGET", default_value = "off")]
+    pub access_log: AccessLog,
 }
 
 impl ServerArgs {
@@ -114,19 +125,39 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .with_context(|| format!("opening the store in {}", data.display()))?,
     );
     let driver = ProcessDriver::new(&data).context("starting the process runtime")?;
+    if !(args.meter_interval.is_finite() && (0.1..=3600.0).contains(&args.meter_interval)) {
+        anyhow::bail!(
+            "--meter-interval must be between 0.1 and 3600 seconds, not {}",
+            args.meter_interval
+        );
+    }
+    let usage = Arc::new(
+        nimbus_metering::UsageStore::open(&data.join("nimbus.db"))
+            .context("opening the usage tables")?,
+    );
+    let meter = nimbus_metering::Meter::resume(
+        usage
+            .load_state()
+            .context("reading the meter's state of the previous run")?,
+    );
+    let telemetry = Arc::new(Telemetry::new(usage.clone(), meter, &args.access_log)?);
 
     let api_listener = bind(args.api, "--api").await?;
     let http_listener = bind(args.http, "--http").await?;
     let api_addr = api_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
-    let gateway = Gateway::new(GatewayConfig::default());
+    let gateway = Gateway::new(GatewayConfig {
+        observer: Some(telemetry.clone()),
+        ..GatewayConfig::default()
+    });
     let (mut reconciler, status) = Reconciler::new(
         store.clone(),
         driver.clone(),
         gateway.clone(),
         args.base_domain.clone(),
         timings,
+        telemetry.clone(),
     );
     let adopted = driver
         .adopt()
@@ -137,6 +168,21 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 
     let changed = Arc::new(Notify::new());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let status_for_metering = status.clone();
+    let metrics = {
+        let telemetry = telemetry.clone();
+        let status = status.clone();
+        Arc::new(move || telemetry.render(&status.borrow().clone()))
+    };
+    let prices = match &args.prices {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the price sheet {}", path.display()))?;
+            nimbus_metering::PriceSheet::from_toml(&text)
+                .with_context(|| format!("in the price sheet {}", path.display()))?
+        }
+        None => nimbus_metering::PriceSheet::default(),
+    };
     let api = nimbus_api::router(ApiState {
         store: store.clone(),
         token: token.into(),
@@ -145,14 +191,26 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         logs_dir: data.join("logs"),
         status,
         reconcile: changed.clone(),
+        metrics,
+        usage: usage.clone(),
+        prices: Arc::new(prices),
     });
 
+    let metering_task = tokio::spawn(telemetry::run_metering(
+        telemetry.clone(),
+        status_for_metering,
+        Duration::from_secs_f64(args.meter_interval),
+        shutdown_rx.clone(),
+    ));
     let reconciler_task = tokio::spawn(reconciler.run(changed, shutdown_rx.clone()));
     let gateway_task = tokio::spawn(gateway.serve(http_listener, wait_for(shutdown_rx.clone())));
     let api_task = tokio::spawn(async move {
-        axum::serve(api_listener, api)
-            .with_graceful_shutdown(wait_for(shutdown_rx))
-            .await
+        axum::serve(
+            api_listener,
+            api.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(wait_for(shutdown_rx))
+        .await
     });
 
     info!(api = %api_addr, gateway = %http_addr, data = %data.display(), "Nimbus is up.");
@@ -168,6 +226,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     if let Err(error) = reconciler_task.await {
         warn!(%error, "The reconciler ended abnormally.");
+    }
+    if let Err(error) = metering_task.await {
+        warn!(%error, "The metering loop ended abnormally.");
     }
     // Both listeners stop accepting at once; give open connections a bounded moment.
     let _ = tokio::time::timeout(Duration::from_secs(5), gateway_task).await;

@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::plan::{crash_backoff_ms, plan, Action, LiveInstance, VersionKey, FAILED_AFTER};
 use super::scaling::{schedules_of, Change, Scaler, ScalingTimings, SAMPLE_EVERY};
+use super::telemetry::Telemetry;
 
 /// How long a new instance may take to answer its health path before it counts as failed.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -100,6 +101,7 @@ pub struct Reconciler {
     booted: bool,
     /// The store changed since `desired` was read (or a read failed).
     store_changed: bool,
+    telemetry: Arc<Telemetry>,
 }
 
 fn describe_exit(status: &ExitStatus) -> String {
@@ -117,6 +119,7 @@ impl Reconciler {
         gateway: Arc<Gateway>,
         base_domain: String,
         timings: ScalingTimings,
+        telemetry: Arc<Telemetry>,
     ) -> (Self, watch::Receiver<Arc<RuntimeStatus>>) {
         let (status_tx, status_rx) = watch::channel(Arc::new(RuntimeStatus::default()));
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
@@ -140,6 +143,7 @@ impl Reconciler {
             cold_ready: Vec::new(),
             booted: false,
             store_changed: true,
+            telemetry,
         };
         (reconciler, status_rx)
     }
@@ -563,6 +567,7 @@ impl Reconciler {
     /// (the gate released them in the `update` just made).
     fn record_cold_starts(&mut self) {
         for (key, id, took) in std::mem::take(&mut self.cold_ready) {
+            self.telemetry.cold_start(&key.0, &key.1, &key.2, took);
             let waits = self
                 .gates
                 .get(&key)

@@ -121,7 +121,13 @@ impl Scaler {
             match self.versions.get_mut(&key) {
                 Some(v) => {
                     // A scaling update may move the bounds: honour them at once.
-                    v.desired = v.desired.clamp(config.min, config.max.max(config.min));
+                    if v.desired < config.min {
+                        v.desired = config.min;
+                        v.reason = "min";
+                    } else if v.desired > config.max.max(config.min) {
+                        v.desired = config.max.max(config.min);
+                        v.reason = "max";
+                    }
                     v.config = config;
                 }
                 None => {
@@ -258,9 +264,15 @@ mod tests {
         assert_eq!(scaler.desired(&key()), Some(2), "raised to min");
         assert_eq!(scaler.reason(&key()), Some("initial"));
 
+        let s = spec(3, 5);
+        scaler.sync([(key(), &s)].into_iter(), |_, _| 9);
+        assert_eq!(scaler.desired(&key()), Some(3), "raised to the new min");
+        assert_eq!(scaler.reason(&key()), Some("min"));
+
         let s = spec(0, 1);
         scaler.sync([(key(), &s)].into_iter(), |_, _| 9);
         assert_eq!(scaler.desired(&key()), Some(1), "lowered to the new max");
+        assert_eq!(scaler.reason(&key()), Some("max"));
 
         scaler.sync(std::iter::empty(), |_, _| 1);
         assert_eq!(

@@ -1,0 +1,465 @@
+//! What the engine tells operators: Prometheus metrics (`GET /metrics` on the API port), the
+//! per-request hook the gateway calls (metrics, metered egress, the JSON access log), and the
+//! metering loop that samples each instance's CPU and memory from `/proc` into the usage tables.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nimbus_gateway::{RequestObserver, RequestRecord};
+use nimbus_metering::{GroupBy, Meter, ProcSnapshot, Sample, UsageFilter, UsageKey, UsageStore};
+use nimbus_model::status::{InstanceState, RuntimeStatus};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tracing::warn;
+
+type Labels = Vec<(String, String)>;
+
+fn version_labels(namespace: &str, service: &str, version: &str) -> Labels {
+    vec![
+        ("namespace".into(), namespace.into()),
+        ("service".into(), service.into()),
+        ("version".into(), version.into()),
+    ]
+}
+
+fn histogram() -> Histogram {
+    // 1 ms … ~65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// Where the JSON access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+impl std::str::FromStr for AccessLog {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "" => Err("give `off`, `stdout` or a file path".into()),
+            "off" => Ok(Self::Off),
+            "stdout" | "-" => Ok(Self::Stdout),
+            path => Ok(Self::File(PathBuf::from(path))),
+        }
+    }
+}
+
+enum LogSink {
+    Off,
+    Stdout,
+    File(std::fs::File),
+}
+
+/// Metrics families, the meter and the access log, shared by the gateway hook, the reconciler,
+/// the metering loop and the API.
+pub struct Telemetry {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    duration: Family<Labels, Histogram>,
+    egress: Family<Labels, Counter>,
+    cold_starts: Family<Labels, Counter>,
+    cold_start_seconds: Family<Labels, Histogram>,
+    instances: Family<Labels, Gauge>,
+    inflight: Family<Labels, Gauge>,
+    queued: Family<Labels, Gauge>,
+    desired: Family<Labels, Gauge>,
+    usage_cpu: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    usage_memory: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    usage_instance: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    usage_egress: Family<Labels, Gauge>,
+    usage_requests: Family<Labels, Gauge>,
+    meter: Mutex<Meter>,
+    usage: Arc<UsageStore>,
+    access_log: Mutex<LogSink>,
+}
+
+impl Telemetry {
+    pub fn new(
+        usage: Arc<UsageStore>,
+        meter: Meter,
+        access_log: &AccessLog,
+    ) -> anyhow::Result<Self> {
+        let mut registry = Registry::with_prefix("nimbus");
+        let requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests the gateway answered, by service, version and status",
+            requests.clone(),
+        );
+        let duration =
+            Family::<Labels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Arrival to the end of the response body",
+            duration.clone(),
+        );
+        let egress = Family::<Labels, Counter>::default();
+        registry.register(
+            "response_bytes",
+            "Response body bytes sent to clients (egress)",
+            egress.clone(),
+        );
+        let cold_starts = Family::<Labels, Counter>::default();
+        registry.register(
+            "cold_starts",
+            "Instances started while requests were held for a version with none ready",
+            cold_starts.clone(),
+        );
+        let cold_start_seconds =
+            Family::<Labels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        registry.register(
+            "cold_start_seconds",
+            "Spawn to ready of cold starts",
+            cold_start_seconds.clone(),
+        );
+        let instances = Family::<Labels, Gauge>::default();
+        registry.register("instances", "Instances by state", instances.clone());
+        let inflight = Family::<Labels, Gauge>::default();
+        registry.register("inflight_requests", "Requests in flight", inflight.clone());
+        let queued = Family::<Labels, Gauge>::default();
+        registry.register(
+            "queued_requests",
+            "Requests waiting for a free instance slot (queue depth)",
+            queued.clone(),
+        );
+        let desired = Family::<Labels, Gauge>::default();
+        registry.register(
+            "desired_instances",
+            "Instances the autoscaler wants",
+            desired.clone(),
+        );
+        let usage_cpu = Family::default();
+        registry.register(
+            "usage_cpu_seconds",
+            "Metered CPU time (last 30 days)",
+            usage_cpu.clone(),
+        );
+        let usage_memory = Family::default();
+        registry.register(
+            "usage_memory_used_gb_seconds",
+            "Metered resident memory x time (last 30 days)",
+            usage_memory.clone(),
+        );
+        let usage_instance = Family::default();
+        registry.register(
+            "usage_instance_seconds",
+            "Metered instance running time (last 30 days)",
+            usage_instance.clone(),
+        );
+        let usage_egress = Family::<Labels, Gauge>::default();
+        registry.register(
+            "usage_egress_bytes",
+            "Metered egress bytes (last 30 days)",
+            usage_egress.clone(),
+        );
+        let usage_requests = Family::<Labels, Gauge>::default();
+        registry.register(
+            "usage_requests",
+            "Metered requests (last 30 days)",
+            usage_requests.clone(),
+        );
+        let sink = match access_log {
+            AccessLog::Off => LogSink::Off,
+            AccessLog::Stdout => LogSink::Stdout,
+            AccessLog::File(path) => LogSink::File(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot open the access log {}: {e}", path.display())
+                    })?,
+            ),
+        };
+        Ok(Self {
+            registry,
+            requests,
+            duration,
+            egress,
+            cold_starts,
+            cold_start_seconds,
+            instances,
+            inflight,
+            queued,
+            desired,
+            usage_cpu,
+            usage_memory,
+            usage_instance,
+            usage_egress,
+            usage_requests,
+            meter: Mutex::new(meter),
+            usage,
+            access_log: Mutex::new(sink),
+        })
+    }
+
+    fn meter(&self) -> MutexGuard<'_, Meter> {
+        self.meter.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A cold start became ready after `took` (spawn → ready).
+    pub fn cold_start(&self, namespace: &str, service: &str, version: &str, took: Duration) {
+        let labels = version_labels(namespace, service, version);
+        self.cold_starts.get_or_create(&labels).inc();
+        self.cold_start_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition, with gauges refreshed from `status` and the usage tables.
+    pub fn render(&self, status: &RuntimeStatus) -> String {
+        self.instances.clear();
+        self.inflight.clear();
+        self.queued.clear();
+        self.desired.clear();
+        let mut by_state: BTreeMap<Labels, i64> = BTreeMap::new();
+        for v in &status.versions {
+            let labels = version_labels(&v.namespace, &v.service, &v.version);
+            for state in ["starting", "ready", "draining"] {
+                let mut with_state = labels.clone();
+                with_state.push(("state".into(), state.into()));
+                by_state.insert(with_state, 0);
+            }
+            // Every version has its cold-start series, at 0 until its first cold start.
+            drop(self.cold_starts.get_or_create(&labels));
+            drop(self.cold_start_seconds.get_or_create(&labels));
+            self.inflight
+                .get_or_create(&labels)
+                .set(i64::from(v.inflight));
+            self.queued.get_or_create(&labels).set(i64::from(v.queued));
+            self.desired
+                .get_or_create(&labels)
+                .set(i64::from(v.desired_instances));
+        }
+        for i in &status.instances {
+            let state = match i.state {
+                InstanceState::Starting => "starting",
+                InstanceState::Ready => "ready",
+                InstanceState::Draining => "draining",
+                InstanceState::Crashed => "crashed",
+            };
+            let mut labels = version_labels(&i.namespace, &i.service, &i.version);
+            labels.push(("state".into(), state.into()));
+            *by_state.entry(labels).or_default() += 1;
+        }
+        for (labels, count) in by_state {
+            self.instances.get_or_create(&labels).set(count);
+        }
+        let since = minute_now().saturating_sub(30 * 24 * 60);
+        let filter = UsageFilter {
+            from_minute: since,
+            ..UsageFilter::default()
+        };
+        match self.usage.usage_by(&filter, GroupBy::Version) {
+            Ok(groups) => {
+                for g in groups {
+                    let labels = version_labels(
+                        g.namespace.as_deref().unwrap_or(""),
+                        g.service.as_deref().unwrap_or(""),
+                        g.version.as_deref().unwrap_or(""),
+                    );
+                    self.usage_cpu
+                        .get_or_create(&labels)
+                        .set(g.usage.cpu_seconds());
+                    self.usage_memory
+                        .get_or_create(&labels)
+                        .set(g.usage.memory_used_gb_seconds());
+                    self.usage_instance
+                        .get_or_create(&labels)
+                        .set(g.usage.instance_ms as f64 / 1000.0);
+                    self.usage_egress
+                        .get_or_create(&labels)
+                        .set(i64::try_from(g.usage.egress_bytes).unwrap_or(i64::MAX));
+                    self.usage_requests
+                        .get_or_create(&labels)
+                        .set(i64::try_from(g.usage.requests).unwrap_or(i64::MAX));
+                }
+            }
+            Err(error) => warn!(%error, "Cannot read usage for /metrics."),
+        }
+        let mut text = String::new();
+        if let Err(error) = encode(&mut text, &self.registry) {
+            warn!(%error, "Cannot encode metrics.");
+        }
+        text
+    }
+
+    fn log_access(&self, record: &RequestRecord) {
+        let mut sink = self
+            .access_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if matches!(*sink, LogSink::Off) {
+            return;
+        }
+        let line = serde_json::json!({
+            "time_ms": record.at_ms,
+            "host": record.host,
+            "method": record.method,
+            "path": record.path,
+            "service": record.service,
+            "namespace": record.namespace,
+            "version": record.version,
+            "instance": record.instance,
+            "status": record.status,
+            "bytes": record.bytes_out,
+            "duration_ms": record.duration.as_secs_f64() * 1000.0,
+            "upstream_ms": record.upstream.map(|u| u.as_secs_f64() * 1000.0),
+            "request_id": record.request_id,
+        })
+        .to_string();
+        let written = match &mut *sink {
+            LogSink::Off => Ok(()),
+            LogSink::Stdout => writeln!(std::io::stdout().lock(), "{line}"),
+            LogSink::File(file) => writeln!(file, "{line}"),
+        };
+        if let Err(error) = written {
+            warn!(%error, "Cannot write the access log; turning it off.");
+            *sink = LogSink::Off;
+        }
+    }
+
+    /// One sampling pass over the running instances, then a flush of the meter into the store.
+    /// Blocking (reads /proc, writes SQLite): run it on a blocking thread.
+    pub fn sample(&self, status: &RuntimeStatus, memory_limit_mib: impl Fn(&UsageKey) -> u64) {
+        let snapshot = match ProcSnapshot::read() {
+            Ok(snapshot) => Some(snapshot),
+            Err(error) => {
+                warn!(%error, "Cannot read /proc for metering.");
+                None
+            }
+        };
+        let now = unix_ms();
+        let mut meter = self.meter();
+        let live: std::collections::HashSet<&str> =
+            status.instances.iter().map(|i| i.id.as_str()).collect();
+        for id in meter.tracked_instances() {
+            if !live.contains(id.as_str()) {
+                meter.forget(&id);
+            }
+        }
+        if let Some(snapshot) = snapshot {
+            for i in &status.instances {
+                let Some(pid) = i.pid else { continue };
+                let Ok(pgid) = i32::try_from(pid) else {
+                    continue;
+                };
+                let group = snapshot.process_group(pgid);
+                if group.pids.is_empty() {
+                    continue;
+                }
+                let key = UsageKey::new(&i.namespace, &i.service, &i.version);
+                let memory_limit_mib = memory_limit_mib(&key);
+                meter.record(Sample {
+                    instance: i.id.clone(),
+                    key,
+                    incarnation: format!("{pid}@{}", i.started_at),
+                    at_ms: now,
+                    cpu_micros: group.cpu_micros,
+                    rss_bytes: group.rss_bytes,
+                    memory_limit_mib,
+                });
+            }
+        }
+        let flush = meter.flush(now);
+        drop(meter);
+        if let Err(error) = self.usage.commit(&flush) {
+            // The flush holds cumulative minute totals: the next one rewrites the same rows.
+            warn!(%error, "Cannot write usage; the next flush retries.");
+        }
+    }
+
+    /// Final flush at shutdown.
+    pub fn flush(&self) {
+        let flush = self.meter().flush(unix_ms());
+        if let Err(error) = self.usage.commit(&flush) {
+            warn!(%error, "Cannot write usage at shutdown.");
+        }
+    }
+}
+
+impl RequestObserver for Telemetry {
+    fn finished(&self, record: RequestRecord) {
+        let mut labels = version_labels(&record.namespace, &record.service, &record.version);
+        self.duration
+            .get_or_create(&labels)
+            .observe(record.duration.as_secs_f64());
+        self.egress.get_or_create(&labels).inc_by(record.bytes_out);
+        if !record.service.is_empty() {
+            let key = UsageKey::new(&record.namespace, &record.service, &record.version);
+            self.meter()
+                .add_requests(&key, record.at_ms, 1, record.bytes_out, record.bytes_in);
+        }
+        labels.push(("status".into(), record.status.to_string()));
+        self.requests.get_or_create(&labels).inc();
+        self.log_access(&record);
+    }
+}
+
+/// Runs the metering loop every `every` until shutdown, then flushes once more.
+pub async fn run_metering(
+    telemetry: Arc<Telemetry>,
+    mut status: watch::Receiver<Arc<RuntimeStatus>>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let current = status.borrow_and_update().clone();
+                let t = telemetry.clone();
+                let _ = tokio::task::spawn_blocking(move || t.sample(&current, |_| 0)).await;
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    let current = status.borrow().clone();
+    let t = telemetry.clone();
+    let _ = tokio::task::spawn_blocking(move || t.sample(&current, |_| 0)).await;
+    let _ = tokio::task::spawn_blocking(move || telemetry.flush()).await;
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn minute_now() -> u64 {
+    nimbus_metering::minute_of(unix_ms())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_log_targets() {
+        let cases = [
+            ("off", Ok(AccessLog::Off)),
+            ("stdout", Ok(AccessLog::Stdout)),
+            ("-", Ok(AccessLog::Stdout)),
+            (
+                "/var/log/a.json",
+                Ok(AccessLog::File("/var/log/a.json".into())),
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(text.parse::<AccessLog>(), expected, "{text}");
+        }
+        assert!("".parse::<AccessLog>().is_err());
+    }
+}
