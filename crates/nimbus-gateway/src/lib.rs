@@ -18,19 +18,26 @@
 //! - [`error`]: [`GatewayError`], its source, status code and JSON body.
 //! - `proxy`: the life of a request (identify, choose, admit, rewrite, forward, respond).
 //! - [`body`]: the response body that streams upstream bytes and holds the permit until done.
+//! - [`observe`]: [`RequestRecord`] and the [`RequestObserver`] told about each finished request
+//!   (metrics, metering, access log).
 //! - `server`: [`Gateway`], its configuration and the accept loop.
 
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod balance;
 pub mod body;
 pub mod error;
 pub mod gate;
+pub mod observe;
 mod proxy;
+pub mod ratelimit;
 pub mod route;
 mod server;
 
 pub use error::{ErrorSource, GatewayError};
 pub use gate::{AdmitError, GateLimits, GateStats, Permit, VersionGate};
+pub use observe::{RequestObserver, RequestRecord};
 pub use route::{
     Choice, Endpoint, HostRoute, InflightGuard, RouteTable, ServiceRoute, VersionRoute,
 };

@@ -1,0 +1,293 @@
+#!/usr/bin/env bash
+# Gateway benchmark: Nimbus's gateway vs HAProxy vs nginx in one run, side by side.
+#
+# Every proxy runs pinned to the same single core (PROXY_CORE, default 0) with one worker/thread;
+# wrk and the shared backend (nginx answering a fixed 2-byte body) run on LOAD_CORE (default 1).
+# Rows: the backend alone (the ceiling), nginx, HAProxy, Nimbus with one service, and a second
+# Nimbus server with SERVICES more services in its route table. All of them are started first and
+# stay up; then ROUNDS rounds measure every row in turn (a 2-connection warm-up, then DURATION
+# seconds of CONNS keep-alive connections), so background noise falls on all rows alike, and the
+# table shows the median of the rounds: rps, p50, p99 and the ratios to HAProxy.
+#
+#   bench/gateway/run.sh                        # build nimbus (release), install tools, run
+#   DURATION=30 CONNS=100 ROUNDS=5 bench/gateway/run.sh
+#   BUILD=0 SERVICES=0 bench/gateway/run.sh     # reuse target/release/nimbus, skip the big table
+#
+# Everything listens on 127.0.0.1; the temp dir, the proxies, the servers and their instances
+# are cleaned up on exit. Numbers are only comparable within one run, on a quiet machine.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNS=${CONNS:-50}
+ROUNDS=${ROUNDS:-3}
+SERVICES=${SERVICES:-1000}
+DEPLOY_BUDGET=${DEPLOY_BUDGET:-300} # seconds allowed for deploying the extra services
+PROXY_CORE=${PROXY_CORE:-0}
+LOAD_CORE=${LOAD_CORE:-1}
+BUILD=${BUILD:-1}
+NIMBUS=${NIMBUS:-$ROOT/target/release/nimbus}
+
+log() { printf '» %s\n' "$*" >&2; }
+die() {
+    printf 'bench: %s\n' "$*" >&2
+    exit 1
+}
+
+# --- tools -------------------------------------------------------------------------------------
+missing=()
+for tool in haproxy nginx wrk curl jq; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+command -v taskset >/dev/null || missing+=(util-linux)
+if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [[ $BUILD == 1 ]]; then
+    log "building nimbus (release)"
+    (cd "$ROOT" && cargo build --release -p nimbus --quiet)
+fi
+[[ -x $NIMBUS ]] || die "no nimbus binary at $NIMBUS (run with BUILD=1)"
+
+# --- temp dir, processes and cleanup -----------------------------------------------------------
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/nimbus-bench.XXXXXX")
+mkdir -p "$TMP"/tmp/{body,proxy,fastcgi,uwsgi,scgi}
+PIDS=()         # proxies and the backend
+SERVER_PIDS=()  # nimbus servers, stopped first
+DATA_DIRS=()    # their data dirs, whose run/*.json name the instances' process groups
+
+stop_pid() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+# Kills the process group of every instance a server left a pid file for.
+kill_instances() {
+    local file pgid
+    for file in "$1"/run/*.json; do
+        [[ -e $file ]] || continue
+        pgid=$(jq -r '.pgid // empty' "$file" 2>/dev/null || true)
+        if [[ $pgid =~ ^[0-9]+$ ]] && ((pgid > 1)); then
+            kill -KILL -- "-$pgid" 2>/dev/null || true
+        fi
+    done
+}
+
+cleanup() {
+    set +e
+    for pid in "${SERVER_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    for pid in "${SERVER_PIDS[@]}"; do stop_pid "$pid"; done
+    for dir in "${DATA_DIRS[@]}"; do kill_instances "$dir"; done
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Fills @DIR@, @PORT@ and @BACKEND_PORT@ in a template; prints the file's path.
+render() {
+    sed -e "s|@DIR@|$TMP|g" -e "s|@PORT@|$2|g" -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" \
+        "$HERE/$1" >"$TMP/$1"
+    printf '%s' "$TMP/$1"
+}
+
+# Waits until `curl ARGS` answers 200 (at most 10 s).
+wait_ok() {
+    for _ in $(seq 1 100); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "$@" || true) == 200 ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# --- rows --------------------------------------------------------------------------------------
+ROWS=()
+declare -A URL HOST_OF PID_OF
+add_row() { # NAME URL HOST PID (of the process whose CPU time the row counts, with its children)
+    ROWS+=("$1")
+    URL[$1]=$2
+    HOST_OF[$1]=$3
+    PID_OF[$1]=$4
+    wait_ok -H "Host: $3" "$2" || die "$1: $2 (Host: $3) does not answer 200"
+    [[ $(curl -s -H "Host: $3" "$2") == ok ]] || die "$1: unexpected body from $2"
+}
+
+BACKEND_PORT=$(free_port)
+taskset -c "$LOAD_CORE" nginx -e "$TMP/backend.error.log" -c "$(render backend.nginx.conf 0)" &
+PIDS+=($!)
+add_row "backend alone (no proxy)" "http://127.0.0.1:$BACKEND_PORT/" "backend" "$!"
+
+port=$(free_port)
+taskset -c "$PROXY_CORE" nginx -e "$TMP/proxy-nginx.error.log" \
+    -c "$(render proxy.nginx.conf "$port")" &
+PIDS+=($!)
+add_row "nginx $(nginx -v 2>&1 | sed 's|.*/||')" "http://127.0.0.1:$port/" "bench" "$!"
+
+port=$(free_port)
+taskset -c "$PROXY_CORE" haproxy -db -f "$(render haproxy.cfg "$port")" >"$TMP/haproxy.log" 2>&1 &
+PIDS+=($!)
+HAPROXY_ROW="haproxy $(haproxy -v | awk 'NR == 1 { print $3 }' | cut -d- -f1)"
+add_row "$HAPROXY_ROW" "http://127.0.0.1:$port/" "bench" "$!"
+
+# The service's instance is a placeholder process that keeps a version alive; with a fixed
+# --port the gateway forwards to the shared backend, the same socket HAProxy and nginx use.
+PLACEHOLDER='exec sleep 2147483647'
+NIMBUS_HOST="bench--default.nimbus.localhost"
+
+# start_nimbus NAME: starts a server pinned to the proxy core and deploys service `bench`;
+# sets API, TOKEN, GATEWAY and PID.
+start_nimbus() {
+    local data="$TMP/$1" out
+    mkdir -p "$data"
+    API="127.0.0.1:$(free_port)"
+    GATEWAY="127.0.0.1:$(free_port)"
+    NO_COLOR=1 taskset -c "$PROXY_CORE" "$NIMBUS" server --data "$data" --api "$API" \
+        --http "$GATEWAY" >"$TMP/$1.out" 2>"$TMP/$1.err" &
+    PID=$!
+    SERVER_PIDS+=("$PID")
+    DATA_DIRS+=("$data")
+    wait_ok "http://$API/v1/health" || die "nimbus server $1 did not start: $(tail -5 "$TMP/$1.err")"
+    TOKEN=$(cat "$data/admin.token")
+    out=$(NIMBUS_API="http://$API" NIMBUS_TOKEN="$TOKEN" "$NIMBUS" deploy bench \
+        --command "$PLACEHOLDER" --port "$BACKEND_PORT" --concurrency 1000 --min-instances 1 2>&1) ||
+        die "nimbus deploy failed: $out"
+}
+
+# CPU time (user + system) a process and its children (nginx's workers) have used, in ticks.
+cpu_ticks() {
+    local pid total=0
+    for pid in "$1" $(pgrep -P "$1"); do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
+# Percent of one core a nimbus server uses over 5 s without requests: what its control plane
+# (reconciler ticks, watchers) takes from the gateway's core.
+idle_cpu() {
+    local before after
+    before=$(cpu_ticks "$1")
+    sleep 5
+    after=$(cpu_ticks "$1")
+    awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f%%", 100 * t / hz / 5 }'
+}
+
+log "starting nimbus server (1 service)"
+start_nimbus nimbus-small
+NIMBUS_ROWS=("nimbus (1 service)")
+add_row "${NIMBUS_ROWS[0]}" "http://$GATEWAY/" "$NIMBUS_HOST" "$PID"
+IDLE=("1 service $(idle_cpu "$PID")")
+
+if ((SERVICES > 0)); then
+    log "starting nimbus server (+$SERVICES services)"
+    start_nimbus nimbus-big
+    log "deploying $SERVICES more services through the API (budget ${DEPLOY_BUDGET}s)"
+    body=$(jq -cn --arg cmd "$PLACEHOLDER" --argjson port "$BACKEND_PORT" \
+        '{command: $cmd, port: $port, min_instances: 1}')
+    started=$SECONDS
+    deployed=0
+    for i in $(seq 1 "$SERVICES"); do
+        if ((SECONDS - started > DEPLOY_BUDGET)); then
+            log "deploy budget spent after $deployed services"
+            break
+        fi
+        code=$(curl -s -o "$TMP/last-deploy.json" -w '%{http_code}' -X POST \
+            -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+            -d "$body" "http://$API/v1/namespaces/default/services/svc-$i/versions")
+        [[ $code == 201 ]] || die "deploy svc-$i: HTTP $code $(cat "$TMP/last-deploy.json")"
+        deployed=$i
+    done
+    log "deployed $deployed services in $((SECONDS - started))s; waiting for their instances"
+    want=$((deployed + 1))
+    ready=0
+    while ((SECONDS - started <= 2 * DEPLOY_BUDGET)); do
+        ready=$(curl -s -H "Authorization: Bearer $TOKEN" "http://$API/v1/instances" |
+            jq '[.instances[] | select(.state == "ready")] | length')
+        ((ready >= want)) && break
+        sleep 1
+    done
+    log "$ready of $want instances ready after $((SECONDS - started))s"
+    NIMBUS_ROWS+=("nimbus (+$deployed services)")
+    add_row "${NIMBUS_ROWS[1]}" "http://$GATEWAY/" "$NIMBUS_HOST" "$PID"
+    IDLE+=("+$deployed services $(idle_cpu "$PID")")
+fi
+
+# --- measuring ---------------------------------------------------------------------------------
+declare -A RPS P50 P99 CPU # space-separated values, one per round
+HZ=$(getconf CLK_TCK)
+
+# Converts wrk's "215.00us" / "1.02ms" / "1.10s" to milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
+        printf "%.3f", n }'
+}
+
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END {
+    printf "%s", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+
+measure() { # NAME ROUND
+    local name=$1 url=${URL[$1]} host=${HOST_OF[$1]} out
+    local pid=${PID_OF[$1]} before after
+    taskset -c "$LOAD_CORE" wrk -t1 -c2 -d"${WARMUP}s" -H "Host: $host" "$url" >/dev/null
+    log "round $2/$ROUNDS, $name: ${DURATION}s, $CONNS connections"
+    before=$(cpu_ticks "$pid")
+    out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency \
+        -H "Host: $host" "$url")
+    after=$(cpu_ticks "$pid")
+    # CPU time per request is far less sensitive than rps to other load on the machine.
+    CPU[$name]+=" $(awk -v t=$((after - before)) -v hz="$HZ" \
+        -v n="$(awk '/requests in/ { print $1 }' <<<"$out")" 'BEGIN { printf "%.2f", t / hz / n * 1e6 }')"
+    if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
+        log "$name: errors during the run: $(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ')"
+    fi
+    RPS[$name]+=" $(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")"
+    P50[$name]+=" $(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
+    P99[$name]+=" $(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    for row in "${ROWS[@]}"; do measure "$row" "$round"; done
+done
+
+# --- table -------------------------------------------------------------------------------------
+base=$(median "${RPS[$HAPROXY_ROW]}")
+base_p99=$(median "${P99[$HAPROXY_ROW]}")
+echo
+echo "Gateway benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), nimbus $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'):"
+echo "proxies on core $PROXY_CORE (one worker/thread each), wrk and backend on core $LOAD_CORE;"
+echo "GET / → 2-byte body, $CONNS keep-alive connections, median of $ROUNDS rounds of ${DURATION}s per row."
+echo
+printf '| %-26s | %7s | %7s | %7s | %11s | %13s | %13s | %s\n' row rps "p50 ms" "p99 ms" "CPU µs/req" "rps / haproxy" "p99 / haproxy" "rps of each round |"
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' "----------------------------" "---------" "---------" "---------" "-------------" "---------------" "---------------" "---"
+for row in "${ROWS[@]}"; do
+    rps=$(printf '%.0f' "$(median "${RPS[$row]}")")
+    p50=$(printf '%.3f' "$(median "${P50[$row]}")")
+    p99=$(printf '%.3f' "$(median "${P99[$row]}")")
+    cpu=$(printf '%.1f' "$(median "${CPU[$row]}")")
+    ratio=$(awk -v a="$rps" -v b="$base" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+    p99_ratio=$(awk -v a="$p99" -v b="$base_p99" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+    printf '| %-26s | %7s | %7s | %7s | %11s | %13s | %13s | %s |\n' "$row" "$rps" "$p50" "$p99" \
+        "$cpu" "$ratio" "$p99_ratio" "${RPS[$row]# }"
+done
+echo
+echo "CPU µs/req: CPU time of the proxy process (with its children) over the requests served."
+echo "nimbus server CPU while idle (share of its core): ${IDLE[*]}"
+for row in "${NIMBUS_ROWS[@]}"; do
+    awk -v n="$row" -v a="$(median "${RPS[$row]}")" -v b="$base" -v p="$(median "${P99[$row]}")" \
+        -v q="$base_p99" 'BEGIN { printf "Nimbus/HAProxy, %s: rps %.2f (goal ≥ 1.00); p99 %.3f ms vs %.3f ms (goal ≤)\n", n, a / b, p, q }'
+done
