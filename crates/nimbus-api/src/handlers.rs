@@ -737,3 +737,98 @@ mod usage_tests {
         }
     }
 }
+
+// === Object storage: access keys and buckets ===
+
+fn storage_error(e: nimbus_storage::StorageError, field: &str) -> ApiError {
+    use nimbus_storage::ErrorKind;
+    let (status, code) = match e.kind() {
+        ErrorKind::Invalid => (StatusCode::BAD_REQUEST, "invalid_bucket"),
+        ErrorKind::NotFound => (StatusCode::NOT_FOUND, "bucket_not_found"),
+        ErrorKind::Conflict => (StatusCode::CONFLICT, "bucket_conflict"),
+        ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    ApiError::new(status, code, e.to_string(), Some(field))
+}
+
+/// Random characters from `alphabet`.
+fn random_text(len: usize, alphabet: &[u8]) -> String {
+    (0..len)
+        .map(|_| alphabet[rand::random_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+/// `POST /v1/keys`: a new S3 access key; the secret is in this answer only.
+pub async fn create_key(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {
+    const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let id = format!("NIMBUS{}", random_text(14, UPPER));
+    let secret = random_text(40, SECRET);
+    let record = state.store.add_access_key(&id, &secret)?;
+    state.s3_keys.insert(id.clone(), secret.clone());
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "access_key": record.id,
+            "secret_key": secret,
+            "created_at": record.created_at,
+            "note": "the secret is shown only now; store it safely",
+        })),
+    ))
+}
+
+pub async fn list_keys(State(state): State<ApiState>) -> ApiResult {
+    let keys = state.store.list_access_keys()?;
+    Ok(Json(json!({"keys": to_json(keys)?.0})))
+}
+
+pub async fn delete_key(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    state.store.remove_access_key(&id)?;
+    state.s3_keys.remove(&id);
+    Ok(Json(json!({"deleted": id})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketBody {
+    pub name: String,
+}
+
+fn bucket_json(b: &nimbus_storage::BucketInfo) -> Value {
+    let created = b
+        .created
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    json!({"name": b.name, "created_at": created})
+}
+
+pub async fn create_bucket(
+    State(state): State<ApiState>,
+    StrictJson(body): StrictJson<BucketBody>,
+) -> ApiResult<impl IntoResponse> {
+    let bucket = state
+        .storage
+        .create_bucket(&body.name)
+        .await
+        .map_err(|e| storage_error(e, "name"))?;
+    Ok((StatusCode::CREATED, Json(bucket_json(&bucket))))
+}
+
+pub async fn list_buckets(State(state): State<ApiState>) -> ApiResult {
+    let buckets = state
+        .storage
+        .list_buckets()
+        .await
+        .map_err(|e| storage_error(e, "name"))?;
+    let buckets: Vec<Value> = buckets.iter().map(bucket_json).collect();
+    Ok(Json(json!({"buckets": buckets})))
+}
+
+pub async fn delete_bucket(State(state): State<ApiState>, Path(name): Path<String>) -> ApiResult {
+    state
+        .storage
+        .delete_bucket(&name)
+        .await
+        .map_err(|e| storage_error(e, "name"))?;
+    Ok(Json(json!({"deleted": name})))
+}

@@ -52,6 +52,9 @@ pub struct ApiState {
     pub usage: Arc<nimbus_metering::UsageStore>,
     /// Unit prices for `GET /v1/usage`.
     pub prices: Arc<nimbus_metering::PriceSheet>,
+    /// Object storage (buckets) and the S3 endpoint's access keys.
+    pub storage: nimbus_storage::Storage,
+    pub s3_keys: nimbus_storage::AccessKeys,
 }
 
 impl ApiState {
@@ -106,6 +109,19 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/events", get(handlers::events))
         .route("/v1/usage", get(handlers::usage))
+        .route(
+            "/v1/keys",
+            get(handlers::list_keys).post(handlers::create_key),
+        )
+        .route("/v1/keys/{id}", axum::routing::delete(handlers::delete_key))
+        .route(
+            "/v1/buckets",
+            get(handlers::list_buckets).post(handlers::create_bucket),
+        )
+        .route(
+            "/v1/buckets/{name}",
+            axum::routing::delete(handlers::delete_bucket),
+        )
         .route("/v1/instances", get(handlers::list_instances))
         .route(
             "/v1/domains",

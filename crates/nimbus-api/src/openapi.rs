@@ -105,6 +105,54 @@ pub const ROUTES: &[RouteDoc] = &[
     ),
     (
         "get",
+        "/v1/keys",
+        "List S3 access keys (ids only)",
+        None,
+        200,
+        "KeyList",
+    ),
+    (
+        "post",
+        "/v1/keys",
+        "Create an S3 access key; the secret is returned once",
+        None,
+        201,
+        "NewKey",
+    ),
+    (
+        "delete",
+        "/v1/keys/{id}",
+        "Revoke an S3 access key",
+        None,
+        200,
+        "Deleted",
+    ),
+    (
+        "get",
+        "/v1/buckets",
+        "List buckets",
+        None,
+        200,
+        "BucketList",
+    ),
+    (
+        "post",
+        "/v1/buckets",
+        "Create a bucket",
+        Some("NewBucket"),
+        201,
+        "Bucket",
+    ),
+    (
+        "delete",
+        "/v1/buckets/{name}",
+        "Delete an empty bucket",
+        None,
+        200,
+        "Deleted",
+    ),
+    (
+        "get",
         "/v1/usage",
         "Metered usage and its cost (query: namespace, service, version, since=24h, by=service|version|day)",
         None,
@@ -249,6 +297,11 @@ fn schemas() -> Value {
         "ServiceList": list_of("services", "Service"),
         "Deploy": {"type": "object", "additionalProperties": false, "properties": {"command": s, "env": {"type": "object", "additionalProperties": s}, "port": i, "health_path": s, "min_instances": i, "max_instances": i, "concurrency": i, "timeout_secs": i, "target_utilization": {"type": "number"}, "scale_to_zero_after_secs": i, "queue_depth": i, "no_traffic": {"type": "boolean"}, "new_version": {"type": "boolean"}}, "required": ["command"]},
         "Usage": {"type": "object", "properties": {"since_minutes": i, "by": s, "groups": {"type": "array", "items": {"type": "object"}}, "total": {"type": "object"}}, "required": ["groups", "total"]},
+        "KeyList": {"type": "object", "properties": {"keys": {"type": "array", "items": {"type": "object", "properties": {"id": s, "created_at": i}}}}},
+        "NewKey": {"type": "object", "properties": {"access_key": s, "secret_key": s, "created_at": i}, "required": ["access_key", "secret_key"]},
+        "NewBucket": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {"name": s}},
+        "Bucket": {"type": "object", "properties": {"name": s, "created_at": i}, "required": ["name"]},
+        "BucketList": {"type": "object", "properties": {"buckets": {"type": "array", "items": {"$ref": "#/components/schemas/Bucket"}}}},
         "NewSchedule": {"type": "object", "additionalProperties": false, "required": ["cron", "min_instances"], "properties": {"cron": s, "min_instances": i, "max_instances": {"type": ["integer", "null"]}, "version": {"type": ["string", "null"]}, "duration_secs": {"type": ["integer", "null"]}}},
         "Schedule": obj(json!({"id": i, "namespace": s, "service": s, "version": {"type": ["string", "null"]}, "cron": s, "min_instances": i, "max_instances": {"type": ["integer", "null"]}, "duration_secs": {"type": ["integer", "null"]}, "created_at": i}), &["id", "cron", "min_instances"]),
         "ScheduleList": obj(json!({"schedules": {"type": "array", "items": {"$ref": "#/components/schemas/Schedule"}}}), &["schedules"]),
@@ -322,6 +375,6 @@ mod tests {
             let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
             assert!(schemas.contains_key(&name), "dangling $ref {name}");
         }
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 19);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 23);
     }
 }

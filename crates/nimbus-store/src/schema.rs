@@ -60,6 +60,13 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         FOREIGN KEY (namespace, service) REFERENCES services(namespace, name)
     );",
+    // 3: S3 access keys. SigV4 needs the secret itself on the server, so it is stored as is
+    // (the database file is 0600 inside the data dir, like the admin token).
+    "CREATE TABLE access_keys (
+        id TEXT PRIMARY KEY,
+        secret TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

@@ -354,3 +354,23 @@ fn events_follow_after_an_id_and_filter_by_service() {
     assert_eq!(limited.len(), 1);
     assert_eq!(limited[0].message, "two", "the newest one");
 }
+
+#[test]
+fn access_keys_round_trip() {
+    let (_dir, store) = open();
+    let key = store.add_access_key("NIMBUSKEY1", "secret-1").unwrap();
+    assert_eq!(key.id, "NIMBUSKEY1");
+    assert!(
+        store.add_access_key("NIMBUSKEY1", "again").is_err(),
+        "ids are unique"
+    );
+    assert_eq!(
+        store.access_key_secrets().unwrap(),
+        vec![("NIMBUSKEY1".to_string(), "secret-1".to_string())]
+    );
+    assert_eq!(store.list_access_keys().unwrap().len(), 1);
+    store.remove_access_key("NIMBUSKEY1").unwrap();
+    assert!(store.list_access_keys().unwrap().is_empty());
+    let missing = store.remove_access_key("NIMBUSKEY1").unwrap_err();
+    assert!(missing.to_string().contains("no access key"), "{missing}");
+}

@@ -70,6 +70,12 @@ enum Command {
     Events(cli::events::EventsArgs),
     /// Metered usage (CPU-s, memory GB-s, requests, egress, ...) and its cost.
     Usage(cli::usage::UsageArgs),
+    /// Access keys for the S3-compatible storage endpoint (`nimbus server --s3 ADDR`).
+    #[command(subcommand)]
+    Keys(cli::storage::KeysCmd),
+    /// Object storage buckets.
+    #[command(subcommand)]
+    Bucket(cli::storage::BucketCmd),
 }
 
 fn main() -> ExitCode {
@@ -154,6 +160,8 @@ async fn run_client(
         Command::Scaling(cmd) => cli::scaling::run(&ctx, cmd).await,
         Command::Events(args) => cli::events::run(&ctx, args).await,
         Command::Usage(args) => cli::usage::run(&ctx, args).await,
+        Command::Keys(cmd) => cli::storage::keys(&ctx, cmd).await,
+        Command::Bucket(cmd) => cli::storage::bucket(&ctx, cmd).await,
     }
 }
 

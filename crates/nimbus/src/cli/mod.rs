@@ -33,6 +33,7 @@ pub mod instances;
 pub mod logs;
 pub mod scaling;
 pub mod services;
+pub mod storage;
 pub mod table;
 pub mod traffic;
 pub mod usage;

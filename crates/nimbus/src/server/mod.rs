@@ -77,6 +77,9 @@ pub struct ServerArgs {
     /// How often instances' CPU and memory are sampled for metering (seconds).
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub meter_interval: f64,
+    /// Serve the S3-compatible object storage API on this address (e.g. 127.0.0.1:9000).
+    #[arg(long, value_name = "ADDR")]
+    pub s3: Option<SocketAddr>,
     /// Price sheet (TOML) for `nimbus usage` costs; default: docs/pricing.md's sheet.
     #[arg(long, value_name = "FILE")]
     pub prices: Option<PathBuf>,
@@ -142,6 +145,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     );
     let telemetry = Arc::new(Telemetry::new(usage.clone(), meter, &args.access_log)?);
 
+    let (object_events_tx, object_events) = tokio::sync::mpsc::unbounded_channel();
+    let storage = nimbus_storage::Storage::open(data.join("storage"), Some(object_events_tx))
+        .await
+        .context("opening the object storage")?;
+    let s3_keys = nimbus_storage::AccessKeys::from_pairs(
+        store
+            .access_key_secrets()
+            .context("reading the S3 access keys")?,
+    );
+    let s3_listener = match args.s3 {
+        Some(addr) => Some(bind(addr, "--s3").await?),
+        None => None,
+    };
     let api_listener = bind(args.api, "--api").await?;
     let http_listener = bind(args.http, "--http").await?;
     let api_addr = api_listener.local_addr()?;
@@ -194,7 +210,23 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         metrics,
         usage: usage.clone(),
         prices: Arc::new(prices),
+        storage: storage.clone(),
+        s3_keys: s3_keys.clone(),
     });
+    let mut s3_addr = None;
+    let s3_task = match s3_listener {
+        Some(listener) => {
+            s3_addr = Some(listener.local_addr()?);
+            Some(tokio::spawn(nimbus_storage::serve(
+                listener,
+                storage.clone(),
+                s3_keys.clone(),
+                wait_for(shutdown_rx.clone()),
+            )))
+        }
+        None => None,
+    };
+    let object_events_task = tokio::spawn(object_event_log(object_events));
 
     let metering_task = tokio::spawn(telemetry::run_metering(
         telemetry.clone(),
@@ -214,8 +246,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     });
 
     info!(api = %api_addr, gateway = %http_addr, data = %data.display(), "Nimbus is up.");
+    let s3_field = s3_addr.map_or(String::new(), |a| format!(" s3=http://{a}"));
     println!(
-        "nimbus ready: api=http://{api_addr} gateway=http://{http_addr} data={}",
+        "nimbus ready: api=http://{api_addr} gateway=http://{http_addr}{s3_field} data={}",
         data.display()
     );
     use std::io::Write;
@@ -233,6 +266,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // Both listeners stop accepting at once; give open connections a bounded moment.
     let _ = tokio::time::timeout(Duration::from_secs(5), gateway_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
+    if let Some(task) = s3_task {
+        let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
+    }
+    object_events_task.abort();
     info!("Stopped.");
     Ok(())
 }
@@ -265,6 +302,15 @@ fn admin_token(data: &Path) -> anyhow::Result<String> {
     use std::io::Write;
     writeln!(file, "{token}").with_context(|| format!("writing {}", path.display()))?;
     Ok(token)
+}
+
+/// Object created/deleted events; storage triggers subscribe here.
+async fn object_event_log(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<nimbus_storage::ObjectEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        tracing::debug!(bucket = %event.bucket, key = %event.key, kind = ?event.kind, "Object event.");
+    }
 }
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {

@@ -245,6 +245,8 @@ pub struct Server {
     pub api: String,
     /// `127.0.0.1:PORT` of the gateway.
     pub gateway: String,
+    /// `http://127.0.0.1:PORT` of the S3 endpoint, when started with `--s3`.
+    pub s3: Option<String>,
     pub token: String,
     child: Option<Child>,
     /// Extra `nimbus server` flags, kept across restarts.
@@ -258,6 +260,7 @@ pub struct Server {
 struct Ready {
     api: String,
     gateway: String,
+    s3: Option<String>,
 }
 
 impl Server {
@@ -284,6 +287,7 @@ impl Server {
             marker,
             api: String::new(),
             gateway: String::new(),
+            s3: None,
             token: String::new(),
             child: None,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
@@ -354,6 +358,7 @@ impl Server {
         };
         self.api = ready.api;
         self.gateway = ready.gateway;
+        self.s3 = ready.s3;
         let token_path = self.data.join("admin.token");
         self.token = match std::fs::read_to_string(&token_path) {
             Ok(token) => token.trim().to_string(),
@@ -681,9 +686,12 @@ fn parse_ready(line: &str) -> Option<Ready> {
     let rest = line.strip_prefix("nimbus ready: ")?;
     let mut api = None;
     let mut gateway = None;
+    let mut s3 = None;
     for part in rest.split_whitespace() {
         if let Some(v) = part.strip_prefix("api=") {
             api = Some(v.trim_end_matches('/').to_string());
+        } else if let Some(v) = part.strip_prefix("s3=") {
+            s3 = Some(v.trim_end_matches('/').to_string());
         } else if let Some(v) = part.strip_prefix("gateway=") {
             gateway = Some(
                 v.trim_start_matches("http://")
@@ -695,6 +703,7 @@ fn parse_ready(line: &str) -> Option<Ready> {
     Some(Ready {
         api: api?,
         gateway: gateway?,
+        s3,
     })
 }
 
