@@ -26,14 +26,14 @@ type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 /// How long a delete waits for the reconciler to stop the instances it removed.
 const STOP_WAIT: Duration = Duration::from_secs(30);
 
-fn urls(state: &ApiState) -> Urls<'_> {
+pub(crate) fn urls(state: &ApiState) -> Urls<'_> {
     Urls {
         base_domain: &state.base_domain,
         gateway_port: state.gateway_port,
     }
 }
 
-fn to_json<T: serde::Serialize>(value: T) -> ApiResult {
+pub(crate) fn to_json<T: serde::Serialize>(value: T) -> ApiResult {
     serde_json::to_value(value)
         .map(Json)
         .map_err(|e| ApiError::internal(e.to_string()))
@@ -77,6 +77,10 @@ pub async fn delete_service(
 ) -> ApiResult {
     state.store.delete_service(&ns, &service)?;
     state.changed();
+    // A function's pending async invocations go with it.
+    if let Err(error) = state.functions.queue().delete_function(&ns, &service) {
+        tracing::warn!(%error, "Could not drop the deleted function's invocations.");
+    }
     wait_until_stopped(&state, |i| i.namespace == ns && i.service == service).await;
     Ok(Json(json!({"deleted": service})))
 }

@@ -11,8 +11,10 @@
 //! - [`openapi`]: the OpenAPI document served at `/v1/openapi.json`.
 
 #![forbid(unsafe_code)]
+#![recursion_limit = "256"]
 
 pub mod error;
+pub mod functions;
 mod handlers;
 pub mod openapi;
 pub mod views;
@@ -55,6 +57,8 @@ pub struct ApiState {
     /// Object storage (buckets) and the S3 endpoint's access keys.
     pub storage: nimbus_storage::Storage,
     pub s3_keys: nimbus_storage::AccessKeys,
+    /// Function invocation and the async queue.
+    pub functions: Arc<dyn functions::FunctionEngine>,
 }
 
 impl ApiState {
@@ -109,6 +113,39 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/events", get(handlers::events))
         .route("/v1/usage", get(handlers::usage))
+        .route(
+            "/v1/namespaces/{ns}/functions",
+            get(functions::list_functions),
+        )
+        .route(
+            "/v1/namespaces/{ns}/functions/{name}",
+            get(functions::get_function).delete(handlers::delete_service),
+        )
+        .route(
+            "/v1/namespaces/{ns}/functions/{name}/versions",
+            post(functions::deploy_function),
+        )
+        .route(
+            "/v1/namespaces/{ns}/functions/{name}/invoke",
+            post(functions::invoke),
+        )
+        .route(
+            "/v1/namespaces/{ns}/functions/{name}/invocations",
+            get(functions::list_invocations),
+        )
+        .route("/v1/invocations/{id}", get(functions::get_invocation))
+        .route(
+            "/v1/namespaces/{ns}/functions/{name}/aliases/{alias}",
+            axum::routing::put(functions::set_alias),
+        )
+        .route(
+            "/v1/namespaces/{ns}/functions/{name}/triggers",
+            get(functions::list_triggers).post(functions::add_trigger),
+        )
+        .route(
+            "/v1/namespaces/{ns}/functions/{name}/triggers/{id}",
+            axum::routing::delete(functions::remove_trigger),
+        )
         .route(
             "/v1/keys",
             get(handlers::list_keys).post(handlers::create_key),

@@ -8,6 +8,7 @@
 //! - [`error`]: the one error shape every layer maps to `{"error": {code, message, field}}`.
 //! - [`names`]: DNS-label rules for namespace, service and version names.
 //! - [`spec`]: a version's spec (command, env, port, limits) with defaults and validation.
+//! - [`function`]: what makes a version a function (runtime, handler, memory, timeout).
 //! - [`traffic`]: the traffic policy (percent split + ordered rules), validation, evaluation,
 //!   explanation, and the CLI's `v1=90,v2=10` / `k=v:version` syntax.
 //! - [`glob`]: the `*` glob used by traffic rules.
@@ -18,6 +19,7 @@
 
 pub mod domains;
 pub mod error;
+pub mod function;
 pub mod glob;
 pub mod names;
 pub mod spec;

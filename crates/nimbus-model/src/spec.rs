@@ -80,6 +80,9 @@ pub struct VersionSpec {
     /// `None`: 10× the capacity the version can reach (concurrency × max instances).
     #[serde(default)]
     pub queue_depth: Option<u32>,
+    /// Set for function versions (`nimbus fn deploy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<crate::function::FunctionSpec>,
 }
 
 fn default_target_utilization() -> f64 {
@@ -189,6 +192,7 @@ impl VersionInput {
             target_utilization: DEFAULT_TARGET_UTILIZATION,
             scale_to_zero_after_secs: DEFAULT_SCALE_TO_ZERO_AFTER_SECS,
             queue_depth: None,
+            function: None,
         };
         spec.with_scaling(&self.scaling)
     }
@@ -264,6 +268,7 @@ impl VersionSpec {
             && self.port == other.port
             && self.health_path == other.health_path
             && self.timeout_secs == other.timeout_secs
+            && self.function == other.function
     }
 
     /// Queue depth in force for `instances` instances: the configured one, else 10× capacity

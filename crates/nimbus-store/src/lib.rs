@@ -19,7 +19,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nimbus_model::names::{validate_name, version_name};
-use nimbus_model::{ModelError, ScalingUpdate, TrafficPolicy, VersionSpec, DEFAULT_NAMESPACE};
+use nimbus_model::{
+    ModelError, ScalingUpdate, TrafficPolicy, TrafficTarget, VersionSpec, DEFAULT_NAMESPACE,
+};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
@@ -85,6 +87,41 @@ pub struct ScheduleRecord {
     pub max_instances: Option<u32>,
     pub duration_secs: Option<u64>,
     pub created_at: i64,
+}
+
+/// A function trigger as stored: a timer (`cron`) or object storage events (`bucket`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TriggerRecord {
+    pub id: i64,
+    pub namespace: String,
+    pub function: String,
+    /// `timer` or `storage`.
+    pub kind: String,
+    pub cron: Option<String>,
+    pub bucket: Option<String>,
+    /// `created,deleted`
+    pub events: Option<String>,
+    pub prefix: Option<String>,
+    pub created_at: i64,
+}
+
+/// A new trigger (validated by the caller).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewTrigger {
+    pub kind: String,
+    pub cron: Option<String>,
+    pub bucket: Option<String>,
+    pub events: Option<String>,
+    pub prefix: Option<String>,
+}
+
+/// A weighted alias of a function, e.g. `live` = v1 90 %, v2 10 %.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AliasRecord {
+    pub namespace: String,
+    pub function: String,
+    pub name: String,
+    pub split: Vec<TrafficTarget>,
 }
 
 /// An S3 access key, without its secret.
@@ -446,6 +483,164 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a function trigger. The function must exist.
+    pub fn add_trigger(
+        &self,
+        namespace: &str,
+        function: &str,
+        trigger: &NewTrigger,
+    ) -> Result<TriggerRecord> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if load_service(&tx, namespace, function)?.is_none() {
+            return Err(not_found_service(namespace, function));
+        }
+        tx.execute(
+            "INSERT INTO fn_triggers (namespace, function, kind, cron, bucket, events, prefix, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                namespace,
+                function,
+                trigger.kind,
+                trigger.cron,
+                trigger.bucket,
+                trigger.events,
+                trigger.prefix,
+                now()
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        record_event(
+            &tx,
+            namespace,
+            function,
+            "trigger_add",
+            &format!("{} trigger {id} added", trigger.kind),
+        )?;
+        tx.commit()?;
+        drop(conn);
+        self.list_triggers(Some((namespace, function)))?
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| {
+                StoreError::Rejected(ModelError::not_found(
+                    "trigger_not_found",
+                    "id",
+                    "the new trigger vanished",
+                ))
+            })
+    }
+
+    /// Triggers of one function, or of all.
+    pub fn list_triggers(&self, function: Option<(&str, &str)>) -> Result<Vec<TriggerRecord>> {
+        let conn = self.lock();
+        let (ns, name) = function.unwrap_or(("", ""));
+        let mut stmt = conn.prepare(
+            "SELECT id, namespace, function, kind, cron, bucket, events, prefix, created_at
+             FROM fn_triggers WHERE (?1 = 0 OR (namespace = ?2 AND function = ?3)) ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![function.is_some(), ns, name], |r| {
+            Ok(TriggerRecord {
+                id: r.get(0)?,
+                namespace: r.get(1)?,
+                function: r.get(2)?,
+                kind: r.get(3)?,
+                cron: r.get(4)?,
+                bucket: r.get(5)?,
+                events: r.get(6)?,
+                prefix: r.get(7)?,
+                created_at: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn remove_trigger(&self, namespace: &str, function: &str, id: i64) -> Result<()> {
+        let conn = self.lock();
+        let removed = conn.execute(
+            "DELETE FROM fn_triggers WHERE namespace = ?1 AND function = ?2 AND id = ?3",
+            params![namespace, function, id],
+        )?;
+        if removed == 0 {
+            return Err(ModelError::not_found(
+                "trigger_not_found",
+                "id",
+                format!("function {function} has no trigger {id}"),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Creates or replaces a weighted alias; every version named must exist.
+    pub fn set_alias(
+        &self,
+        namespace: &str,
+        function: &str,
+        name: &str,
+        split: &[TrafficTarget],
+    ) -> Result<AliasRecord> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let Some(service) = load_service(&tx, namespace, function)? else {
+            return Err(not_found_service(namespace, function));
+        };
+        let policy = TrafficPolicy {
+            split: split.to_vec(),
+            rules: Vec::new(),
+        };
+        policy.validate(&service.versions)?;
+        let text = serde_json::to_string(split).map_err(|e| StoreError::Corrupt {
+            what: "alias",
+            detail: e.to_string(),
+        })?;
+        tx.execute(
+            "INSERT INTO fn_aliases (namespace, function, name, split) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (namespace, function, name) DO UPDATE SET split = excluded.split",
+            params![namespace, function, name, text],
+        )?;
+        record_event(
+            &tx,
+            namespace,
+            function,
+            "alias",
+            &format!("alias {name} = {text}"),
+        )?;
+        tx.commit()?;
+        Ok(AliasRecord {
+            namespace: namespace.to_string(),
+            function: function.to_string(),
+            name: name.to_string(),
+            split: split.to_vec(),
+        })
+    }
+
+    pub fn list_aliases(&self, namespace: &str, function: &str) -> Result<Vec<AliasRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT name, split FROM fn_aliases WHERE namespace = ?1 AND function = ?2 ORDER BY name",
+        )?;
+        let rows = stmt.query_map(params![namespace, function], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut aliases = Vec::new();
+        for row in rows {
+            let (name, split) = row?;
+            let split: Vec<TrafficTarget> =
+                serde_json::from_str(&split).map_err(|e| StoreError::Corrupt {
+                    what: "alias",
+                    detail: e.to_string(),
+                })?;
+            aliases.push(AliasRecord {
+                namespace: namespace.to_string(),
+                function: function.to_string(),
+                name,
+                split,
+            });
+        }
+        Ok(aliases)
+    }
+
     /// Stores a new S3 access key (id and secret generated by the caller).
     pub fn add_access_key(&self, id: &str, secret: &str) -> Result<AccessKeyRecord> {
         let conn = self.lock();
@@ -651,6 +846,14 @@ impl Store {
         )?;
         tx.execute(
             "DELETE FROM schedules WHERE namespace = ?1 AND service = ?2",
+            params![namespace, service],
+        )?;
+        tx.execute(
+            "DELETE FROM fn_triggers WHERE namespace = ?1 AND function = ?2",
+            params![namespace, service],
+        )?;
+        tx.execute(
+            "DELETE FROM fn_aliases WHERE namespace = ?1 AND function = ?2",
             params![namespace, service],
         )?;
         tx.execute(

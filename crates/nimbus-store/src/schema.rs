@@ -67,6 +67,27 @@ const MIGRATIONS: &[&str] = &[
         secret TEXT NOT NULL,
         created_at INTEGER NOT NULL
     );",
+    // 4: function triggers (timer and object storage) and weighted aliases.
+    "CREATE TABLE fn_triggers (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        namespace TEXT NOT NULL,
+        function TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        cron TEXT,
+        bucket TEXT,
+        events TEXT,
+        prefix TEXT,
+        created_at INTEGER NOT NULL,
+        FOREIGN KEY (namespace, function) REFERENCES services(namespace, name)
+    );
+    CREATE TABLE fn_aliases (
+        namespace TEXT NOT NULL,
+        function TEXT NOT NULL,
+        name TEXT NOT NULL,
+        split TEXT NOT NULL,
+        PRIMARY KEY (namespace, function, name),
+        FOREIGN KEY (namespace, function) REFERENCES services(namespace, name)
+    );",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

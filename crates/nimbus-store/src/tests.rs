@@ -374,3 +374,40 @@ fn access_keys_round_trip() {
     let missing = store.remove_access_key("NIMBUSKEY1").unwrap_err();
     assert!(missing.to_string().contains("no access key"), "{missing}");
 }
+
+#[test]
+fn triggers_and_aliases() {
+    let (_dir, store) = open();
+    created(store.deploy_version("default", "hello", &spec(), false, false));
+    created(store.deploy_version("default", "hello", &spec(), true, false));
+    let timer = store
+        .add_trigger(
+            "default",
+            "hello",
+            &NewTrigger {
+                kind: "timer".into(),
+                cron: Some("*/5 * * * *".into()),
+                ..NewTrigger::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(timer.kind, "timer");
+    assert!(store
+        .add_trigger("default", "ghost", &NewTrigger::default())
+        .is_err());
+    assert_eq!(store.list_triggers(None).unwrap().len(), 1);
+    let split = nimbus_model::traffic::parse_split("v1=90,v2=10").unwrap();
+    store.set_alias("default", "hello", "live", &split).unwrap();
+    let bad = nimbus_model::traffic::parse_split("v1=90,v9=10").unwrap();
+    assert!(store.set_alias("default", "hello", "live", &bad).is_err());
+    let aliases = store.list_aliases("default", "hello").unwrap();
+    assert_eq!(aliases.len(), 1);
+    assert_eq!(
+        aliases[0].split, split,
+        "a rejected change leaves the alias as it was"
+    );
+    store.remove_trigger("default", "hello", timer.id).unwrap();
+    assert!(store.remove_trigger("default", "hello", timer.id).is_err());
+    store.delete_service("default", "hello").unwrap();
+    assert!(store.list_aliases("default", "hello").unwrap().is_empty());
+}

@@ -76,6 +76,9 @@ enum Command {
     /// Object storage buckets.
     #[command(subcommand)]
     Bucket(cli::storage::BucketCmd),
+    /// Functions: deploy, invoke (sync or async), invocations, aliases, triggers.
+    #[command(subcommand, name = "fn")]
+    Fn(cli::functions::FnCmd),
 }
 
 fn main() -> ExitCode {
@@ -162,6 +165,7 @@ async fn run_client(
         Command::Usage(args) => cli::usage::run(&ctx, args).await,
         Command::Keys(cmd) => cli::storage::keys(&ctx, cmd).await,
         Command::Bucket(cmd) => cli::storage::bucket(&ctx, cmd).await,
+        Command::Fn(cmd) => cli::functions::run(&ctx, cmd).await,
     }
 }
 

@@ -209,6 +209,29 @@ impl Client {
         self.send(Method::DELETE, path, &[], None).await
     }
 
+    /// A function invocation: `async_mode` adds `x-nimbus-invocation-type: async`. A timed-out
+    /// invocation (504 with an `error` of kind `timeout`) is returned as a value, not an error.
+    pub async fn invoke(
+        &self,
+        path: &[&str],
+        query: &[(&str, &str)],
+        event: &Value,
+        async_mode: bool,
+    ) -> Result<Value, CliError> {
+        let extra: &[(&str, &str)] = if async_mode {
+            &[("x-nimbus-invocation-type", "async")]
+        } else {
+            &[]
+        };
+        match self
+            .send_with(Method::POST, path, query, Some(event), extra)
+            .await
+        {
+            Err(CliError::Rejected(e)) if e.code == "function_timeout" => Ok(e.body),
+            other => other,
+        }
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -216,8 +239,22 @@ impl Client {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Value, CliError> {
+        self.send_with(method, path, query, body, &[]).await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Value, CliError> {
         let url = endpoint(&self.config.base, path, query)?;
         let mut request = self.http.request(method, url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(token) = &self.config.token {
             request = request.bearer_auth(token);
         }

@@ -1,6 +1,7 @@
 //! `nimbus server`: opens the store, adopts leftover instances, starts the reconciler, the gateway
 //! and the API, and shuts everything down in order on SIGTERM / Ctrl-C.
 
+mod functions;
 mod plan;
 mod reconciler;
 mod scaling;
@@ -181,6 +182,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .context("adopting instances of the previous run")?;
     reconciler.adopt(adopted);
     reconciler.reconcile().await;
+    let functions = Arc::new(functions::Functions::new(
+        store.clone(),
+        gateway.clone(),
+        args.base_domain.clone(),
+        nimbus_functions::InvocationQueue::open(&data.join("nimbus.db"))
+            .context("opening the async invocation queue")?,
+        telemetry.clone(),
+        reconciler.recycler(),
+    ));
 
     let changed = Arc::new(Notify::new());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -212,6 +222,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         prices: Arc::new(prices),
         storage: storage.clone(),
         s3_keys: s3_keys.clone(),
+        functions: functions.clone(),
     });
     let mut s3_addr = None;
     let s3_task = match s3_listener {
@@ -226,7 +237,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let object_events_task = tokio::spawn(object_event_log(object_events));
+    let object_events_task = tokio::spawn(functions.clone().run_object_triggers(object_events));
+    let worker_task = tokio::spawn(functions.clone().run_worker(shutdown_rx.clone()));
+    let timers_task = tokio::spawn(functions.clone().run_timers(shutdown_rx.clone()));
 
     let metering_task = tokio::spawn(telemetry::run_metering(
         telemetry.clone(),
@@ -270,6 +283,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
     }
     object_events_task.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), worker_task).await;
+    let _ = timers_task.await;
     info!("Stopped.");
     Ok(())
 }
@@ -302,15 +317,6 @@ fn admin_token(data: &Path) -> anyhow::Result<String> {
     use std::io::Write;
     writeln!(file, "{token}").with_context(|| format!("writing {}", path.display()))?;
     Ok(token)
-}
-
-/// Object created/deleted events; storage triggers subscribe here.
-async fn object_event_log(
-    mut events: tokio::sync::mpsc::UnboundedReceiver<nimbus_storage::ObjectEvent>,
-) {
-    while let Some(event) = events.recv().await {
-        tracing::debug!(bucket = %event.bucket, key = %event.key, kind = ?event.kind, "Object event.");
-    }
 }
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {

@@ -102,6 +102,9 @@ pub struct Reconciler {
     /// The store changed since `desired` was read (or a read failed).
     store_changed: bool,
     telemetry: Arc<Telemetry>,
+    /// Instances to replace at once (a function invocation timed out on them).
+    recycle_tx: mpsc::UnboundedSender<String>,
+    recycle_rx: mpsc::UnboundedReceiver<String>,
 }
 
 fn describe_exit(status: &ExitStatus) -> String {
@@ -124,6 +127,7 @@ impl Reconciler {
         let (status_tx, status_rx) = watch::channel(Arc::new(RuntimeStatus::default()));
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let (cold_tx, cold_rx) = mpsc::unbounded_channel();
+        let (recycle_tx, recycle_rx) = mpsc::unbounded_channel();
         let reconciler = Self {
             store,
             driver,
@@ -144,8 +148,37 @@ impl Reconciler {
             booted: false,
             store_changed: true,
             telemetry,
+            recycle_tx,
+            recycle_rx,
         };
         (reconciler, status_rx)
+    }
+
+    /// Where to send ids of instances that must be replaced at once.
+    pub fn recycler(&self) -> mpsc::UnboundedSender<String> {
+        self.recycle_tx.clone()
+    }
+
+    /// Stops an instance without draining (its in-flight work is abandoned on purpose); the
+    /// next reconcile starts a replacement if one is still wanted.
+    fn recycle(&mut self, id: &str) {
+        let Some(instance) = self.instances.get_mut(id) else {
+            return;
+        };
+        if instance.state == InstanceState::Draining {
+            return;
+        }
+        instance.state = InstanceState::Draining;
+        self.publish();
+        let driver = self.driver.clone();
+        let reports = self.reports_tx.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            if let Err(error) = driver.stop(&id, Duration::from_secs(1)).await {
+                warn!(instance = %id, %error, "Stopping an instance failed.");
+            }
+            let _ = reports.send(Report::Stopped { id });
+        });
     }
 
     /// Takes over instances a previous run left alive; the next reconcile keeps those whose
@@ -803,6 +836,10 @@ impl Reconciler {
                         self.reconcile_known().await;
                         self.record_changes(&changes);
                     }
+                }
+                Some(id) = self.recycle_rx.recv() => {
+                    self.recycle(&id);
+                    self.reconcile_known().await;
                 }
                 _ = sample.tick() => self.sample_demand(),
                 _ = decide.tick() => {

@@ -186,21 +186,25 @@ impl Scaler {
         })
     }
 
-    /// The activator: a request found no ready instance. If none is wanted, want one now
-    /// (more follow at the next decision if the burst needs them).
+    /// The activator: requests found no ready instance. Want enough instances for the held
+    /// demand at once (one for a burst that fits one instance), within max; the next decision
+    /// takes over from there.
     pub fn wake(&mut self, key: &VersionKey, demand: usize) -> Option<Change> {
         let now = self.now();
         let v = self.versions.get_mut(key)?;
-        v.window.record(now, demand.max(1) as f64);
-        if v.desired > 0 || v.config.max == 0 {
+        let demand = demand.max(1);
+        v.window.record(now, demand as f64);
+        let needed = wake_count(demand, v.config.target(), v.config.max);
+        if needed <= v.desired {
             return None;
         }
-        v.desired = 1;
+        let from = v.desired;
+        v.desired = needed;
         v.reason = "activator";
         Some(Change {
             key: key.clone(),
-            from: 0,
-            to: 1,
+            from,
+            to: needed,
             reason: v.reason,
             demand: demand as f64,
             target: v.config.target(),
@@ -218,6 +222,17 @@ impl Scaler {
     pub fn keys(&self) -> Vec<VersionKey> {
         self.versions.keys().cloned().collect()
     }
+}
+
+/// Instances for `demand` held requests at `target` requests each: at least one, at most `max`.
+fn wake_count(demand: usize, target: f64, max: u32) -> u32 {
+    let n = (demand as f64 / target.max(0.01) - 1e-9).ceil();
+    let n = if n.is_finite() && n >= 1.0 {
+        n.min(f64::from(max)) as u32
+    } else {
+        1
+    };
+    n.clamp(1, max.max(1))
 }
 
 /// The stored schedules of one service, as the autoscaler reads them.
@@ -283,13 +298,34 @@ mod tests {
     }
 
     #[test]
-    fn wake_only_from_zero() {
+    fn wake_wants_enough_for_the_held_requests() {
         let mut scaler = Scaler::new(ScalingTimings::default());
         let s = spec(0, 3);
         scaler.sync([(key(), &s)].into_iter(), |_, _| 0);
+        // Concurrency 80, target 56: four held requests fit one instance.
         let change = scaler.wake(&key(), 4).expect("woken");
         assert_eq!((change.from, change.to, change.reason), (0, 1, "activator"));
         assert_eq!(scaler.wake(&key(), 4), None, "already waking");
+    }
+
+    #[test]
+    fn wake_counts() {
+        let cases = [
+            (1, 56.0, 10, 1),
+            (20, 56.0, 10, 1),
+            (100, 56.0, 10, 2),
+            (5, 1.0, 10, 5),
+            (5, 0.7, 10, 8),
+            (50, 1.0, 3, 3),
+            (0, 1.0, 3, 1),
+        ];
+        for (demand, target, max, want) in cases {
+            assert_eq!(
+                wake_count(demand, target, max),
+                want,
+                "{demand} at {target}, max {max}"
+            );
+        }
     }
 
     #[test]

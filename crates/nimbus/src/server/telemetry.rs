@@ -217,6 +217,19 @@ impl Telemetry {
             .observe(took.as_secs_f64());
     }
 
+    /// One function invocation: billed as its duration (rounded up to 1 ms) × memory size.
+    pub fn function_invoked(
+        &self,
+        namespace: &str,
+        function: &str,
+        version: &str,
+        took: Duration,
+        memory_mb: u64,
+    ) {
+        let key = UsageKey::new(namespace, function, version);
+        self.meter().add_function(&key, unix_ms(), took, memory_mb);
+    }
+
     /// The Prometheus text exposition, with gauges refreshed from `status` and the usage tables.
     pub fn render(&self, status: &RuntimeStatus) -> String {
         self.instances.clear();
