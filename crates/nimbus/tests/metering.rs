@@ -40,9 +40,11 @@ async fn cpu_burn_is_billed_and_survives_a_restart() {
     let before = usage_of(&server, "burn").await["cpu_seconds"]
         .as_f64()
         .unwrap_or(0.0);
+    // 2 s of CPU time, however long that takes on a busy machine.
     let reply = server.get(&host, "/burn?ms=2000").await;
     assert_eq!(reply.status, 200, "{reply:?}");
-    let billed = eventually("the burn is metered", Duration::from_secs(10), async || {
+    assert!(reply.body.contains("true"), "{reply:?}");
+    let billed = eventually("the burn is metered", Duration::from_secs(20), async || {
         let cpu = usage_of(&server, "burn").await["cpu_seconds"].as_f64()?;
         (cpu - before >= 1.8).then_some(cpu - before)
     })
@@ -53,8 +55,9 @@ async fn cpu_burn_is_billed_and_survives_a_restart() {
         .as_f64()
         .unwrap_or(0.0)
         - before;
+    // ±10%, plus up to 10 ms of tick rounding in the app's own stop condition.
     assert!(
-        (1.8..=2.2).contains(&billed_after),
+        (1.8..=2.21).contains(&billed_after),
         "2 s of CPU billed as {billed_after:.3} s (first seen {billed:.3})"
     );
 

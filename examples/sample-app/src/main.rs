@@ -10,7 +10,8 @@
 //!   requests (this one included) this process was serving when it arrived: tests check a
 //!   concurrency limit of 1 by never seeing `K` above 1.
 //! - `GET /ws`: WebSocket echo.
-//! - `GET /burn?ms=N`: keeps one CPU busy for `N` ms, then answers `burned N` (metering tests).
+//! - `GET /burn?ms=N`: burns `N` ms of CPU time on one thread, then answers `burned N true`
+//!   (metering tests).
 //! - `GET /bytes?n=N`: answers exactly `N` bytes of `x` (egress tests).
 //! - `GET /log?msg=TEXT`: prints `TEXT` on stdout (log tests), answers `logged`.
 //!
@@ -174,16 +175,26 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         "/burn" => {
             let ms = number("ms", 1000).min(MAX_DELAY_MS);
             // On a blocking thread so the busy loop does not stall the server's other requests.
+            // Burns `ms` of this thread's CPU time (not wall time: on a busy machine the same
+            // CPU takes longer), so metering tests know exactly what should be billed.
             let burned = tokio::task::spawn_blocking(move || {
-                let until = std::time::Instant::now() + Duration::from_millis(ms);
+                let Some(start) = thread_cpu_ms() else {
+                    return false;
+                };
                 let mut spins = 0u64;
-                while std::time::Instant::now() < until {
-                    spins = std::hint::black_box(spins.wrapping_add(1));
+                loop {
+                    for _ in 0..100_000 {
+                        spins = std::hint::black_box(spins.wrapping_add(1));
+                    }
+                    match thread_cpu_ms() {
+                        Some(now) if now.saturating_sub(start) >= ms => return true,
+                        Some(_) => {}
+                        None => return false,
+                    }
                 }
-                spins
             })
             .await
-            .is_ok();
+            .unwrap_or(false);
             text(StatusCode::OK, format!("burned {ms} {burned}\n"))
         }
         "/bytes" => {
@@ -199,6 +210,18 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     };
     Ok(response)
+}
+
+/// CPU time (user + system) of the calling thread, from `/proc/thread-self/stat`, in ms
+/// (clock ticks of 10 ms, the Linux default `USER_HZ`).
+fn thread_cpu_ms() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) * 10)
 }
 
 /// `hello from SERVICE VERSION (INSTANCE)`, with `$GREETING` in place of `hello` when set.
