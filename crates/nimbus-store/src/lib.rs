@@ -483,6 +483,12 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes events older than `before` (Unix seconds); returns how many went.
+    pub fn prune_events(&self, before: i64) -> Result<usize> {
+        let conn = self.lock();
+        Ok(conn.execute("DELETE FROM events WHERE at < ?1", params![before])?)
+    }
+
     /// Stores a function trigger. The function must exist.
     pub fn add_trigger(
         &self,

@@ -411,3 +411,18 @@ fn triggers_and_aliases() {
     store.delete_service("default", "hello").unwrap();
     assert!(store.list_aliases("default", "hello").unwrap().is_empty());
 }
+
+#[test]
+fn old_events_are_pruned() {
+    let (_dir, store) = open();
+    created(store.deploy_version("default", "hello", &spec(), false, false));
+    assert!(!store.list_events(None, 10, None).unwrap().is_empty());
+    assert_eq!(
+        store.prune_events(0).unwrap(),
+        0,
+        "nothing is older than 1970"
+    );
+    let removed = store.prune_events(i64::MAX).unwrap();
+    assert!(removed >= 1);
+    assert!(store.list_events(None, 10, None).unwrap().is_empty());
+}

@@ -239,6 +239,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     let object_events_task = tokio::spawn(functions.clone().run_object_triggers(object_events));
     let worker_task = tokio::spawn(functions.clone().run_worker(shutdown_rx.clone()));
+    let housekeeping_task = tokio::spawn(housekeeping(
+        store.clone(),
+        usage.clone(),
+        functions.clone(),
+        data.join("logs"),
+        shutdown_rx.clone(),
+    ));
     let timers_task = tokio::spawn(functions.clone().run_timers(shutdown_rx.clone()));
 
     let metering_task = tokio::spawn(telemetry::run_metering(
@@ -285,6 +292,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     object_events_task.abort();
     let _ = tokio::time::timeout(Duration::from_secs(5), worker_task).await;
     let _ = timers_task.await;
+    let _ = housekeeping_task.await;
     info!("Stopped.");
     Ok(())
 }
@@ -317,6 +325,103 @@ fn admin_token(data: &Path) -> anyhow::Result<String> {
     use std::io::Write;
     writeln!(file, "{token}").with_context(|| format!("writing {}", path.display()))?;
     Ok(token)
+}
+
+/// How long history is kept: events, usage rollups, finished async invocations, and the logs
+/// of versions that no longer exist.
+const EVENTS_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
+const USAGE_KEPT: Duration = Duration::from_secs(400 * 24 * 3600);
+const INVOCATIONS_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+const DELETED_LOGS_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Hourly retention: prunes what is older than it is kept for.
+async fn housekeeping(
+    store: Arc<Store>,
+    usage: Arc<nimbus_metering::UsageStore>,
+    functions: Arc<functions::Functions>,
+    logs: PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let (store, usage, functions, logs) = (
+            store.clone(),
+            usage.clone(),
+            functions.clone(),
+            logs.clone(),
+        );
+        let _ = tokio::task::spawn_blocking(move || {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let ago = |kept: Duration| now.saturating_sub(kept);
+            if let Err(error) = store.prune_events(ago(EVENTS_KEPT).as_secs() as i64) {
+                warn!(%error, "Cannot prune old events.");
+            }
+            let minute = ago(USAGE_KEPT).as_secs() / 60;
+            if let Err(error) = usage.prune_before(minute) {
+                warn!(%error, "Cannot prune old usage.");
+            }
+            let before = ago(INVOCATIONS_KEPT).as_millis() as u64;
+            if let Err(error) = nimbus_api::functions::FunctionEngine::queue(functions.as_ref())
+                .purge_finished(before)
+            {
+                warn!(%error, "Cannot prune old invocations.");
+            }
+            prune_deleted_logs(&store, &logs, ago(DELETED_LOGS_KEPT));
+        })
+        .await;
+    }
+}
+
+/// Deletes `logs/NS/SERVICE/VERSION` folders of versions that no longer exist and were last
+/// written before `before` (Unix time): logs outlive their version by the retention period.
+fn prune_deleted_logs(store: &Store, logs: &Path, before: Duration) {
+    let Ok(desired) = store.snapshot() else {
+        return;
+    };
+    let live: std::collections::HashSet<(String, String, String)> = desired
+        .versions
+        .iter()
+        .map(|v| (v.namespace.clone(), v.service.clone(), v.name.clone()))
+        .collect();
+    let dirs = |p: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(p)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().to_string());
+    for ns in dirs(logs) {
+        for svc in dirs(&ns) {
+            for ver in dirs(&svc) {
+                let (Some(n), Some(s), Some(v)) = (name(&ns), name(&svc), name(&ver)) else {
+                    continue;
+                };
+                if live.contains(&(n, s, v)) {
+                    continue;
+                }
+                let modified = std::fs::metadata(&ver)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+                if modified.is_some_and(|m| m < before) {
+                    if let Err(error) = std::fs::remove_dir_all(&ver) {
+                        warn!(%error, dir = %ver.display(), "Cannot remove old logs.");
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {
