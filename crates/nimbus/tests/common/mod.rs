@@ -324,6 +324,11 @@ impl Server {
             .env("NIMBUS_TEST_RUN", &self.marker)
             .env("NO_COLOR", "1") // plain server logs in the stderr file
             .env("TZ", "UTC") // scaling schedules run in the server's time zone
+            // The function runtime shims of this checkout, wherever the target dir is.
+            .env(
+                "NIMBUS_RUNTIMES_DIR",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runtimes"),
+            )
             .env_remove("NIMBUS_API")
             .env_remove("NIMBUS_TOKEN")
             .env_remove("NIMBUS_DATA")
