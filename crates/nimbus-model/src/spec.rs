@@ -328,7 +328,7 @@ fn validate_mount_path(path: &str) -> Result<(), ModelError> {
 }
 
 /// An image reference the engine can look up: no spaces or control characters, at most 255.
-fn validate_image(image: &str) -> Result<(), ModelError> {
+pub fn validate_image(image: &str) -> Result<(), ModelError> {
     let reason = if image.is_empty() {
         "must not be empty"
     } else if image.len() > 255 {

@@ -68,6 +68,8 @@ enum Command {
     Scaling(cli::scaling::ScalingCmd),
     /// The events timeline: deploys, traffic changes, scale decisions, cold starts, crashes.
     Events(cli::events::EventsArgs),
+    /// List, create or delete named volumes for containers (`deploy --volume NAME:/path`).
+    Volumes(cli::volumes::VolumesArgs),
 }
 
 fn main() -> ExitCode {
@@ -151,6 +153,7 @@ async fn run_client(
         Command::Scale(args) => cli::scaling::scale(&ctx, args).await,
         Command::Scaling(cmd) => cli::scaling::run(&ctx, cmd).await,
         Command::Events(args) => cli::events::run(&ctx, args).await,
+        Command::Volumes(args) => cli::volumes::run(&ctx, args).await,
     }
 }
 
@@ -233,6 +236,38 @@ mod tests {
             &["nimbus", "domains"],
             &["nimbus", "domains", "add", "hello", "www.example.com"],
             &["nimbus", "domains", "remove", "www.example.com"],
+            &["nimbus", "deploy", "hello", "--image", "busybox:1.36"],
+            &[
+                "nimbus",
+                "deploy",
+                "hello",
+                "--source",
+                ".",
+                "--dockerfile",
+                "x",
+            ],
+            &[
+                "nimbus",
+                "deploy",
+                "hello",
+                "--image",
+                "x",
+                "--cpu",
+                "0.5",
+                "--memory",
+                "256Mi",
+                "--tmp-size",
+                "1Gi",
+                "--volume",
+                "data:/data",
+                "--volume",
+                "c:/c",
+            ],
+            &["nimbus", "logs", "hello", "--build"],
+            &["nimbus", "logs", "hello", "--build", "b3"],
+            &["nimbus", "volumes"],
+            &["nimbus", "volumes", "create", "data"],
+            &["nimbus", "volumes", "delete", "data"],
         ];
         for argv in ok {
             assert!(Cli::try_parse_from(*argv).is_ok(), "{argv:?}");
@@ -244,6 +279,12 @@ mod tests {
             &["nimbus", "version", "delete", "hello"],
             &["nimbus", "domains", "add", "hello"],
             &["nimbus", "versions"],
+            &["nimbus", "deploy", "hello", "--image", "x", "--source", "."],
+            &[
+                "nimbus", "deploy", "hello", "--image", "x", "--volume", "nopath",
+            ],
+            &["nimbus", "logs", "hello", "--build", "-f"],
+            &["nimbus", "volumes", "create"],
         ];
         for argv in bad {
             assert!(Cli::try_parse_from(*argv).is_err(), "{argv:?}");

@@ -1,6 +1,8 @@
-//! `nimbus server`: opens the store, adopts leftover instances, starts the reconciler, the gateway
-//! and the API, and shuts everything down in order on SIGTERM / Ctrl-C.
+//! `nimbus server`: opens the store, connects the runtimes (processes always, Docker when it runs),
+//! adopts leftover instances, starts the reconciler, the gateway and the API, and shuts everything
+//! down in order on SIGTERM / Ctrl-C.
 
+mod containers;
 mod plan;
 mod reconciler;
 mod scaling;
@@ -12,9 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use nimbus_api::ApiState;
+use nimbus_api::{ApiState, Containers};
+use nimbus_docker::DockerDriver;
 use nimbus_gateway::{Gateway, GatewayConfig};
-use nimbus_runtime::{Driver, ProcessDriver};
+use nimbus_runtime::{Driver, DriverRouter, ProcessDriver};
 use nimbus_store::Store;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -113,7 +116,24 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Store::open(&data.join("nimbus.db"))
             .with_context(|| format!("opening the store in {}", data.display()))?,
     );
-    let driver = ProcessDriver::new(&data).context("starting the process runtime")?;
+    let process = ProcessDriver::new(&data).context("starting the process runtime")?;
+    // Containers are optional: without Docker, process versions work and container deploys are
+    // refused with how to start it.
+    let docker = match DockerDriver::connect(&data).await {
+        Ok(docker) => Ok(Arc::new(docker)),
+        Err(error) => {
+            warn!(%error, "Docker is not available: container versions cannot run.");
+            Err(error.to_string())
+        }
+    };
+    let containers = match &docker {
+        Ok(docker) => Containers::Available(Arc::new(containers::DockerEngine(docker.clone()))),
+        Err(reason) => Containers::Unavailable(reason.as_str().into()),
+    };
+    let driver: Arc<dyn Driver> = Arc::new(DriverRouter::new(
+        process,
+        docker.map(|d| d as Arc<dyn Driver>),
+    ));
 
     let api_listener = bind(args.api, "--api").await?;
     let http_listener = bind(args.http, "--http").await?;
@@ -143,6 +163,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         base_domain: args.base_domain.clone().into(),
         gateway_port: http_addr.port(),
         logs_dir: data.join("logs"),
+        builds_dir: data.join("builds"),
+        containers,
         status,
         reconcile: changed.clone(),
     });

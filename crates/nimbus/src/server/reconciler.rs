@@ -23,12 +23,14 @@ use nimbus_model::status::{
     InstanceState, InstanceStatus, RuntimeStatus, VersionState, VersionStatus,
 };
 use nimbus_model::VersionSpec;
-use nimbus_runtime::{Driver, ExitStatus, InstanceInfo, InstanceSpec};
+use nimbus_runtime::{Driver, ExitStatus, InstanceInfo};
 use nimbus_store::{DesiredState, Store};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info, warn};
 
-use super::plan::{crash_backoff_ms, plan, Action, LiveInstance, VersionKey, FAILED_AFTER};
+use super::plan::{
+    crash_backoff_ms, instance_spec, plan, Action, LiveInstance, VersionKey, FAILED_AFTER,
+};
 use super::scaling::{schedules_of, Change, Scaler, ScalingTimings, SAMPLE_EVERY};
 
 /// How long a new instance may take to answer its health path before it counts as failed.
@@ -233,7 +235,7 @@ impl Reconciler {
     }
 
     async fn start(&mut self, key: VersionKey, spec: &VersionSpec) {
-        let (ns, service, version) = key.clone();
+        let (_, service, version) = &key;
         let id = format!(
             "{service}-{version}-{:06x}",
             rand::random::<u32>() & 0xff_ffff
@@ -248,16 +250,7 @@ impl Reconciler {
                 }
             },
         };
-        let instance_spec = InstanceSpec {
-            id: id.clone(),
-            namespace: ns,
-            service,
-            version,
-            command: spec.command.clone(),
-            env: spec.env.clone(),
-            port,
-            container: None,
-        };
+        let instance_spec = instance_spec(&key, id.clone(), port, spec);
         match self.driver.start(&instance_spec).await {
             Ok(info) => {
                 info!(instance = %id, port, "Started an instance.");
