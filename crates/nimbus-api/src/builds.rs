@@ -520,6 +520,37 @@ pub async fn get(
     Ok(Json(json!(BuildView { record, log })))
 }
 
+/// At server start: removes contexts a previous run left in `.incoming` and marks builds it left
+/// `running` as failed (the engine's build ended with that run's connection).
+pub fn recover(builds_dir: &Path) {
+    let _ = std::fs::remove_dir_all(builds_dir.join(".incoming"));
+    let Ok(namespaces) = std::fs::read_dir(builds_dir) else {
+        return;
+    };
+    for service_dir in namespaces
+        .flatten()
+        .filter_map(|ns| std::fs::read_dir(ns.path()).ok())
+        .flatten()
+        .flatten()
+    {
+        for (_, path) in numbered_records(&service_dir.path()) {
+            let Some(mut record) = std::fs::read(&path)
+                .ok()
+                .and_then(|text| serde_json::from_slice::<BuildRecord>(&text).ok())
+            else {
+                continue;
+            };
+            if record.status == BuildStatus::Running {
+                record.status = BuildStatus::Failed;
+                record.error = Some("the server stopped during the build".to_string());
+                if let Err(error) = write_record(&service_dir.path(), &record) {
+                    tracing::warn!(%error, build = %record.id, "Cannot update an interrupted build.");
+                }
+            }
+        }
+    }
+}
+
 /// Forgets the builds of a deleted service.
 pub fn forget_service(state: &ApiState, ns: &str, service: &str) {
     let dir = service_dir(state, ns, service);
@@ -587,6 +618,21 @@ mod tests {
         assert!(!dir.join("b1.log").exists());
         // Numbers keep counting after a prune.
         assert_eq!(allocate(&dir, "default", "hello", None).unwrap().0.id, "b6");
+
+        // A build left running by a crashed server counts as failed after a restart.
+        let root = dir
+            .parent()
+            .unwrap()
+            .join(format!("nimbus-builds-root-{}", std::process::id()));
+        let service = root.join("default/hello");
+        std::fs::create_dir_all(root.join(".incoming/ctx")).unwrap();
+        let (record, _) = allocate(&service, "default", "hello", None).unwrap();
+        recover(&root);
+        assert!(!root.join(".incoming").exists());
+        let text = std::fs::read(service.join(format!("{}.json", record.id))).unwrap();
+        let after: BuildRecord = serde_json::from_slice(&text).unwrap();
+        assert_eq!(after.status, BuildStatus::Failed);
         let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

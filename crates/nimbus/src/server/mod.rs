@@ -126,6 +126,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             Err(error.to_string())
         }
     };
+    nimbus_api::builds::recover(&data.join("builds"));
     let containers = match &docker {
         Ok(docker) => Containers::Available(Arc::new(containers::DockerEngine(docker.clone()))),
         Err(reason) => Containers::Unavailable(reason.as_str().into()),

@@ -251,6 +251,8 @@ impl Reconciler {
             },
         };
         let instance_spec = instance_spec(&key, id.clone(), port, spec);
+        // Spawn → ready counts from here: creating a container takes most of a cold start.
+        let spawned = Instant::now();
         match self.driver.start(&instance_spec).await {
             Ok(info) => {
                 info!(instance = %id, port, "Started an instance.");
@@ -259,6 +261,7 @@ impl Reconciler {
                 self.track(info, key);
                 if let Some(instance) = self.instances.get_mut(&id) {
                     instance.cold = cold;
+                    instance.spawned = spawned;
                 }
             }
             Err(error) => {
