@@ -534,6 +534,27 @@ async fn a_failing_build_creates_no_version() {
     let out = server.cli(&["deploy", "broken", "--source", "empty"]).await;
     assert!(out.stderr.contains("missing_dockerfile"), "{out}");
     assert_eq!(server.versions("broken").await.len(), 1, "still only v1");
+
+    // A body that is not a source folder, or a Dockerfile outside it, is refused up front.
+    let builds = "/v1/namespaces/default/services/broken/builds";
+    for (path, codes) in [
+        (
+            builds.to_string(),
+            ["invalid_context", "missing_dockerfile"],
+        ),
+        (
+            format!("{builds}?dockerfile=../Dockerfile"),
+            ["invalid_dockerfile"; 2],
+        ),
+    ] {
+        let (status, reply) = server.api_post(&path, &json!({"not": "a tar"})).await;
+        assert_eq!(status, 400, "{path}: {reply}");
+        let code = error_of(&reply)["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(codes.contains(&code.as_str()), "{path}: {reply}");
+    }
     let builds = server
         .api_ok("/v1/namespaces/default/services/broken/builds")
         .await;
