@@ -482,6 +482,10 @@ async fn source_build_streams_its_output_then_serves() {
         .api_ok("/v1/namespaces/default/services/built/builds")
         .await;
     assert_eq!(builds["builds"][0]["status"], "succeeded", "{builds}");
+
+    // The build is unique to this run: do not leave its image behind.
+    server.cli_ok(&["service", "delete", "built"]).await;
+    docker(&["rmi", "nimbus/default/built:b1"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
