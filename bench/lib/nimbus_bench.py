@@ -6,12 +6,15 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-RELEASE = os.path.join(ROOT, "target", "release")
+# cargo builds into CARGO_TARGET_DIR when it is set.
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+RELEASE = os.path.join(TARGET, "release")
 NIMBUS = os.path.join(RELEASE, "nimbus")
 SAMPLE_APP = os.path.join(RELEASE, "nimbus-sample-app")
 
@@ -123,3 +126,82 @@ def percentile(values, p):
         return float("nan")
     k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
     return ordered[k]
+
+
+# --- Docker Engine API over its unix socket (for baselines measured without Nimbus) ---
+
+def docker_socket():
+    host = os.environ.get("DOCKER_HOST", "")
+    return host[len("unix://"):] if host.startswith("unix://") else "/var/run/docker.sock"
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout=60):
+        super().__init__("docker", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.unix_path)
+        self.sock = sock
+
+
+def docker_api(method, path, body=None, timeout=60):
+    """One Engine API call; returns (status, parsed JSON, the text when not JSON, or None)."""
+    conn = _UnixHTTPConnection(docker_socket(), timeout=timeout)
+    try:
+        headers = {}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body)
+            headers["content-type"] = "application/json"
+        conn.request(method, path, payload, headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        try:
+            return resp.status, (json.loads(data) if data.strip() else None)
+        except ValueError:
+            return resp.status, data.decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def docker_up():
+    try:
+        status, _ = docker_api("GET", "/_ping", timeout=5)
+        return status == 200
+    except OSError:
+        return False
+
+
+# Serves `/` with busybox httpd on 127.0.0.1:$PORT and stops at once on SIGTERM.
+BENCH_ENTRY = """#!/bin/sh
+mkdir -p /www
+echo "hello from $NIMBUS_SERVICE $NIMBUS_VERSION" > /www/index.html
+httpd -f -p "127.0.0.1:$PORT" -h /www &
+pid=$!
+trap 'kill $pid; wait $pid; exit 0' TERM INT
+wait $pid
+"""
+
+
+def build_bench_image(tag="nimbus-bench/httpd:v1", busybox="/bin/busybox"):
+    """A FROM scratch image with the host's static busybox (no registry needed)."""
+    ctx = tempfile.mkdtemp(prefix="nimbus-bench-image-")
+    try:
+        shutil.copy(busybox, os.path.join(ctx, "busybox"))
+        with open(os.path.join(ctx, "entry.sh"), "w") as f:
+            f.write(BENCH_ENTRY)
+        with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+            f.write(
+                "FROM scratch\n"
+                "COPY busybox /bin/busybox\n"
+                'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+                "COPY entry.sh /entry.sh\n"
+                'ENTRYPOINT ["/bin/sh", "/entry.sh"]\n'
+            )
+        subprocess.run(["docker", "build", "-q", "-t", tag, ctx], check=True, stdout=subprocess.DEVNULL)
+    finally:
+        shutil.rmtree(ctx, ignore_errors=True)
+    return tag

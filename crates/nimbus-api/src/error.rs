@@ -42,6 +42,12 @@ impl ApiError {
         )
     }
 
+    /// The same error, naming another input field.
+    pub fn with_field(mut self, field: &str) -> Self {
+        self.field = Some(field.to_string());
+        self
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message, None)
     }

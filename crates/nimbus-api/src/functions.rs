@@ -150,6 +150,7 @@ pub fn function_version(
             target_utilization: Some(1.0),
             ..Default::default()
         },
+        ..VersionInput::default()
     };
     let spec = FunctionSpec {
         runtime: runtime.to_string(),

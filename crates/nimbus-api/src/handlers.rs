@@ -11,7 +11,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use nimbus_model::domains::validate_custom_domain;
 use nimbus_model::names::validate_name;
 use nimbus_model::{
-    RequestView, ScalingInput, ScalingUpdate, TrafficPolicy, VersionInput, DEFAULT_NAMESPACE,
+    BuildInfo, ByteSize, RequestView, ScalingInput, ScalingUpdate, TrafficPolicy, VersionInput,
+    VolumeMount, DEFAULT_NAMESPACE,
 };
 use nimbus_store::Deployed;
 use serde::Deserialize;
@@ -76,6 +77,7 @@ pub async fn delete_service(
     Path((ns, service)): Path<(String, String)>,
 ) -> ApiResult {
     state.store.delete_service(&ns, &service)?;
+    crate::builds::forget_service(&state, &ns, &service);
     state.changed();
     // A function's pending async invocations go with it.
     if let Err(error) = state.functions.queue().delete_function(&ns, &service) {
@@ -105,6 +107,15 @@ async fn wait_until_stopped(
 #[serde(deny_unknown_fields)]
 pub struct DeployBody {
     pub command: Option<String>,
+    /// A container image present locally (see `POST /v1/images/pull`).
+    pub image: Option<String>,
+    /// A successful build of this service (`b3`): its image, and the build on the version.
+    pub build: Option<String>,
+    pub cpu: Option<f64>,
+    pub memory: Option<ByteSize>,
+    pub tmp_size: Option<ByteSize>,
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub port: Option<u32>,
@@ -130,8 +141,25 @@ pub async fn deploy(
 ) -> ApiResult<impl IntoResponse> {
     validate_name("namespace", &ns)?;
     validate_name("service", &service)?;
-    let spec = VersionInput {
+    let build = match &body.build {
+        Some(id) => Some(built_image(
+            &state,
+            &ns,
+            &service,
+            id,
+            body.image.as_deref(),
+        )?),
+        None => None,
+    };
+    let mut spec = VersionInput {
         command: body.command,
+        image: body
+            .image
+            .or_else(|| build.as_ref().map(|b| b.image.clone())),
+        cpu: body.cpu,
+        memory: body.memory,
+        tmp_size: body.tmp_size,
+        volumes: body.volumes,
         env: body.env,
         port: body.port,
         health_path: body.health_path,
@@ -146,6 +174,11 @@ pub async fn deploy(
         },
     }
     .resolve()?;
+    spec.build = build.map(|b| BuildInfo {
+        id: b.id,
+        duration_ms: b.duration_ms.unwrap_or(0),
+    });
+    crate::containers::check_container_version(&state, &spec).await?;
     let deployed =
         state
             .store
@@ -168,6 +201,41 @@ pub async fn deploy(
         StatusCode::OK
     };
     Ok((code, Json(body)))
+}
+
+/// The record of a successful build named by a deploy; its image must match `image` if given.
+fn built_image(
+    state: &ApiState,
+    ns: &str,
+    service: &str,
+    id: &str,
+    image: Option<&str>,
+) -> Result<crate::builds::BuildRecord, ApiError> {
+    let record = crate::builds::load(state, ns, service, id)?;
+    if record.status != crate::builds::BuildStatus::Succeeded {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "build_not_succeeded",
+            format!(
+                "build {} of {service} is {}, not succeeded: only a successful build can be deployed",
+                record.id,
+                json!(record.status).as_str().unwrap_or("unfinished")
+            ),
+            Some("build"),
+        ));
+    }
+    if image.is_some_and(|image| image != record.image) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_build",
+            format!(
+                "build {} made image {}; leave out image or give that one",
+                record.id, record.image
+            ),
+            Some("image"),
+        ));
+    }
+    Ok(record)
 }
 
 pub async fn update_scaling(

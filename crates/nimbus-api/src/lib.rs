@@ -8,11 +8,16 @@
 //! - [`error`]: `ApiError`, the one JSON error shape, and the strict JSON body extractor.
 //! - [`views`]: the JSON shapes of services and versions (docs/api.md).
 //! - `handlers`: one function per route.
+//! - [`containers`]: the [`ContainerEngine`] seam (images, builds, volumes), image pulls and the
+//!   volume routes, NDJSON streaming.
+//! - [`builds`]: builds from source: the upload, the streamed build, records and logs.
 //! - [`openapi`]: the OpenAPI document served at `/v1/openapi.json`.
 
 #![forbid(unsafe_code)]
 #![recursion_limit = "256"]
 
+pub mod builds;
+pub mod containers;
 pub mod error;
 pub mod functions;
 mod handlers;
@@ -31,6 +36,7 @@ use nimbus_model::status::RuntimeStatus;
 use nimbus_store::Store;
 use tokio::sync::{watch, Notify};
 
+pub use containers::{BuildFailure, BuiltImage, ContainerEngine, Containers, LineSink, VolumeInfo};
 pub use error::ApiError;
 
 /// What every handler needs.
@@ -44,6 +50,10 @@ pub struct ApiState {
     pub gateway_port: u16,
     /// Where instance logs live (`DATA/logs`).
     pub logs_dir: PathBuf,
+    /// Where build records and logs live (`DATA/builds`).
+    pub builds_dir: PathBuf,
+    /// The container engine for images, builds and volumes, or why there is none.
+    pub containers: Containers,
     /// Live status published by the reconciler.
     pub status: watch::Receiver<Arc<RuntimeStatus>>,
     /// Wakes the reconciler after a write.
@@ -110,6 +120,23 @@ pub fn router(state: ApiState) -> Router {
         .route(
             &format!("{ns}/{{service}}/events"),
             get(handlers::service_events),
+        )
+        .route(
+            &format!("{ns}/{{service}}/builds"),
+            get(builds::list).post(builds::start),
+        )
+        .route(
+            &format!("{ns}/{{service}}/builds/{{build}}"),
+            get(builds::get),
+        )
+        .route("/v1/images/pull", post(containers::pull))
+        .route(
+            "/v1/volumes",
+            get(containers::list_volumes).post(containers::create_volume),
+        )
+        .route(
+            "/v1/volumes/{name}",
+            axum::routing::delete(containers::delete_volume),
         )
         .route("/v1/events", get(handlers::events))
         .route("/v1/usage", get(handlers::usage))

@@ -351,7 +351,72 @@ pub const ROUTES: &[RouteDoc] = &[
         200,
         "Deleted",
     ),
+    (
+        "post",
+        "/v1/namespaces/{ns}/services/{service}/builds",
+        "Build the uploaded source folder (a tar; ?dockerfile=PATH) into an image, streaming the output as NDJSON",
+        Some("BuildContext"),
+        200,
+        "BuildStream",
+    ),
+    (
+        "get",
+        "/v1/namespaces/{ns}/services/{service}/builds",
+        "List the kept builds of a service, oldest first",
+        None,
+        200,
+        "BuildList",
+    ),
+    (
+        "get",
+        "/v1/namespaces/{ns}/services/{service}/builds/{build}",
+        "Show one build (or `latest`) with its log",
+        None,
+        200,
+        "BuildWithLog",
+    ),
+    (
+        "post",
+        "/v1/images/pull",
+        "Make an image present locally (pulls when absent), streaming progress as NDJSON",
+        Some("Pull"),
+        200,
+        "PullStream",
+    ),
+    (
+        "get",
+        "/v1/volumes",
+        "List volumes with the containers and versions that mount them",
+        None,
+        200,
+        "VolumeList",
+    ),
+    (
+        "post",
+        "/v1/volumes",
+        "Create a named volume",
+        Some("NewVolume"),
+        201,
+        "Volume",
+    ),
+    (
+        "delete",
+        "/v1/volumes/{name}",
+        "Delete a volume and its data (409 while a version or container mounts it)",
+        None,
+        200,
+        "Deleted",
+    ),
 ];
+
+/// Bodies and answers that are not JSON.
+fn content_type(schema: &str) -> &'static str {
+    match schema {
+        "BuildContext" => "application/x-tar",
+        "BuildStream" | "PullStream" => "application/x-ndjson",
+        _ => "application/json",
+    }
+}
 
 fn obj(props: Value, required: &[&str]) -> Value {
     json!({"type": "object", "properties": props, "required": required})
@@ -372,7 +437,7 @@ fn schemas() -> Value {
         json!({"match": obj(json!({"source": {"type": "string", "enum": ["query", "header"]}, "name": s, "value": s}), &["source", "name", "value"]), "version": s}),
         &["match", "version"],
     );
-    json!({
+    let mut all = json!({
         "Error": obj(json!({"error": obj(json!({"code": s, "message": s, "field": {"type": ["string", "null"]}}), &["code", "message", "field"])}), &["error"]),
         "Health": obj(json!({"status": s}), &["status"]),
         "Object": {"type": "object"},
@@ -383,7 +448,7 @@ fn schemas() -> Value {
         "TrafficPolicy": obj(json!({"split": {"type": "array", "items": {"$ref": "#/components/schemas/TrafficTarget"}}, "rules": {"type": "array", "items": {"$ref": "#/components/schemas/RouteRule"}}}), &["split"]),
         "Service": obj(json!({"namespace": s, "name": s, "url": s, "domains": {"type": "array", "items": s}, "traffic": {"type": "array", "items": {"$ref": "#/components/schemas/TrafficTarget"}}, "rules": {"type": "array", "items": {"$ref": "#/components/schemas/RouteRule"}}, "versions": {"type": "array", "items": s}, "created_at": i}), &["namespace", "name", "url", "domains", "traffic"]),
         "ServiceList": list_of("services", "Service"),
-        "Deploy": {"type": "object", "additionalProperties": false, "properties": {"command": s, "env": {"type": "object", "additionalProperties": s}, "port": i, "health_path": s, "min_instances": i, "max_instances": i, "concurrency": i, "timeout_secs": i, "target_utilization": {"type": "number"}, "scale_to_zero_after_secs": i, "queue_depth": i, "no_traffic": {"type": "boolean"}, "new_version": {"type": "boolean"}}, "required": ["command"]},
+        "Deploy": {"type": "object", "additionalProperties": false, "properties": {"command": s, "image": s, "build": s, "cpu": {"type": "number"}, "memory": {"type": ["string", "integer"]}, "tmp_size": {"type": ["string", "integer"]}, "volumes": {"type": "array", "items": obj(json!({"name": s, "path": s}), &["name", "path"])}, "env": {"type": "object", "additionalProperties": s}, "port": i, "health_path": s, "min_instances": i, "max_instances": i, "concurrency": i, "timeout_secs": i, "target_utilization": {"type": "number"}, "scale_to_zero_after_secs": i, "queue_depth": i, "no_traffic": {"type": "boolean"}, "new_version": {"type": "boolean"}}},
         "Usage": {"type": "object", "properties": {"since_minutes": i, "by": s, "groups": {"type": "array", "items": {"type": "object"}}, "total": {"type": "object"}}, "required": ["groups", "total"]},
         "FunctionList": {"type": "object", "properties": {"functions": {"type": "array", "items": {"$ref": "#/components/schemas/Function"}}}},
         "Function": {"type": "object", "properties": {"name": s, "url": s, "function": {"type": "object"}, "aliases": {"type": "array"}, "triggers": {"type": "array"}, "versions": {"type": "array", "items": s}}},
@@ -417,6 +482,29 @@ fn schemas() -> Value {
         "InstanceList": list_of("instances", "Instance"),
         "Domain": obj(json!({"host": s, "namespace": s, "service": s}), &["host", "service"]),
         "DomainList": list_of("domains", "Domain"),
+    });
+    if let (Some(all), Value::Object(more)) = (all.as_object_mut(), container_schemas()) {
+        all.extend(more);
+    }
+    all
+}
+
+/// Builds, image pulls and volumes.
+fn container_schemas() -> Value {
+    let s = json!({"type": "string"});
+    let i = json!({"type": "integer"});
+    let maybe_s = json!({"type": ["string", "null"]});
+    json!({
+        "BuildContext": {"type": "string", "format": "binary", "description": "the source folder as a tar"},
+        "Build": obj(json!({"id": s, "namespace": s, "service": s, "status": {"type": "string", "enum": ["running", "succeeded", "failed"]}, "image": s, "image_id": maybe_s, "dockerfile": maybe_s, "started_at": i, "duration_ms": {"type": ["integer", "null"]}, "failing_step": maybe_s, "error": maybe_s}), &["id", "status", "image"]),
+        "BuildList": list_of("builds", "Build"),
+        "BuildWithLog": {"allOf": [{"$ref": "#/components/schemas/Build"}, obj(json!({"log": {"type": "array", "items": s}}), &["log"])]},
+        "BuildStream": {"type": "string", "description": "NDJSON: {\"build\": Build}, then {\"line\": \"...\"} per output line, then {\"result\": Build} or {\"error\": {code, message, field}, \"build\": Build}"},
+        "Pull": obj(json!({"image": s}), &["image"]),
+        "PullStream": {"type": "string", "description": "NDJSON: {\"line\": \"...\"} per progress message, then {\"result\": {\"image\": \"...\", \"pulled\": true}} or {\"error\": {code, message, field}}"},
+        "NewVolume": obj(json!({"name": s}), &["name"]),
+        "Volume": obj(json!({"name": s, "created_at": maybe_s, "used_by": {"type": "array", "items": s}, "versions": {"type": "array", "items": s}}), &["name", "used_by", "versions"]),
+        "VolumeList": list_of("volumes", "Volume"),
     })
 }
 
@@ -433,12 +521,12 @@ pub fn document() -> Value {
             "summary": summary,
             "parameters": params,
             "responses": {
-                status.to_string(): {"description": "success", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{response}")}}}},
+                status.to_string(): {"description": "success", "content": {content_type(response): {"schema": {"$ref": format!("#/components/schemas/{response}")}}}},
                 "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
             },
         });
         if let Some(body) = body {
-            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}});
+            op["requestBody"] = json!({"required": true, "content": {content_type(body): {"schema": {"$ref": format!("#/components/schemas/{body}")}}}});
         }
         if *path != "/v1/health" {
             op["security"] = json!([{"bearer": []}]);
@@ -474,6 +562,6 @@ mod tests {
             let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
             assert!(schemas.contains_key(&name), "dangling $ref {name}");
         }
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 32);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 37);
     }
 }

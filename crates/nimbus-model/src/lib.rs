@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`error`]: the one error shape every layer maps to `{"error": {code, message, field}}`.
 //! - [`names`]: DNS-label rules for namespace, service and version names.
-//! - [`spec`]: a version's spec (command, env, port, limits) with defaults and validation.
+//! - [`spec`]: a version's spec (command or image, env, port, limits, container resources and
+//!   volumes) with defaults and validation; size (`256Mi`) and `NAME:/path` parsing.
 //! - [`function`]: what makes a version a function (runtime, handler, memory, timeout).
 //! - [`traffic`]: the traffic policy (percent split + ordered rules), validation, evaluation,
 //!   explanation, and the CLI's `v1=90,v2=10` / `k=v:version` syntax.
@@ -27,7 +28,10 @@ pub mod status;
 pub mod traffic;
 
 pub use error::{ErrorKind, ModelError};
-pub use spec::{ScalingInput, ScalingUpdate, VersionInput, VersionSpec};
+pub use spec::{
+    BuildInfo, ByteSize, Runtime, ScalingInput, ScalingUpdate, VersionInput, VersionSpec,
+    VolumeMount,
+};
 pub use traffic::{Decision, RequestView, RouteRule, RuleMatch, TrafficPolicy, TrafficTarget};
 
 /// The namespace that always exists.

@@ -21,6 +21,20 @@ pub const DEFAULT_SCALE_TO_ZERO_AFTER_SECS: u64 = 30;
 /// Most requests a version's queue may hold (the default is 10× its total capacity).
 pub const MAX_QUEUE_DEPTH: u32 = 100_000;
 
+/// Bytes in a mebibyte (`Mi`).
+pub const MIB: u64 = 1024 * 1024;
+/// `/tmp` of a container is a tmpfs of this size unless the version says otherwise (as in SCF).
+pub const DEFAULT_TMP_SIZE_BYTES: u64 = 512 * MIB;
+/// Docker refuses memory limits below 6 MiB.
+pub const MIN_MEMORY_BYTES: u64 = 6 * MIB;
+/// The smallest `/tmp` a container may ask for.
+pub const MIN_TMP_SIZE_BYTES: u64 = MIB;
+/// CPU limits are in cores, from a hundredth of a core (Docker's smallest) up.
+pub const MIN_CPU: f64 = 0.01;
+pub const MAX_CPU: f64 = 1024.0;
+/// Most volumes one version may mount.
+pub const MAX_VOLUMES: usize = 16;
+
 /// Env names the engine sets itself; a user may not override them.
 pub const RESERVED_ENV: &[&str] = &[
     "PORT",
@@ -30,11 +44,28 @@ pub const RESERVED_ENV: &[&str] = &[
     "NIMBUS_NAMESPACE",
 ];
 
-/// What a deploy asks for; every field but `command` may be left out.
+/// What a deploy asks for; every field but `command` (or `image`) may be left out.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VersionInput {
+    /// For a process: what to run. For a container: replaces the image's entrypoint and command
+    /// (run with `/bin/sh -c`); absent = the image's own.
     pub command: Option<String>,
+    /// Run as a container of this (local) image instead of a process.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Container CPU limit in cores (`0.5`).
+    #[serde(default)]
+    pub cpu: Option<f64>,
+    /// Container memory limit: `256Mi`, `1Gi` or a number of bytes.
+    #[serde(default)]
+    pub memory: Option<ByteSize>,
+    /// Size of the container's `/tmp` tmpfs (default 512Mi).
+    #[serde(default)]
+    pub tmp_size: Option<ByteSize>,
+    /// Named volumes mounted into the container.
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub port: Option<u32>,
@@ -60,10 +91,31 @@ pub struct ScalingInput {
 }
 
 /// A validated version spec with every default filled in.
+///
+/// Fields added after the first release have serde defaults, so specs stored by an older Nimbus
+/// still load (as process versions).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VersionSpec {
-    /// Run with `sh -c` in the server's working directory.
+    /// A process: run with `sh -c` in the server's working directory. A container: empty = the
+    /// image's own entrypoint, else run with `/bin/sh -c` instead of it.
     pub command: String,
+    /// The container image; `None` = a process version.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Container CPU limit in cores; `None` = no limit.
+    #[serde(default)]
+    pub cpu: Option<f64>,
+    /// Container memory limit in bytes; `None` = no limit.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// Size of the container's `/tmp` tmpfs; `None` for processes.
+    #[serde(default)]
+    pub tmp_size_bytes: Option<u64>,
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+    /// The build the image came from, when it was built from source.
+    #[serde(default)]
+    pub build: Option<BuildInfo>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Fixed port the app listens on; `None` = the engine picks one per instance and passes `PORT`.
@@ -83,6 +135,230 @@ pub struct VersionSpec {
     /// Set for function versions (`nimbus fn deploy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<crate::function::FunctionSpec>,
+}
+
+/// A named volume (`nimbus volumes create NAME`) mounted at an absolute path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    pub name: String,
+    pub path: String,
+}
+
+/// Where a version's image came from when Nimbus built it (metering bills build time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildInfo {
+    /// The build's id within its service, e.g. `b3`.
+    pub id: String,
+    /// Wall time of the build, in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Which runtime runs a version's instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Runtime {
+    /// A process group on the host (the embedded default).
+    Process,
+    /// A container on the local Docker Engine.
+    Container,
+}
+
+/// A size as a deploy gives it: a number of bytes, or text such as `256Mi`, `1Gi`, `512M`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl ByteSize {
+    /// The size in bytes, or why the text is not a size.
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            ByteSize::Bytes(n) => Ok(*n),
+            ByteSize::Text(text) => parse_bytes(text),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a size such as \"256Mi\" or \"1Gi\", or a number of bytes")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize::Bytes(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize::Bytes)
+                    .map_err(|_| E::custom(format!("a size cannot be negative (got {v})")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                Ok(ByteSize::Text(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Parses a size: plain bytes (`1048576`), binary units `Ki Mi Gi Ti` (×1024ⁿ), or decimal
+/// units `k K M G T` (×1000ⁿ, as Kubernetes). A fraction is allowed with a unit (`1.5Gi`).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if text.starts_with('-') {
+        return Err(format!("size {text:?} cannot be negative"));
+    }
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "m" | "mi" | "MB" | "MiB" | "GB" | "GiB" | "g" | "gi" | "KB" | "KiB" | "kb" => {
+            let hint = match unit.to_ascii_lowercase().chars().next() {
+                Some('g') => "Gi",
+                Some('k') => "Ki",
+                _ => "Mi",
+            };
+            return Err(format!(
+                "size {text:?} has an ambiguous unit {unit:?}: write {number}{hint} (binary) or a number of bytes"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "size {text:?} has an unknown unit {other:?}: use Ki, Mi, Gi, Ti (or k, M, G, T), e.g. 256Mi"
+            ))
+        }
+    };
+    if number.is_empty() {
+        return Err(format!("size {text:?} needs a number, e.g. 256Mi"));
+    }
+    if let Ok(whole) = number.parse::<u64>() {
+        return whole
+            .checked_mul(multiplier)
+            .ok_or_else(|| format!("size {text:?} is too large"));
+    }
+    match number.parse::<f64>() {
+        Ok(value) if value.is_finite() && multiplier > 1 => {
+            let bytes = value * multiplier as f64;
+            if bytes >= u64::MAX as f64 {
+                Err(format!("size {text:?} is too large"))
+            } else {
+                Ok(bytes.floor() as u64)
+            }
+        }
+        Ok(_) => Err(format!(
+            "size {text:?} is a fraction of a byte: give a unit (e.g. 1.5Gi) or whole bytes"
+        )),
+        Err(_) => Err(format!(
+            "size {text:?} is not a number with a unit, e.g. 256Mi"
+        )),
+    }
+}
+
+/// Parses `NAME:/path`, the `--volume` syntax.
+pub fn parse_volume(text: &str) -> Result<VolumeMount, String> {
+    match text.split_once(':') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok(VolumeMount {
+            name: name.to_string(),
+            path: path.to_string(),
+        }),
+        _ => Err(format!(
+            "{text:?} should look like NAME:/path (a volume from `nimbus volumes create NAME`)"
+        )),
+    }
+}
+
+/// Volume names as Docker allows them, shorter: `[A-Za-z0-9][A-Za-z0-9_.-]{0,62}`.
+pub fn validate_volume_name(name: &str) -> Result<(), ModelError> {
+    let ok = name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ModelError::invalid(
+            "invalid_volume",
+            "volumes",
+            format!(
+                "volume name {name:?} must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit"
+            ),
+        ))
+    }
+}
+
+/// A mount path: absolute, not `/`, `/tmp` (the tmpfs) or under `/proc`, `/sys`, `/dev`; no `..`.
+fn validate_mount_path(path: &str) -> Result<(), ModelError> {
+    let trimmed = path.trim_end_matches('/');
+    let reserved = ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|r| trimmed == *r || trimmed.starts_with(&format!("{r}/")));
+    let reason = if !path.starts_with('/') {
+        "must be an absolute path"
+    } else if trimmed.is_empty() {
+        "must not be /"
+    } else if trimmed == "/tmp" {
+        "must not be /tmp, which is the container's tmpfs (see tmp_size)"
+    } else if reserved {
+        "must not be under /proc, /sys or /dev"
+    } else if path.split('/').any(|part| part == "..") {
+        "must not contain '..'"
+    } else if path.chars().any(|c| c.is_control() || c == ',' || c == ':') {
+        "must not contain control characters, ',' or ':'"
+    } else {
+        return Ok(());
+    };
+    Err(ModelError::invalid(
+        "invalid_volume",
+        "volumes",
+        format!("mount path {path:?} {reason}"),
+    ))
+}
+
+/// An image reference the engine can look up: no spaces or control characters, at most 255.
+pub fn validate_image(image: &str) -> Result<(), ModelError> {
+    let reason = if image.is_empty() {
+        "must not be empty"
+    } else if image.len() > 255 {
+        "must be at most 255 characters"
+    } else if image.starts_with(['-', ':', '@', '/']) {
+        "must start with a name"
+    } else if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "must not contain spaces"
+    } else {
+        return Ok(());
+    };
+    Err(ModelError::invalid(
+        "invalid_image",
+        "image",
+        format!("image {image:?} {reason} (e.g. nginx:1.27 or nimbus/hello:b1)"),
+    ))
+}
+
+/// "cpu is not supported by the process runtime" for a field only containers have.
+fn process_unsupported(field: &str, what: &str) -> ModelError {
+    ModelError::invalid(
+        "unsupported_by_runtime",
+        field,
+        format!(
+            "{what} is not supported by the process runtime; deploy an image (--image or --source) to use it"
+        ),
+    )
 }
 
 fn default_target_utilization() -> f64 {
@@ -109,13 +385,15 @@ impl VersionInput {
     /// Applies defaults and checks every field; the first broken rule is reported.
     pub fn resolve(&self) -> Result<VersionSpec, ModelError> {
         let command = self.command.as_deref().map(str::trim).unwrap_or("");
-        if command.is_empty() {
+        let image = self.image.as_deref().map(str::trim);
+        if command.is_empty() && image.is_none() {
             return Err(ModelError::invalid(
                 "missing_command",
                 "command",
-                "a version needs a command to run (e.g. --command \"python3 app.py\")",
+                "a version needs a command to run (e.g. --command \"python3 app.py\") or an image (--image, --source)",
             ));
         }
+        let container = self.resolve_container()?;
         for key in self.env.keys() {
             validate_env_name(key)?;
         }
@@ -182,6 +460,12 @@ impl VersionInput {
         }
         let spec = VersionSpec {
             command: command.to_string(),
+            image: container.image,
+            cpu: container.cpu,
+            memory_bytes: container.memory_bytes,
+            tmp_size_bytes: container.tmp_size_bytes,
+            volumes: container.volumes,
+            build: None,
             env: self.env.clone(),
             port,
             health_path,
@@ -198,7 +482,112 @@ impl VersionInput {
     }
 }
 
+/// The container part of a resolved input; all `None`/empty for a process.
+struct ContainerFields {
+    image: Option<String>,
+    cpu: Option<f64>,
+    memory_bytes: Option<u64>,
+    tmp_size_bytes: Option<u64>,
+    volumes: Vec<VolumeMount>,
+}
+
+impl VersionInput {
+    /// Checks the container fields; a process may not have any of them.
+    fn resolve_container(&self) -> Result<ContainerFields, ModelError> {
+        let Some(image) = self.image.as_deref().map(str::trim) else {
+            let unsupported = [
+                ("cpu", "a CPU limit (cpu)", self.cpu.is_some()),
+                ("memory", "a memory limit (memory)", self.memory.is_some()),
+                (
+                    "tmp_size",
+                    "a /tmp size (tmp_size)",
+                    self.tmp_size.is_some(),
+                ),
+                ("volumes", "mounting volumes", !self.volumes.is_empty()),
+            ];
+            if let Some((field, what, _)) = unsupported.iter().find(|(_, _, given)| *given) {
+                return Err(process_unsupported(field, what));
+            }
+            return Ok(ContainerFields {
+                image: None,
+                cpu: None,
+                memory_bytes: None,
+                tmp_size_bytes: None,
+                volumes: Vec::new(),
+            });
+        };
+        validate_image(image)?;
+        if let Some(cpu) = self.cpu {
+            if !(cpu.is_finite() && (MIN_CPU..=MAX_CPU).contains(&cpu)) {
+                return Err(ModelError::invalid(
+                    "invalid_cpu",
+                    "cpu",
+                    format!("cpu {cpu} must be a number of cores from {MIN_CPU} to {MAX_CPU} (e.g. 0.5)"),
+                ));
+            }
+        }
+        let size = |field: &'static str, code: &'static str, value: &ByteSize, min: u64| {
+            let bytes = value
+                .bytes()
+                .map_err(|reason| ModelError::invalid(code, field, reason))?;
+            if bytes < min || i64::try_from(bytes).is_err() {
+                return Err(ModelError::invalid(
+                    code,
+                    field,
+                    format!("{field} {bytes} bytes must be at least {} MiB", min / MIB),
+                ));
+            }
+            Ok(bytes)
+        };
+        let memory_bytes = self
+            .memory
+            .as_ref()
+            .map(|m| size("memory", "invalid_memory", m, MIN_MEMORY_BYTES))
+            .transpose()?;
+        let tmp_size_bytes = match &self.tmp_size {
+            Some(t) => size("tmp_size", "invalid_tmp_size", t, MIN_TMP_SIZE_BYTES)?,
+            None => DEFAULT_TMP_SIZE_BYTES,
+        };
+        if self.volumes.len() > MAX_VOLUMES {
+            return Err(ModelError::invalid(
+                "invalid_volume",
+                "volumes",
+                format!("at most {MAX_VOLUMES} volumes per version"),
+            ));
+        }
+        let mut paths = std::collections::BTreeSet::new();
+        for mount in &self.volumes {
+            validate_volume_name(&mount.name)?;
+            validate_mount_path(&mount.path)?;
+            let path = mount.path.trim_end_matches('/');
+            if !paths.insert(path) {
+                return Err(ModelError::invalid(
+                    "invalid_volume",
+                    "volumes",
+                    format!("two volumes are mounted at {path}"),
+                ));
+            }
+        }
+        Ok(ContainerFields {
+            image: Some(image.to_string()),
+            cpu: self.cpu,
+            memory_bytes,
+            tmp_size_bytes: Some(tmp_size_bytes),
+            volumes: self.volumes.clone(),
+        })
+    }
+}
+
 impl VersionSpec {
+    /// Which runtime runs this version: a container when it has an image.
+    pub fn runtime(&self) -> Runtime {
+        if self.image.is_some() {
+            Runtime::Container
+        } else {
+            Runtime::Process
+        }
+    }
+
     /// Instances this version keeps running without an autoscaler: `max(min, 1)`.
     pub fn steady_instances(&self) -> u32 {
         self.min_instances.max(1)
@@ -242,7 +631,12 @@ impl VersionSpec {
     /// The spec with only its scaling changed; the rest of a version stays immutable.
     pub fn apply_scaling(&self, update: &ScalingUpdate) -> Result<VersionSpec, ModelError> {
         let input = VersionInput {
-            command: Some(self.command.clone()),
+            command: Some(self.command.clone()).filter(|c| !c.is_empty()),
+            image: self.image.clone(),
+            cpu: self.cpu,
+            memory: self.memory_bytes.map(ByteSize::Bytes),
+            tmp_size: self.tmp_size_bytes.map(ByteSize::Bytes),
+            volumes: self.volumes.clone(),
             env: self.env.clone(),
             port: self.port.map(u32::from),
             health_path: Some(self.health_path.clone()),
@@ -258,12 +652,20 @@ impl VersionSpec {
                 queue_depth: update.queue_depth.or(self.queue_depth),
             },
         };
-        input.resolve()
+        let mut spec = input.resolve()?;
+        spec.build = self.build.clone();
+        Ok(spec)
     }
 
     /// True when `other` differs from `self` in scaling fields only.
     pub fn same_except_scaling(&self, other: &VersionSpec) -> bool {
         self.command == other.command
+            && self.image == other.image
+            && self.cpu == other.cpu
+            && self.memory_bytes == other.memory_bytes
+            && self.tmp_size_bytes == other.tmp_size_bytes
+            && self.volumes == other.volumes
+            && self.build == other.build
             && self.env == other.env
             && self.port == other.port
             && self.health_path == other.health_path
@@ -520,5 +922,318 @@ mod tests {
                 (got, want) => panic!("{label}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn sizes() {
+        let cases: &[(&str, Result<u64, &str>)] = &[
+            ("1048576", Ok(1 << 20)), // plain bytes
+            ("256Mi", Ok(256 << 20)),
+            ("1Gi", Ok(1 << 30)),
+            ("1.5Gi", Ok(3 << 29)), // a fraction with a unit
+            ("64Ki", Ok(64 << 10)),
+            ("2Ti", Ok(2 << 40)),
+            ("512M", Ok(512_000_000)), // decimal, as Kubernetes
+            ("1k", Ok(1000)),
+            ("1G", Ok(1_000_000_000)),
+            (" 8Mi ", Ok(8 << 20)), // surrounding space
+            ("100B", Ok(100)),
+            ("256m", Err("ambiguous")), // Docker's m: say Mi
+            ("1GB", Err("ambiguous")),
+            ("256Xi", Err("unknown unit")),
+            ("Mi", Err("needs a number")),
+            ("", Err("needs a number")),
+            ("1.5", Err("fraction of a byte")),
+            ("-1Mi", Err("negative")),
+            ("99999999999Ti", Err("too large")),
+            ("1..5Mi", Err("not a number")),
+        ];
+        for (text, expected) in cases {
+            match (parse_bytes(text), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, *want, "{text:?}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{text:?}: {got}"),
+                (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        // JSON takes a number or a string; negative numbers are refused.
+        let size: ByteSize = serde_json::from_str("268435456").unwrap();
+        assert_eq!(size.bytes(), Ok(256 << 20));
+        let size: ByteSize = serde_json::from_str("\"256Mi\"").unwrap();
+        assert_eq!(size.bytes(), Ok(256 << 20));
+        assert!(serde_json::from_str::<ByteSize>("-5").is_err());
+        assert!(serde_json::from_str::<ByteSize>("true").is_err());
+    }
+
+    #[test]
+    fn volume_flags() {
+        let cases: &[(&str, Option<(&str, &str)>)] = &[
+            ("data:/data", Some(("data", "/data"))),
+            ("cache:/var/cache/app", Some(("cache", "/var/cache/app"))),
+            ("data", None),   // no path
+            (":/data", None), // no name
+            ("data:", None),  // empty path
+            // Only the first ':' splits; the path check refuses the rest later.
+            ("a:/b:c", Some(("a", "/b:c"))),
+        ];
+        for (text, expected) in cases {
+            let got = parse_volume(text).ok();
+            let got = got.as_ref().map(|m| (m.name.as_str(), m.path.as_str()));
+            assert_eq!(got, *expected, "{text:?}");
+        }
+    }
+
+    fn image_input() -> VersionInput {
+        VersionInput {
+            image: Some("nimbus/hello:b1".into()),
+            ..Default::default()
+        }
+    }
+
+    fn mount(name: &str, path: &str) -> VolumeMount {
+        VolumeMount {
+            name: name.into(),
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn runtime_choice_and_container_defaults() {
+        let process = input().resolve().unwrap();
+        assert_eq!(process.runtime(), Runtime::Process);
+        assert_eq!(process.tmp_size_bytes, None, "no tmpfs for a process");
+
+        let container = image_input().resolve().unwrap();
+        assert_eq!(container.runtime(), Runtime::Container);
+        assert_eq!(container.command, "", "the image's own entrypoint");
+        assert_eq!(container.tmp_size_bytes, Some(DEFAULT_TMP_SIZE_BYTES));
+        assert_eq!((container.cpu, container.memory_bytes), (None, None));
+
+        // An image with a command override.
+        let mut i = image_input();
+        i.command = Some("  ./serve --port $PORT ".into());
+        assert_eq!(i.resolve().unwrap().command, "./serve --port $PORT");
+
+        // A spec stored before containers existed still loads, as a process version.
+        let old = r#"{"command":"python3 app.py","env":{},"port":null,"health_path":"/",
+            "min_instances":0,"max_instances":10,"concurrency":80,"timeout_secs":300}"#;
+        let old: VersionSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(old.runtime(), Runtime::Process);
+        assert_eq!((old.image, old.build, old.volumes), (None, None, vec![]));
+    }
+
+    #[test]
+    fn container_fields() {
+        type Edit = fn(&mut VersionInput);
+        type Case = (&'static str, Edit, Option<(&'static str, &'static str)>);
+        let cases: &[Case] = &[
+            // Processes refuse container-only fields, naming the field.
+            (
+                "process cpu",
+                |i| {
+                    i.image = None;
+                    i.command = Some("x".into());
+                    i.cpu = Some(0.5)
+                },
+                Some(("unsupported_by_runtime", "cpu")),
+            ),
+            (
+                "process memory",
+                |i| {
+                    i.image = None;
+                    i.command = Some("x".into());
+                    i.memory = Some(ByteSize::Text("256Mi".into()))
+                },
+                Some(("unsupported_by_runtime", "memory")),
+            ),
+            (
+                "process tmp",
+                |i| {
+                    i.image = None;
+                    i.command = Some("x".into());
+                    i.tmp_size = Some(ByteSize::Bytes(1 << 30))
+                },
+                Some(("unsupported_by_runtime", "tmp_size")),
+            ),
+            (
+                "process volume",
+                |i| {
+                    i.image = None;
+                    i.command = Some("x".into());
+                    i.volumes = vec![mount("data", "/data")]
+                },
+                Some(("unsupported_by_runtime", "volumes")),
+            ),
+            ("cpu half", |i| i.cpu = Some(0.5), None),
+            ("cpu 0", |i| i.cpu = Some(0.0), Some(("invalid_cpu", "cpu"))),
+            (
+                "cpu NaN",
+                |i| i.cpu = Some(f64::NAN),
+                Some(("invalid_cpu", "cpu")),
+            ),
+            ("cpu min", |i| i.cpu = Some(0.01), None),
+            (
+                "cpu huge",
+                |i| i.cpu = Some(5000.0),
+                Some(("invalid_cpu", "cpu")),
+            ),
+            (
+                "memory 256Mi",
+                |i| i.memory = Some(ByteSize::Text("256Mi".into())),
+                None,
+            ),
+            (
+                "memory 1Mi",
+                |i| i.memory = Some(ByteSize::Text("1Mi".into())),
+                Some(("invalid_memory", "memory")),
+            ),
+            (
+                "memory junk",
+                |i| i.memory = Some(ByteSize::Text("lots".into())),
+                Some(("invalid_memory", "memory")),
+            ),
+            (
+                "tmp 8Mi",
+                |i| i.tmp_size = Some(ByteSize::Text("8Mi".into())),
+                None,
+            ),
+            (
+                "tmp 0",
+                |i| i.tmp_size = Some(ByteSize::Bytes(0)),
+                Some(("invalid_tmp_size", "tmp_size")),
+            ),
+            (
+                "image blank",
+                |i| i.image = Some("  ".into()),
+                Some(("invalid_image", "image")),
+            ),
+            (
+                "image space",
+                |i| i.image = Some("a b".into()),
+                Some(("invalid_image", "image")),
+            ),
+            (
+                "image flag-like",
+                |i| i.image = Some("--rm".into()),
+                Some(("invalid_image", "image")),
+            ),
+            (
+                "image registry port",
+                |i| i.image = Some("localhost:5000/a/b:1".into()),
+                None,
+            ),
+            (
+                "volume ok",
+                |i| i.volumes = vec![mount("data", "/data")],
+                None,
+            ),
+            (
+                "volume bad name",
+                |i| i.volumes = vec![mount("-x", "/data")],
+                Some(("invalid_volume", "volumes")),
+            ),
+            (
+                "volume relative",
+                |i| i.volumes = vec![mount("data", "data")],
+                Some(("invalid_volume", "volumes")),
+            ),
+            (
+                "volume at /tmp",
+                |i| i.volumes = vec![mount("data", "/tmp/")],
+                Some(("invalid_volume", "volumes")),
+            ),
+            (
+                "volume at /",
+                |i| i.volumes = vec![mount("data", "/")],
+                Some(("invalid_volume", "volumes")),
+            ),
+            (
+                "volume under /proc",
+                |i| i.volumes = vec![mount("data", "/proc/x")],
+                Some(("invalid_volume", "volumes")),
+            ),
+            (
+                "volume /process is fine",
+                |i| i.volumes = vec![mount("data", "/process")],
+                None,
+            ),
+            (
+                "volume dotdot",
+                |i| i.volumes = vec![mount("data", "/a/../etc")],
+                Some(("invalid_volume", "volumes")),
+            ),
+            (
+                "two at one path",
+                |i| i.volumes = vec![mount("a", "/data"), mount("b", "/data/")],
+                Some(("invalid_volume", "volumes")),
+            ),
+            (
+                "one volume at two paths",
+                |i| i.volumes = vec![mount("a", "/x"), mount("a", "/y")],
+                None,
+            ),
+        ];
+        for (label, edit, expected) in cases {
+            let mut i = image_input();
+            edit(&mut i);
+            match (i.resolve(), expected) {
+                (Ok(_), None) => {}
+                (Err(e), Some((code, field))) => {
+                    assert_eq!(
+                        (e.code, e.field.as_deref()),
+                        (*code, Some(*field)),
+                        "{label}: {e}"
+                    )
+                }
+                (got, want) => panic!("{label}: got {got:?}, want {want:?}"),
+            }
+        }
+        let mut i = input();
+        i.cpu = Some(0.5);
+        let message = i.resolve().unwrap_err().message;
+        assert!(
+            message.contains("not supported by the process runtime"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn container_changes_are_new_versions() {
+        let base = image_input().resolve().unwrap();
+        let mut scaled = base.clone();
+        scaled.max_instances = 3;
+        assert!(base.same_except_scaling(&scaled));
+        type Edit = fn(&mut VersionSpec);
+        let edits: &[(&str, Edit)] = &[
+            ("image", |s| s.image = Some("other:1".into())),
+            ("cpu", |s| s.cpu = Some(1.0)),
+            ("memory", |s| s.memory_bytes = Some(64 << 20)),
+            ("tmp", |s| s.tmp_size_bytes = Some(8 << 20)),
+            ("volumes", |s| s.volumes = vec![mount("d", "/d")]),
+            ("build", |s| {
+                s.build = Some(BuildInfo {
+                    id: "b2".into(),
+                    duration_ms: 5,
+                })
+            }),
+        ];
+        for (label, edit) in edits {
+            let mut other = base.clone();
+            edit(&mut other);
+            assert!(!base.same_except_scaling(&other), "{label}");
+        }
+        // Scaling in place keeps the container fields and the build.
+        let mut built = base.clone();
+        built.memory_bytes = Some(64 << 20);
+        built.build = Some(BuildInfo {
+            id: "b1".into(),
+            duration_ms: 1200,
+        });
+        let update = ScalingUpdate {
+            max_instances: Some(2),
+            ..Default::default()
+        };
+        let updated = built.apply_scaling(&update).unwrap();
+        assert_eq!(updated.max_instances, 2);
+        assert!(built.same_except_scaling(&updated));
     }
 }

@@ -49,6 +49,13 @@ pub enum DriverError {
     #[error("cannot find a free port on 127.0.0.1: {0}")]
     NoFreePort(#[source] io::Error),
 
+    /// The runtime a spec needs is not available on this server (e.g. Docker is not running).
+    #[error("the {runtime} runtime is not available: {reason}")]
+    Unavailable {
+        runtime: &'static str,
+        reason: String,
+    },
+
     /// The process driver spawns background tasks, so it needs a tokio runtime.
     #[error("the process driver must be created inside a tokio runtime")]
     NoRuntime,

@@ -6,14 +6,16 @@
 //! them (the whole process group, never a stray pid), and after a server restart re-adopts the
 //! instances the previous run left behind, verified by pid *and* process start time so a recycled
 //! pid is never mistaken for ours. A driver never decides *how many* instances run or routes
-//! traffic; that is the reconciler's and the gateway's job. A Docker driver will implement the same
-//! trait later, so nothing in the trait mentions processes.
+//! traffic; that is the reconciler's and the gateway's job. The Docker driver (crate
+//! `nimbus-docker`) implements the same trait, so nothing in the trait mentions processes, and
+//! [`DriverRouter`] puts both behind one `Arc<dyn Driver>`.
 //!
 //! The process driver is Linux-only: it reads `/proc/PID/stat` to verify and enumerate processes.
 //!
 //! # Layout
 //! - [`Driver`], [`InstanceSpec`], [`InstanceInfo`], [`ExitStatus`]: the runtime-neutral seam.
 //! - [`error`]: [`DriverError`] and [`ProbeError`].
+//! - [`router`]: [`DriverRouter`], which sends each instance to the process or container driver.
 //! - [`process`]: [`ProcessDriver`], its data-dir layout (`logs/…`, `run/{id}.json`) and log rotation.
 //! - [`logs`]: reading logs: [`tail_lines`], [`read_from`]; rotation itself ([`logs::rotate_if_over`]).
 //! - [`probe`]: [`wait_ready`] (HTTP readiness) and [`pick_free_port`].
@@ -25,6 +27,7 @@ pub mod error;
 pub mod logs;
 pub mod probe;
 pub mod process;
+pub mod router;
 
 mod pidfile;
 mod proc;
@@ -39,6 +42,7 @@ pub use error::{DriverError, ProbeError};
 pub use logs::{read_from, tail_lines};
 pub use probe::{pick_free_port, wait_ready};
 pub use process::{ProcessConfig, ProcessDriver};
+pub use router::DriverRouter;
 
 /// What to run for one instance.
 #[derive(Debug, Clone, PartialEq)]

@@ -79,6 +79,8 @@ enum Command {
     /// Functions: deploy, invoke (sync or async), invocations, aliases, triggers.
     #[command(subcommand, name = "fn")]
     Fn(cli::functions::FnCmd),
+    /// List, create or delete named volumes for containers (`deploy --volume NAME:/path`).
+    Volumes(cli::volumes::VolumesArgs),
 }
 
 fn main() -> ExitCode {
@@ -166,6 +168,7 @@ async fn run_client(
         Command::Keys(cmd) => cli::storage::keys(&ctx, cmd).await,
         Command::Bucket(cmd) => cli::storage::bucket(&ctx, cmd).await,
         Command::Fn(cmd) => cli::functions::run(&ctx, cmd).await,
+        Command::Volumes(args) => cli::volumes::run(&ctx, args).await,
     }
 }
 
@@ -248,6 +251,38 @@ mod tests {
             &["nimbus", "domains"],
             &["nimbus", "domains", "add", "hello", "www.example.com"],
             &["nimbus", "domains", "remove", "www.example.com"],
+            &["nimbus", "deploy", "hello", "--image", "busybox:1.36"],
+            &[
+                "nimbus",
+                "deploy",
+                "hello",
+                "--source",
+                ".",
+                "--dockerfile",
+                "x",
+            ],
+            &[
+                "nimbus",
+                "deploy",
+                "hello",
+                "--image",
+                "x",
+                "--cpu",
+                "0.5",
+                "--memory",
+                "256Mi",
+                "--tmp-size",
+                "1Gi",
+                "--volume",
+                "data:/data",
+                "--volume",
+                "c:/c",
+            ],
+            &["nimbus", "logs", "hello", "--build"],
+            &["nimbus", "logs", "hello", "--build", "b3"],
+            &["nimbus", "volumes"],
+            &["nimbus", "volumes", "create", "data"],
+            &["nimbus", "volumes", "delete", "data"],
         ];
         for argv in ok {
             assert!(Cli::try_parse_from(*argv).is_ok(), "{argv:?}");
@@ -259,6 +294,12 @@ mod tests {
             &["nimbus", "version", "delete", "hello"],
             &["nimbus", "domains", "add", "hello"],
             &["nimbus", "versions"],
+            &["nimbus", "deploy", "hello", "--image", "x", "--source", "."],
+            &[
+                "nimbus", "deploy", "hello", "--image", "x", "--volume", "nopath",
+            ],
+            &["nimbus", "logs", "hello", "--build", "-f"],
+            &["nimbus", "volumes", "create"],
         ];
         for argv in bad {
             assert!(Cli::try_parse_from(*argv).is_err(), "{argv:?}");

@@ -18,6 +18,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Larger answers are refused rather than buffered (log pages are the biggest, well below this).
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// How long a streamed answer (a build, a pull) may take in all.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Longest line of a streamed answer kept; longer ones are skipped.
+const MAX_STREAM_LINE: usize = 1024 * 1024;
 
 /// A request the API refused, in its `{"error": {code, message, field}}` shape. Local checks
 /// (the model's validators run before any request) produce the same shape with no status.
@@ -290,6 +294,62 @@ impl Client {
         })
     }
 
+    /// POSTs `body` to a route that answers NDJSON (docs/api.md): `on_event` sees every object as
+    /// it arrives; the answer is the final `result`, or the final `error` as a refusal.
+    pub async fn stream(
+        &self,
+        path: &[&str],
+        query: &[(&str, &str)],
+        body: Vec<u8>,
+        content_type: &str,
+        mut on_event: impl FnMut(&Value),
+    ) -> Result<Value, CliError> {
+        let url = endpoint(&self.config.base, path, query)?;
+        let mut request = self
+            .http
+            .post(url)
+            .timeout(STREAM_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        if let Some(token) = &self.config.token {
+            request = request.bearer_auth(token);
+        }
+        let mut response = request.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status();
+        let mut lines = NdjsonLines::default();
+        let mut error_body: Vec<u8> = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
+            if !status.is_success() {
+                if error_body.len() + chunk.len() <= MAX_BODY_BYTES {
+                    error_body.extend_from_slice(&chunk);
+                }
+                continue;
+            }
+            for event in lines.push(&chunk) {
+                on_event(&event);
+                if let Some(done) = final_event(&event) {
+                    return done;
+                }
+            }
+        }
+        if !status.is_success() {
+            let mut err = ApiError::from_response(status.as_u16(), &error_body);
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                err.message = format!("{}; {}", err.message, self.token_hint());
+            }
+            return Err(CliError::Rejected(err));
+        }
+        for event in lines.finish() {
+            on_event(&event);
+            if let Some(done) = final_event(&event) {
+                return done;
+            }
+        }
+        Err(CliError::Other(
+            "the API ended the stream without a result; see the server's log".to_string(),
+        ))
+    }
+
     fn transport(&self, e: reqwest::Error) -> CliError {
         let url = self.config.base.as_str().trim_end_matches('/').to_string();
         if e.is_connect() {
@@ -316,9 +376,96 @@ impl Client {
     }
 }
 
+/// `{"result": …}` ends a stream well, `{"error": …}` badly; anything else is progress.
+fn final_event(event: &Value) -> Option<Result<Value, CliError>> {
+    if let Some(result) = event.get("result") {
+        return Some(Ok(result.clone()));
+    }
+    if event.get("error").is_some() {
+        let bytes = serde_json::to_vec(event).unwrap_or_default();
+        let mut err = ApiError::from_response(200, &bytes);
+        err.status = None;
+        return Some(Err(CliError::Rejected(err)));
+    }
+    None
+}
+
+/// Splits a byte stream into JSON lines; lines that are not JSON objects are skipped.
+#[derive(Debug, Default)]
+pub struct NdjsonLines {
+    partial: Vec<u8>,
+    skipping: bool,
+}
+
+impl NdjsonLines {
+    /// The complete lines `chunk` finishes, parsed.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Value> {
+        let mut out = Vec::new();
+        for &byte in chunk {
+            if byte == b'\n' {
+                if !self.skipping {
+                    out.extend(parse_line(&self.partial));
+                }
+                self.partial.clear();
+                self.skipping = false;
+            } else if self.partial.len() < MAX_STREAM_LINE {
+                self.partial.push(byte);
+            } else {
+                self.skipping = true;
+            }
+        }
+        out
+    }
+
+    /// The unterminated last line, if any.
+    pub fn finish(&mut self) -> Vec<Value> {
+        let rest = std::mem::take(&mut self.partial);
+        if self.skipping {
+            return Vec::new();
+        }
+        parse_line(&rest).into_iter().collect()
+    }
+}
+
+fn parse_line(line: &[u8]) -> Option<Value> {
+    let value: Value = serde_json::from_slice(line).ok()?;
+    value.is_object().then_some(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ndjson_lines() {
+        let mut lines = NdjsonLines::default();
+        // A line split across chunks, a blank line, a non-JSON line, then an unterminated one.
+        assert_eq!(lines.push(b"{\"line\":\"Step 1/2"), Vec::<Value>::new());
+        assert_eq!(
+            lines.push(b" : FROM scratch\"}\n\nnot json\n{\"result\":{\"id\":\"b1\"}}"),
+            vec![json!({"line": "Step 1/2 : FROM scratch"})]
+        );
+        assert_eq!(lines.finish(), vec![json!({"result": {"id": "b1"}})]);
+
+        let cases = [
+            (json!({"line": "x"}), None),
+            (json!({"result": {"id": "b2"}}), Some(Ok("b2"))),
+            (
+                json!({"error": {"code": "build_failed", "message": "boom", "field": "source"}}),
+                Some(Err("build_failed")),
+            ),
+        ];
+        for (event, expected) in cases {
+            let got = match final_event(&event) {
+                None => None,
+                Some(Ok(v)) => Some(Ok(v["id"].as_str().unwrap_or_default().to_string())),
+                Some(Err(CliError::Rejected(e))) => Some(Err(e.code)),
+                Some(Err(other)) => panic!("{other:?}"),
+            };
+            let expected = expected.map(|r| r.map(str::to_string).map_err(str::to_string));
+            assert_eq!(got, expected, "{event}");
+        }
+    }
 
     #[test]
     fn base_urls() {

@@ -1,5 +1,7 @@
 //! `nimbus deploy`: create a version from flags and/or a `nimbus.toml` (docs/nimbus-toml.md),
-//! then follow it until it is ready, failed, or 120 s have passed.
+//! then follow it until it is ready, failed, or 120 s have passed. With `--image` the image is
+//! pulled first when absent; with `--source DIR` the folder is built first (the build output is
+//! streamed to stderr as it happens) and the version runs the built image.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,7 +9,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nimbus_model::names::validate_name;
-use nimbus_model::{ScalingInput, VersionInput};
+use nimbus_model::spec::parse_volume;
+use nimbus_model::{ByteSize, ScalingInput, VersionInput, VolumeMount};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -27,9 +30,32 @@ pub struct DeployArgs {
     /// Read the deploy from a TOML file (see docs/nimbus-toml.md); flags override its values.
     #[arg(short = 'f', long = "file", value_name = "PATH")]
     pub file: Option<PathBuf>,
-    /// Command that starts the app, run with `sh -c`; it must listen on $PORT (or --port).
+    /// Command that starts the app, run with `sh -c`; it must listen on $PORT (or --port). With
+    /// --image or --source it replaces the image's entrypoint.
     #[arg(long, value_name = "CMD")]
     pub command: Option<String>,
+    /// Run a container of this image (pulled first when it is not present locally).
+    #[arg(long, value_name = "REF", conflicts_with = "source")]
+    pub image: Option<String>,
+    /// Build this folder's Dockerfile into an image and run it; the build output is shown as it
+    /// happens.
+    #[arg(long, value_name = "DIR")]
+    pub source: Option<PathBuf>,
+    /// The Dockerfile for --source (default DIR/Dockerfile); may be outside DIR.
+    #[arg(long, value_name = "PATH")]
+    pub dockerfile: Option<PathBuf>,
+    /// Container CPU limit in cores, e.g. 0.5 (containers only).
+    #[arg(long, value_name = "CORES")]
+    pub cpu: Option<f64>,
+    /// Container memory limit, e.g. 256Mi or 1Gi (containers only).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Size of the container's /tmp, a tmpfs (default 512Mi).
+    #[arg(long, value_name = "SIZE")]
+    pub tmp_size: Option<String>,
+    /// Mount a volume made with `nimbus volumes create NAME`; repeat for more.
+    #[arg(long = "volume", value_name = "NAME:/PATH", value_parser = parse_volume)]
+    pub volumes: Vec<VolumeMount>,
     /// Environment variable for the app; repeat for more.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
     pub env: Vec<(String, String)>,
@@ -86,6 +112,17 @@ pub struct DeployFile {
     pub service: Option<String>,
     pub namespace: Option<String>,
     pub command: Option<String>,
+    pub image: Option<String>,
+    /// Relative to the file's folder.
+    pub source: Option<PathBuf>,
+    /// Relative to the file's folder.
+    pub dockerfile: Option<PathBuf>,
+    pub cpu: Option<f64>,
+    pub memory: Option<ByteSize>,
+    pub tmp_size: Option<ByteSize>,
+    /// `["NAME:/path", …]`, as `--volume`.
+    #[serde(default)]
+    pub volumes: Vec<String>,
     pub port: Option<u32>,
     pub health_path: Option<String>,
     pub min_instances: Option<u32>,
@@ -108,9 +145,30 @@ impl DeployFile {
     fn load(path: &Path) -> Result<Self, CliError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
-        Self::parse(&text)
-            .map_err(|e| CliError::Usage(format!("{}: {}", path.display(), e.trim_end())))
+        let file = Self::parse(&text)
+            .map_err(|e| CliError::Usage(format!("{}: {}", path.display(), e.trim_end())))?;
+        Ok(file.relative_to(path.parent().unwrap_or(Path::new("."))))
     }
+
+    /// Makes `source` and `dockerfile` relative to the file's folder, not the working directory.
+    fn relative_to(mut self, dir: &Path) -> Self {
+        for path in [&mut self.source, &mut self.dockerfile]
+            .into_iter()
+            .flatten()
+        {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+        self
+    }
+}
+
+/// A folder to build before deploying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePlan {
+    pub dir: PathBuf,
+    pub dockerfile: Option<PathBuf>,
 }
 
 /// A deploy ready to send: where, and the checked body.
@@ -119,6 +177,8 @@ pub struct DeployPlan {
     pub namespace: String,
     pub service: String,
     pub input: VersionInput,
+    /// Build this first; the built image becomes `input.image`.
+    pub source: Option<SourcePlan>,
     pub no_traffic: bool,
     pub new_version: bool,
 }
@@ -146,8 +206,21 @@ impl DeployPlan {
         validate_name("namespace", &namespace)?;
         let mut env = file.env;
         env.extend(args.env.iter().cloned());
+        let (image, source) = image_or_source(args, file.image, file.source, file.dockerfile)?;
+        let mut volumes = Vec::new();
+        for text in &file.volumes {
+            volumes.push(parse_volume(text).map_err(|e| CliError::Usage(format!("volumes: {e}")))?);
+        }
+        // A --volume flag replaces the file's mount at the same path.
+        volumes.retain(|m: &VolumeMount| !args.volumes.iter().any(|f| f.path == m.path));
+        volumes.extend(args.volumes.iter().cloned());
         let input = VersionInput {
             command: args.command.clone().or(file.command),
+            image,
+            cpu: args.cpu.or(file.cpu),
+            memory: args.memory.clone().map(ByteSize::Text).or(file.memory),
+            tmp_size: args.tmp_size.clone().map(ByteSize::Text).or(file.tmp_size),
+            volumes,
             env,
             port: args.port.or(file.port),
             health_path: args.health_path.clone().or(file.health_path),
@@ -163,11 +236,17 @@ impl DeployPlan {
                 queue_depth: args.queue_depth.or(file.queue_depth),
             },
         };
-        input.resolve()?;
+        // A source deploy runs the image it builds: check it as an image version.
+        let mut check = input.clone();
+        if source.is_some() {
+            check.image = Some(format!("nimbus/{namespace}/{service}:build"));
+        }
+        check.resolve()?;
         Ok(Self {
             namespace,
             service,
             input,
+            source,
             no_traffic: args.no_traffic || file.no_traffic.unwrap_or(false),
             new_version: args.new_version,
         })
@@ -186,7 +265,8 @@ impl DeployPlan {
                     continue;
                 }
                 let empty_env = key == "env" && value.as_object().is_some_and(|m| m.is_empty());
-                if !value.is_null() && !empty_env {
+                let no_volumes = key == "volumes" && value.as_array().is_some_and(|v| v.is_empty());
+                if !value.is_null() && !empty_env && !no_volumes {
                     body.insert(key, value);
                 }
             }
@@ -201,11 +281,49 @@ impl DeployPlan {
     }
 }
 
+/// Image and source from flags and file: a flag beats the file, and one of them is enough.
+fn image_or_source(
+    args: &DeployArgs,
+    file_image: Option<String>,
+    file_source: Option<PathBuf>,
+    file_dockerfile: Option<PathBuf>,
+) -> Result<(Option<String>, Option<SourcePlan>), CliError> {
+    let (image, source) = match (&args.image, &args.source) {
+        (Some(image), _) => (Some(image.clone()), None),
+        (None, Some(dir)) => (None, Some(dir.clone())),
+        (None, None) => {
+            if file_image.is_some() && file_source.is_some() {
+                return Err(CliError::Usage(
+                    "the file sets both `image` and `source`: keep one (or override with --image / --source)"
+                        .to_string(),
+                ));
+            }
+            (file_image, file_source)
+        }
+    };
+    let dockerfile = args.dockerfile.clone().or(file_dockerfile);
+    match source {
+        Some(dir) => Ok((image, Some(SourcePlan { dir, dockerfile }))),
+        None if dockerfile.is_some() && args.dockerfile.is_some() => Err(CliError::Usage(
+            "--dockerfile needs --source DIR (the folder to build)".to_string(),
+        )),
+        None => Ok((image, None)),
+    }
+}
+
 /// Runs `nimbus deploy`.
 pub async fn run(ctx: &Ctx, args: DeployArgs) -> Result<(), CliError> {
     let file = args.file.as_deref().map(DeployFile::load).transpose()?;
     let plan = DeployPlan::new(&args, file, ctx.namespace.as_deref())?;
     let (ns, svc) = (plan.namespace.as_str(), plan.service.as_str());
+
+    let mut body = plan.body();
+    if let Some(source) = &plan.source {
+        let build = build_source(ctx, ns, svc, source).await?;
+        body["build"] = Value::String(build);
+    } else if let Some(image) = &plan.input.image {
+        pull_image(ctx, image).await?;
+    }
 
     let spinner = spinner(ctx.json());
     spinner.set_message(format!("{svc}: creating version"));
@@ -213,7 +331,7 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> Result<(), CliError> {
         .client
         .post(
             &["v1", "namespaces", ns, "services", svc, "versions"],
-            &plan.body(),
+            &body,
         )
         .await;
     let created = match created {
@@ -282,6 +400,140 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// Builds the source folder on the server, printing its output as it comes; the build's id.
+async fn build_source(
+    ctx: &Ctx,
+    ns: &str,
+    svc: &str,
+    source: &SourcePlan,
+) -> Result<String, CliError> {
+    let (dir, dockerfile) = (source.dir.clone(), source.dockerfile.clone());
+    let packed = tokio::task::spawn_blocking(move || pack_source(&dir, dockerfile.as_deref()))
+        .await
+        .map_err(|e| CliError::Other(format!("packing the source folder failed: {e}")))??;
+    eprintln!(
+        "Building {} ({} KiB) for {svc}…",
+        source.dir.display(),
+        packed.tar.len().div_ceil(1024)
+    );
+    let query: Vec<(&str, &str)> = packed
+        .dockerfile
+        .as_deref()
+        .map(|d| ("dockerfile", d))
+        .into_iter()
+        .collect();
+    let result = ctx
+        .client
+        .stream(
+            &["v1", "namespaces", ns, "services", svc, "builds"],
+            &query,
+            packed.tar,
+            "application/x-tar",
+            |event| {
+                if let Some(line) = event.get("line").and_then(Value::as_str) {
+                    eprintln!("{line}");
+                }
+            },
+        )
+        .await;
+    let build = match result {
+        Ok(build) => build,
+        Err(CliError::Rejected(mut e)) if e.code == "build_failed" => {
+            e.message = format!(
+                "{}; no version was created (the log: nimbus logs {svc} --build)",
+                e.message
+            );
+            return Err(CliError::Rejected(e));
+        }
+        Err(e) => return Err(e),
+    };
+    let id = build["id"]
+        .as_str()
+        .ok_or_else(|| CliError::Other("the build answered without an id".to_string()))?;
+    let seconds = build["duration_ms"].as_u64().unwrap_or(0) as f64 / 1000.0;
+    eprintln!(
+        "✓ built {} in {seconds:.1}s (build {id})",
+        build["image"].as_str().unwrap_or("the image")
+    );
+    Ok(id.to_string())
+}
+
+/// Makes the image present on the server, printing pull progress.
+async fn pull_image(ctx: &Ctx, image: &str) -> Result<(), CliError> {
+    let body = serde_json::to_vec(&serde_json::json!({ "image": image }))
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let result = ctx
+        .client
+        .stream(
+            &["v1", "images", "pull"],
+            &[],
+            body,
+            "application/json",
+            |event| {
+                if let Some(line) = event.get("line").and_then(Value::as_str) {
+                    eprintln!("{line}");
+                }
+            },
+        )
+        .await?;
+    if result["pulled"] == Value::Bool(true) {
+        eprintln!("✓ pulled {image}");
+    }
+    Ok(())
+}
+
+/// A source folder as a tar, and where its Dockerfile is inside it.
+#[derive(Debug)]
+pub struct PackedSource {
+    pub tar: Vec<u8>,
+    /// `None` = `Dockerfile` at the top of the folder.
+    pub dockerfile: Option<String>,
+}
+
+/// Where a Dockerfile outside the source folder is put inside the tar.
+const OUTSIDE_DOCKERFILE: &str = ".nimbus.Dockerfile";
+
+/// Packs `dir` (symlinks kept as links; `.dockerignore` is not applied). A `dockerfile` inside
+/// the folder is named by its path in it; one outside is added as `.nimbus.Dockerfile`.
+pub fn pack_source(dir: &Path, dockerfile: Option<&Path>) -> Result<PackedSource, CliError> {
+    let usage = |what: &str, path: &Path, e: std::io::Error| {
+        CliError::Usage(format!("{what} {}: {e}", path.display()))
+    };
+    let dir =
+        std::fs::canonicalize(dir).map_err(|e| usage("cannot read the source folder", dir, e))?;
+    if !dir.is_dir() {
+        return Err(CliError::Usage(format!(
+            "--source {} is not a folder",
+            dir.display()
+        )));
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    builder
+        .append_dir_all(".", &dir)
+        .map_err(|e| usage("cannot pack the source folder", &dir, e))?;
+    let dockerfile = match dockerfile {
+        None => None,
+        Some(path) => {
+            let path = std::fs::canonicalize(path)
+                .map_err(|e| usage("cannot read the Dockerfile", path, e))?;
+            match path.strip_prefix(&dir).ok().and_then(Path::to_str) {
+                Some(inside) if !inside.is_empty() => Some(inside.to_string()),
+                _ => {
+                    builder
+                        .append_path_with_name(&path, OUTSIDE_DOCKERFILE)
+                        .map_err(|e| usage("cannot pack the Dockerfile", &path, e))?;
+                    Some(OUTSIDE_DOCKERFILE.to_string())
+                }
+            }
+        }
+    };
+    let tar = builder
+        .into_inner()
+        .map_err(|e| usage("cannot pack the source folder", &dir, e))?;
+    Ok(PackedSource { tar, dockerfile })
 }
 
 /// An animated spinner on stderr; indicatif hides it when stderr is not a terminal, and it is
@@ -610,6 +862,237 @@ GREETING = "hello"
             let plan = DeployPlan::new(&args, Some(file), ns.as_deref()).unwrap();
             check(&plan);
         }
+    }
+
+    #[test]
+    fn container_flags_to_body() {
+        let cases: &[(&[&str], Value)] = &[
+            (
+                &["nimbus", "deploy", "web", "--image", "nginx:1.27"],
+                json!({"image": "nginx:1.27"}),
+            ),
+            (
+                &[
+                    "nimbus",
+                    "deploy",
+                    "web",
+                    "--image",
+                    "app:1",
+                    "--command",
+                    "serve",
+                    "--cpu",
+                    "0.5",
+                    "--memory",
+                    "256Mi",
+                    "--tmp-size",
+                    "64Mi",
+                    "--volume",
+                    "data:/data",
+                    "--volume",
+                    "cache:/cache",
+                ],
+                json!({"image": "app:1", "command": "serve", "cpu": 0.5, "memory": "256Mi",
+                       "tmp_size": "64Mi",
+                       "volumes": [{"name": "data", "path": "/data"}, {"name": "cache", "path": "/cache"}]}),
+            ),
+            // A source deploy sends no image: the build's comes with its id.
+            (
+                &[
+                    "nimbus", "deploy", "web", "--source", "app", "--memory", "1Gi",
+                ],
+                json!({"memory": "1Gi"}),
+            ),
+        ];
+        for (argv, expected) in cases {
+            let (args, ns) = parse(argv);
+            let plan = DeployPlan::new(&args, None, ns.as_deref()).unwrap();
+            assert_eq!(plan.body(), *expected, "{argv:?}");
+        }
+        let (args, ns) = parse(&[
+            "nimbus",
+            "deploy",
+            "web",
+            "--source",
+            "app",
+            "--dockerfile",
+            "d/F",
+        ]);
+        let plan = DeployPlan::new(&args, None, ns.as_deref()).unwrap();
+        assert_eq!(
+            plan.source,
+            Some(SourcePlan {
+                dir: "app".into(),
+                dockerfile: Some("d/F".into())
+            })
+        );
+    }
+
+    #[test]
+    fn container_rejections() {
+        let cases: &[(&[&str], &str)] = &[
+            // Process versions cannot take container limits.
+            (
+                &[
+                    "nimbus",
+                    "deploy",
+                    "p",
+                    "--command",
+                    "x",
+                    "--memory",
+                    "256Mi",
+                ],
+                "unsupported_by_runtime",
+            ),
+            (
+                &["nimbus", "deploy", "p", "--command", "x", "--cpu", "1"],
+                "unsupported_by_runtime",
+            ),
+            (
+                &[
+                    "nimbus",
+                    "deploy",
+                    "p",
+                    "--command",
+                    "x",
+                    "--volume",
+                    "d:/d",
+                ],
+                "unsupported_by_runtime",
+            ),
+            (
+                &["nimbus", "deploy", "c", "--image", "x", "--memory", "256m"],
+                "invalid_memory",
+            ),
+            (
+                &["nimbus", "deploy", "c", "--source", ".", "--tmp-size", "0"],
+                "invalid_tmp_size",
+            ),
+            (
+                &[
+                    "nimbus", "deploy", "c", "--image", "x", "--volume", "d:/tmp",
+                ],
+                "invalid_volume",
+            ),
+        ];
+        for (argv, code) in cases {
+            let (args, ns) = parse(argv);
+            match DeployPlan::new(&args, None, ns.as_deref()) {
+                Err(CliError::Rejected(e)) => assert_eq!(e.code, *code, "{argv:?}"),
+                other => panic!("{argv:?}: {other:?}"),
+            }
+        }
+        // --dockerfile without anything to build is a usage error.
+        let (args, ns) = parse(&["nimbus", "deploy", "c", "--image", "x", "--dockerfile", "F"]);
+        assert!(matches!(
+            DeployPlan::new(&args, None, ns.as_deref()),
+            Err(CliError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn container_file_keys() {
+        let text = r#"
+service = "web"
+source = "app"
+dockerfile = "docker/Dockerfile"
+cpu = 0.5
+memory = "256Mi"
+tmp_size = 1073741824
+volumes = ["data:/data"]
+"#;
+        let file = DeployFile::parse(text)
+            .unwrap()
+            .relative_to(Path::new("/srv/proj"));
+        assert_eq!(file.source, Some(PathBuf::from("/srv/proj/app")));
+        assert_eq!(
+            file.dockerfile,
+            Some(PathBuf::from("/srv/proj/docker/Dockerfile"))
+        );
+        assert_eq!(file.tmp_size, Some(ByteSize::Bytes(1 << 30)));
+
+        // The file's source, with a --volume that replaces its mount at /data.
+        let (args, ns) = parse(&["nimbus", "deploy", "-f", "x", "--volume", "other:/data"]);
+        let plan = DeployPlan::new(&args, Some(file.clone()), ns.as_deref()).unwrap();
+        assert_eq!(
+            plan.source.as_ref().map(|s| s.dir.clone()),
+            Some("/srv/proj/app".into())
+        );
+        assert_eq!(
+            plan.body(),
+            json!({"cpu": 0.5, "memory": "256Mi", "tmp_size": 1073741824,
+                   "volumes": [{"name": "other", "path": "/data"}]})
+        );
+        // --image beats the file's source.
+        let (args, ns) = parse(&["nimbus", "deploy", "-f", "x", "--image", "nginx"]);
+        let plan = DeployPlan::new(&args, Some(file), ns.as_deref()).unwrap();
+        assert_eq!(
+            (plan.source, plan.input.image.as_deref()),
+            (None, Some("nginx"))
+        );
+
+        // Both in the file: say which to keep.
+        let both = DeployFile::parse("service = \"w\"\nimage = \"a\"\nsource = \".\"").unwrap();
+        let (args, ns) = parse(&["nimbus", "deploy"]);
+        assert!(matches!(
+            DeployPlan::new(&args, Some(both), ns.as_deref()),
+            Err(CliError::Usage(_))
+        ));
+        let bad =
+            DeployFile::parse("volumes = [\"nopath\"]\nimage = \"a\"\nservice = \"w\"").unwrap();
+        assert!(matches!(
+            DeployPlan::new(&args, Some(bad), ns.as_deref()),
+            Err(CliError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn packing_the_source() {
+        let dir = std::env::temp_dir().join(format!("nimbus-pack-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("app/docker")).unwrap();
+        std::fs::write(dir.join("app/Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(dir.join("app/docker/prod"), "FROM scratch\n").unwrap();
+        std::fs::write(dir.join("Outside"), "FROM scratch\n").unwrap();
+        let names = |tar: &[u8]| -> Vec<String> {
+            let mut archive = tar::Archive::new(tar);
+            let mut names: Vec<String> = archive
+                .entries()
+                .unwrap()
+                .map(|e| e.unwrap().path().unwrap().display().to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        let cases: &[(Option<PathBuf>, Option<&str>, bool)] = &[
+            (None, None, false), // the default
+            (
+                Some(dir.join("app/docker/prod")),
+                Some("docker/prod"),
+                false,
+            ), // inside
+            (Some(dir.join("Outside")), Some(".nimbus.Dockerfile"), true), // outside: added
+        ];
+        for (dockerfile, expected, added) in cases {
+            let packed = pack_source(&dir.join("app"), dockerfile.as_deref()).unwrap();
+            assert_eq!(packed.dockerfile.as_deref(), *expected, "{dockerfile:?}");
+            let names = names(&packed.tar);
+            assert!(
+                names
+                    .iter()
+                    .any(|n| n.ends_with("Dockerfile") && !n.contains("nimbus")),
+                "{names:?}"
+            );
+            assert_eq!(
+                names.iter().any(|n| n.ends_with(".nimbus.Dockerfile")),
+                *added,
+                "{names:?}"
+            );
+        }
+        assert!(matches!(
+            pack_source(&dir.join("missing"), None),
+            Err(CliError::Usage(_))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! `nimbus logs SERVICE`: recent log lines, and with `-f`, new ones as they are written.
+//! `nimbus logs SERVICE --build [ID]`: the output of a build from source (default: the latest).
 
 use std::time::Duration;
 
@@ -28,6 +29,15 @@ pub struct LogsArgs {
     /// Only lines containing this text (case-sensitive; applied to followed lines too).
     #[arg(long, value_name = "TEXT")]
     pub grep: Option<String>,
+    /// Show a build's output instead (`nimbus deploy --source`): the latest, or build ID.
+    #[arg(
+        long,
+        value_name = "ID",
+        num_args = 0..=1,
+        default_missing_value = "latest",
+        conflicts_with_all = ["follow", "version", "instance"]
+    )]
+    pub build: Option<String>,
 }
 
 impl LogsArgs {
@@ -57,6 +67,9 @@ impl LogsArgs {
 /// Runs `nimbus logs`. With `-o json`, one `Logs` answer is printed pretty; with `-f`, each new
 /// line is printed as one compact JSON object per line.
 pub async fn run(ctx: &Ctx, args: LogsArgs) -> Result<(), CliError> {
+    if let Some(build) = &args.build {
+        return build_log(ctx, &args.service, build).await;
+    }
     let path = [
         "v1",
         "namespaces",
@@ -113,6 +126,41 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> Result<(), CliError> {
             () = tokio::time::sleep(FOLLOW_EVERY) => {}
         }
     }
+}
+
+/// Prints one build's record line and its output.
+async fn build_log(ctx: &Ctx, service: &str, build: &str) -> Result<(), CliError> {
+    let path = [
+        "v1",
+        "namespaces",
+        ctx.ns(),
+        "services",
+        service,
+        "builds",
+        build,
+    ];
+    let answer = ctx.client.get(&path, &[]).await?;
+    if ctx.json() {
+        return print_json(&answer);
+    }
+    let text = |key: &str| answer[key].as_str().unwrap_or("?").to_string();
+    let seconds = answer["duration_ms"]
+        .as_u64()
+        .map(|ms| format!(" in {:.1}s", ms as f64 / 1000.0))
+        .unwrap_or_default();
+    outln!(
+        "# build {} of {service}: {}{seconds}, image {}",
+        text("id"),
+        text("status"),
+        text("image")
+    );
+    if let Some(step) = answer["failing_step"].as_str() {
+        outln!("# failed at: {step}");
+    }
+    for line in answer["log"].as_array().into_iter().flatten() {
+        outln!("{}", line.as_str().unwrap_or_default());
+    }
+    Ok(())
 }
 
 fn format_line(instance: &str, line: &str) -> String {

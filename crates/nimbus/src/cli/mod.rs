@@ -6,7 +6,8 @@
 //! - [`table`]: column-aligned tables, ages, traffic summaries.
 //! - [`views`]: the parts of the API's JSON answers the tables show.
 //! - one module per command group: [`deploy`], [`services`], [`versions`], [`traffic`],
-//!   [`instances`], [`logs`], [`domains`], [`scaling`] (scale, schedules), [`events`].
+//!   [`instances`], [`logs`], [`domains`], [`scaling`] (scale, schedules), [`events`],
+//!   [`volumes`].
 //!
 //! Tables are the default output; `-o json` prints the API's JSON answer as-is, pretty-printed.
 
@@ -40,6 +41,7 @@ pub mod traffic;
 pub mod usage;
 pub mod versions;
 pub mod views;
+pub mod volumes;
 
 use std::fmt;
 use std::io::Write;

@@ -1,6 +1,8 @@
-//! `nimbus server`: opens the store, adopts leftover instances, starts the reconciler, the gateway
-//! and the API, and shuts everything down in order on SIGTERM / Ctrl-C.
+//! `nimbus server`: opens the store, connects the runtimes (processes always, Docker when it runs),
+//! adopts leftover instances, starts the reconciler, the gateway and the API, and shuts everything
+//! down in order on SIGTERM / Ctrl-C.
 
+mod containers;
 mod functions;
 mod plan;
 mod reconciler;
@@ -14,9 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use nimbus_api::ApiState;
+use nimbus_api::{ApiState, Containers};
+use nimbus_docker::DockerDriver;
 use nimbus_gateway::{Gateway, GatewayConfig};
-use nimbus_runtime::{Driver, ProcessDriver};
+use nimbus_runtime::{Driver, DriverRouter, ProcessDriver};
 use nimbus_store::Store;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -128,7 +131,25 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Store::open(&data.join("nimbus.db"))
             .with_context(|| format!("opening the store in {}", data.display()))?,
     );
-    let driver = ProcessDriver::new(&data).context("starting the process runtime")?;
+    let process = ProcessDriver::new(&data).context("starting the process runtime")?;
+    // Containers are optional: without Docker, process versions work and container deploys are
+    // refused with how to start it.
+    let docker = match DockerDriver::connect(&data).await {
+        Ok(docker) => Ok(Arc::new(docker)),
+        Err(error) => {
+            warn!(%error, "Docker is not available: container versions cannot run.");
+            Err(error.to_string())
+        }
+    };
+    nimbus_api::builds::recover(&data.join("builds"));
+    let containers = match &docker {
+        Ok(docker) => Containers::Available(Arc::new(containers::DockerEngine(docker.clone()))),
+        Err(reason) => Containers::Unavailable(reason.as_str().into()),
+    };
+    let driver: Arc<dyn Driver> = Arc::new(DriverRouter::new(
+        process,
+        docker.map(|d| d as Arc<dyn Driver>),
+    ));
     if !(args.meter_interval.is_finite() && (0.1..=3600.0).contains(&args.meter_interval)) {
         anyhow::bail!(
             "--meter-interval must be between 0.1 and 3600 seconds, not {}",
@@ -215,6 +236,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         base_domain: args.base_domain.clone().into(),
         gateway_port: http_addr.port(),
         logs_dir: data.join("logs"),
+        builds_dir: data.join("builds"),
+        containers,
         status,
         reconcile: changed.clone(),
         metrics,

@@ -3,6 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use nimbus_model::{Runtime, VersionSpec};
+use nimbus_runtime::{ContainerSpec, InstanceSpec, VolumeMount, DEFAULT_TMP_SIZE_BYTES};
+
 /// `(namespace, service, version)`.
 pub type VersionKey = (String, String, String);
 
@@ -74,6 +77,38 @@ pub fn crash_backoff_ms(failures: u32) -> u64 {
 
 /// Consecutive crashes after which a version is reported `failed`.
 pub const FAILED_AFTER: u32 = 3;
+
+/// What the driver runs for one instance of a version: a process for a command, a container (with
+/// its limits, `/tmp` size and volumes) for an image.
+pub fn instance_spec(key: &VersionKey, id: String, port: u16, spec: &VersionSpec) -> InstanceSpec {
+    let container = match spec.runtime() {
+        Runtime::Process => None,
+        Runtime::Container => Some(ContainerSpec {
+            image: spec.image.clone().unwrap_or_default(),
+            cpu: spec.cpu,
+            memory_bytes: spec.memory_bytes,
+            tmp_size_bytes: spec.tmp_size_bytes.unwrap_or(DEFAULT_TMP_SIZE_BYTES),
+            volumes: spec
+                .volumes
+                .iter()
+                .map(|m| VolumeMount {
+                    name: m.name.clone(),
+                    path: m.path.clone(),
+                })
+                .collect(),
+        }),
+    };
+    InstanceSpec {
+        id,
+        namespace: key.0.clone(),
+        service: key.1.clone(),
+        version: key.2.clone(),
+        command: spec.command.clone(),
+        env: spec.env.clone(),
+        port,
+        container,
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -205,5 +240,51 @@ mod tests {
         for (failures, ms) in cases {
             assert_eq!(crash_backoff_ms(failures), ms, "{failures}");
         }
+    }
+
+    #[test]
+    fn instance_specs_by_runtime() {
+        let key: VersionKey = ("default".into(), "hello".into(), "v2".into());
+        let process = nimbus_model::VersionInput {
+            command: Some("./app".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let got = instance_spec(&key, "hello-v2-1".into(), 4000, &process);
+        assert_eq!(
+            (got.command.as_str(), got.port, got.container),
+            ("./app", 4000, None)
+        );
+        assert_eq!(
+            (got.service.as_str(), got.version.as_str()),
+            ("hello", "v2")
+        );
+
+        let container = nimbus_model::VersionInput {
+            image: Some("nimbus/default/hello:b1".into()),
+            cpu: Some(0.5),
+            memory: Some(nimbus_model::ByteSize::Text("64Mi".into())),
+            volumes: vec![nimbus_model::VolumeMount {
+                name: "data".into(),
+                path: "/data".into(),
+            }],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let got = instance_spec(&key, "hello-v2-2".into(), 4001, &container);
+        let c = got.container.expect("a container spec");
+        assert_eq!(c.image, "nimbus/default/hello:b1");
+        assert_eq!((c.cpu, c.memory_bytes), (Some(0.5), Some(64 << 20)));
+        assert_eq!(c.tmp_size_bytes, DEFAULT_TMP_SIZE_BYTES);
+        assert_eq!(
+            c.volumes,
+            [VolumeMount {
+                name: "data".into(),
+                path: "/data".into()
+            }]
+        );
+        assert_eq!(got.command, "", "the image's own entrypoint");
     }
 }

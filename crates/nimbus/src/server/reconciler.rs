@@ -23,12 +23,14 @@ use nimbus_model::status::{
     InstanceState, InstanceStatus, RuntimeStatus, VersionState, VersionStatus,
 };
 use nimbus_model::VersionSpec;
-use nimbus_runtime::{Driver, ExitStatus, InstanceInfo, InstanceSpec};
+use nimbus_runtime::{Driver, ExitStatus, InstanceInfo};
 use nimbus_store::{DesiredState, Store};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info, warn};
 
-use super::plan::{crash_backoff_ms, plan, Action, LiveInstance, VersionKey, FAILED_AFTER};
+use super::plan::{
+    crash_backoff_ms, instance_spec, plan, Action, LiveInstance, VersionKey, FAILED_AFTER,
+};
 use super::scaling::{schedules_of, Change, Scaler, ScalingTimings, SAMPLE_EVERY};
 use super::telemetry::Telemetry;
 
@@ -270,7 +272,7 @@ impl Reconciler {
     }
 
     async fn start(&mut self, key: VersionKey, spec: &VersionSpec) {
-        let (ns, service, version) = key.clone();
+        let (_, service, version) = &key;
         let id = format!(
             "{service}-{version}-{:06x}",
             rand::random::<u32>() & 0xff_ffff
@@ -285,16 +287,9 @@ impl Reconciler {
                 }
             },
         };
-        let instance_spec = InstanceSpec {
-            id: id.clone(),
-            namespace: ns,
-            service,
-            version,
-            command: spec.command.clone(),
-            env: spec.env.clone(),
-            port,
-            container: None,
-        };
+        let instance_spec = instance_spec(&key, id.clone(), port, spec);
+        // Spawn → ready counts from here: creating a container takes most of a cold start.
+        let spawned = Instant::now();
         match self.driver.start(&instance_spec).await {
             Ok(info) => {
                 info!(instance = %id, port, "Started an instance.");
@@ -303,6 +298,7 @@ impl Reconciler {
                 self.track(info, key);
                 if let Some(instance) = self.instances.get_mut(&id) {
                     instance.cold = cold;
+                    instance.spawned = spawned;
                 }
             }
             Err(error) => {

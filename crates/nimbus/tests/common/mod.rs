@@ -251,6 +251,8 @@ pub struct Server {
     child: Option<Child>,
     /// Extra `nimbus server` flags, kept across restarts.
     extra_args: Vec<String>,
+    /// Extra environment of `nimbus server` (e.g. `DOCKER_HOST`), kept across restarts.
+    extra_env: Vec<(String, String)>,
     starts: u32,
     stderr_path: PathBuf,
     http: reqwest::Client,
@@ -271,6 +273,11 @@ impl Server {
 
     /// Like [`Server::start`], with extra `nimbus server` flags (e.g. short autoscaler windows).
     pub async fn start_with(extra_args: &[&str]) -> Server {
+        Self::start_with_env(extra_args, &[]).await
+    }
+
+    /// Like [`Server::start_with`], with extra environment variables for the server.
+    pub async fn start_with_env(extra_args: &[&str], extra_env: &[(&str, &str)]) -> Server {
         let marker = unique_id();
         let root = std::env::temp_dir().join(format!("nimbus-test-{marker}"));
         let data = root.join("data");
@@ -291,6 +298,10 @@ impl Server {
             token: String::new(),
             child: None,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            extra_env: extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             starts: 0,
             http,
         };
@@ -332,6 +343,7 @@ impl Server {
             .env_remove("NIMBUS_API")
             .env_remove("NIMBUS_TOKEN")
             .env_remove("NIMBUS_DATA")
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.root.join("work"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
