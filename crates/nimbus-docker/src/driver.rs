@@ -270,14 +270,31 @@ impl DockerDriver {
 
     /// When the engine says the container started (Unix seconds).
     async fn started_at(&self, name: &str) -> Option<u64> {
-        let state = self
+        self.started(name).await.0
+    }
+
+    /// When the container started (Unix seconds) and the host pid of its main process (the
+    /// leader of its process group, which metering samples from `/proc`).
+    async fn started(&self, name: &str) -> (Option<u64>, Option<u32>) {
+        let Some(state) = self
             .docker
             .inspect_container(name, None)
             .await
-            .ok()?
-            .state?;
-        let started = LogTimestamp::parse_rfc3339(&state.started_at?)?;
-        u64::try_from(started.secs()).ok()
+            .ok()
+            .and_then(|c| c.state)
+        else {
+            return (None, None);
+        };
+        let pid = state
+            .pid
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0);
+        let started = state
+            .started_at
+            .as_deref()
+            .and_then(LogTimestamp::parse_rfc3339)
+            .and_then(|t| u64::try_from(t.secs()).ok());
+        (started, pid)
     }
 
     /// Starts the log follower and the exit watcher of a running container.
@@ -380,7 +397,8 @@ impl Driver for DockerDriver {
                 DockerError::api(format!("start container {name}"))(error),
             ));
         }
-        let started_at = self.started_at(&name).await.unwrap_or_else(unix_now);
+        let (started_at, pid) = self.started(&name).await;
+        let started_at = started_at.unwrap_or_else(unix_now);
         // A fresh container: its log starts at the beginning, not at an old cursor.
         remove_file(&self.cursor_path(id));
         let info = InstanceInfo {
@@ -389,7 +407,7 @@ impl Driver for DockerDriver {
             service: spec.service.clone(),
             version: spec.version.clone(),
             port: spec.port,
-            pid: None,
+            pid,
             started_at,
         };
         let tracked = self.track(info.clone(), None);
