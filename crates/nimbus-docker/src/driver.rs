@@ -268,11 +268,6 @@ impl DockerDriver {
         }
     }
 
-    /// When the engine says the container started (Unix seconds).
-    async fn started_at(&self, name: &str) -> Option<u64> {
-        self.started(name).await.0
-    }
-
     /// When the container started (Unix seconds) and the host pid of its main process (the
     /// leader of its process group, which metering samples from `/proc`).
     async fn started(&self, name: &str) -> (Option<u64>, Option<u32>) {
@@ -510,9 +505,11 @@ impl Driver for DockerDriver {
                     keep.insert(info.id);
                 }
                 Some(mut info) if running => {
-                    if let Some(started_at) = self.started_at(&name).await {
+                    let (started_at, pid) = self.started(&name).await;
+                    if let Some(started_at) = started_at {
                         info.started_at = started_at;
                     }
+                    info.pid = pid;
                     let resume = read_cursor(&self.cursor_path(&info.id));
                     tracing::info!(instance = %info.id, container = %name, ?resume, "Adopted container.");
                     keep.insert(info.id.clone());

@@ -373,10 +373,9 @@ async fn image_version_serves_with_its_limits() {
     assert_eq!(v1["spec"]["tmp_size_bytes"], 8 << 20, "{v1}");
     let instances = server.instances("web").await;
     assert_eq!(instances.len(), 1, "{instances:?}");
-    assert_eq!(
-        instances[0]["pid"],
-        Value::Null,
-        "containers have no host pid"
+    assert!(
+        instances[0]["pid"].as_u64().is_some_and(|p| p > 1),
+        "a container reports its main process's host pid (metering samples it): {instances:?}"
     );
     assert_eq!(server.containers(false).await.len(), 1);
 
