@@ -268,7 +268,7 @@ async fn image_version_serves_with_its_limits() {
         return;
     }
     let image = test_image().await;
-    let server = DockerServer::start(&[]).await;
+    let server = DockerServer::start(&["--meter-interval", "0.2"]).await;
 
     // Bad input is refused before anything is stored.
     let path = "/v1/namespaces/default/services/web/versions";
@@ -378,6 +378,19 @@ async fn image_version_serves_with_its_limits() {
         "a container reports its main process's host pid (metering samples it): {instances:?}"
     );
     assert_eq!(server.containers(false).await.len(), 1);
+    // Containers are metered like processes: running time and resident memory from /proc.
+    eventually(
+        "the container is metered",
+        Duration::from_secs(15),
+        async || {
+            let usage = server.api_ok("/v1/usage?service=web&since=1h").await;
+            let total = &usage["total"]["usage"];
+            (total["instance_seconds"].as_f64()? > 0.0
+                && total["memory_used_gb_seconds"].as_f64()? > 0.0)
+                .then_some(())
+        },
+    )
+    .await;
 
     // The default /tmp (512 MiB) takes the same 16 MiB; container logs are in `nimbus logs`.
     server
