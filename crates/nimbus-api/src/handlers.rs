@@ -23,6 +23,8 @@ use crate::ApiState;
 
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
+/// How long a gateway policy change waits for the reconciler to publish it.
+const POLICY_WAIT: Duration = Duration::from_secs(5);
 /// How long a delete waits for the reconciler to stop the instances it removed.
 const STOP_WAIT: Duration = Duration::from_secs(30);
 
@@ -233,6 +235,39 @@ pub async fn set_traffic(
     let record = state.store.set_traffic(&ns, &service, &policy)?;
     state.changed();
     to_json(urls(&state).service(&record))
+}
+
+pub async fn get_gateway(
+    State(state): State<ApiState>,
+    Path((ns, service)): Path<(String, String)>,
+) -> ApiResult {
+    to_json(state.store.gateway_policy(&ns, &service)?)
+}
+
+/// Replaces the service's gateway policy. The spec is compiled exactly as the gateway will
+/// compile it, so a stored policy always takes effect; a bad one changes nothing.
+pub async fn set_gateway(
+    State(state): State<ApiState>,
+    Path((ns, service)): Path<(String, String)>,
+    StrictJson(spec): StrictJson<nimbus_model::GatewaySpec>,
+) -> ApiResult {
+    spec.validate()?;
+    nimbus_gateway::ServicePolicy::compile(&spec).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            e.code(),
+            e.to_string(),
+            Some(e.field()),
+        )
+    })?;
+    let stored = state.store.set_gateway_policy(&ns, &service, &spec)?;
+    // Answer once the reconciler has published a route table with it (bounded), so the next
+    // request through the gateway already follows the new policy.
+    let mut published = state.status.clone();
+    published.borrow_and_update();
+    state.changed();
+    let _ = tokio::time::timeout(POLICY_WAIT, published.changed()).await;
+    to_json(stored)
 }
 
 #[derive(Debug, Deserialize)]

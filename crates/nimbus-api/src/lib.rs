@@ -91,6 +91,10 @@ pub fn router(state: ApiState) -> Router {
             get(handlers::get_traffic).put(handlers::set_traffic),
         )
         .route(
+            &format!("{ns}/{{service}}/gateway"),
+            get(handlers::get_gateway).put(handlers::set_gateway),
+        )
+        .route(
             &format!("{ns}/{{service}}/traffic/explain"),
             post(handlers::explain_traffic),
         )

@@ -200,6 +200,22 @@ pub const ROUTES: &[RouteDoc] = &[
         "Service",
     ),
     (
+        "get",
+        "/v1/namespaces/{ns}/services/{service}/gateway",
+        "Show the gateway policy (balancing, affinity, limits, access rules)",
+        None,
+        200,
+        "GatewayPolicy",
+    ),
+    (
+        "put",
+        "/v1/namespaces/{ns}/services/{service}/gateway",
+        "Replace the gateway policy",
+        Some("GatewayPolicy"),
+        200,
+        "GatewayPolicy",
+    ),
+    (
         "post",
         "/v1/namespaces/{ns}/services/{service}/traffic/explain",
         "Explain how a request would be routed",
@@ -284,7 +300,8 @@ fn schemas() -> Value {
         json!({"match": obj(json!({"source": {"type": "string", "enum": ["query", "header"]}, "name": s, "value": s}), &["source", "name", "value"]), "version": s}),
         &["match", "version"],
     );
-    json!({
+    let gateway = json!({"type": "object", "additionalProperties": false, "properties": {"lb": s, "affinity": {"type": "string", "enum": ["none", "cookie"]}, "rate": s, "burst": i, "rate_per_ip": s, "burst_per_ip": i, "access": {"type": "array", "items": s}, "max_body_bytes": i, "ttfb_timeout_ms": i, "ws_idle_timeout_secs": i, "upstream_protocol": {"type": "string", "enum": ["http1", "h2c"]}, "eject_after": i, "eject_for_ms": i}});
+    let mut schemas = json!({
         "Error": obj(json!({"error": obj(json!({"code": s, "message": s, "field": {"type": ["string", "null"]}}), &["code", "message", "field"])}), &["error"]),
         "Health": obj(json!({"status": s}), &["status"]),
         "Object": {"type": "object"},
@@ -318,7 +335,9 @@ fn schemas() -> Value {
         "InstanceList": list_of("instances", "Instance"),
         "Domain": obj(json!({"host": s, "namespace": s, "service": s}), &["host", "service"]),
         "DomainList": list_of("domains", "Domain"),
-    })
+    });
+    schemas["GatewayPolicy"] = gateway;
+    schemas
 }
 
 /// The whole document.
@@ -375,6 +394,6 @@ mod tests {
             let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
             assert!(schemas.contains_key(&name), "dangling $ref {name}");
         }
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 23);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 24);
     }
 }

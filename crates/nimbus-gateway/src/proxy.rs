@@ -34,18 +34,27 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 use nimbus_model::domains::normalize_host;
 use nimbus_model::RequestView;
 use rand::RngExt;
-use tracing::{debug, field, Instrument};
+use tracing::{debug, field, warn, Instrument};
 
-use crate::body::GatewayBody;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+
+use nimbus_model::gateway::UpstreamProtocol;
+
+use crate::balance::Algorithm;
+use crate::body::{BodyShared, GatewayBody, RequestBody};
+use crate::chooser::PickHint;
 use crate::error::GatewayError;
-use crate::gate::Permit;
+use crate::gate::{Permit, Pick};
 use crate::observe::{Pending, RequestRecord};
-use crate::route::Choice;
+use crate::outlier::Outcome;
+use crate::policy::{Refusal, ServicePolicy};
+use crate::route::{Choice, Endpoint, VersionRoute, AFFINITY_COOKIE};
 use crate::server::Gateway;
 
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -159,7 +168,10 @@ async fn proxy(
 ) -> Result<Response<GatewayBody>, GatewayError> {
     // Phase 2: choose. The table guard is dropped before any await.
     let Choice {
-        service, version, ..
+        service,
+        version,
+        set_affinity,
+        ..
     } = {
         let view = RequestView {
             query: req.uri().query(),
@@ -177,20 +189,38 @@ async fn proxy(
         record.version.clone_from(&version.version);
     }
 
+    // Phase 2b: the service's policy: access rules (403), rate limits (429), body size (413).
+    let policy = &service.gateway;
+    if policy.has_checks() {
+        policy
+            .admit(client.ip(), req.uri().path(), req.headers())
+            .map_err(|refusal| refused(&service.name, refusal))?;
+    }
+    let content_length = content_length(req.headers());
+    if let (Some(limit), Some(length)) = (policy.max_body, content_length) {
+        if length > limit {
+            return Err(GatewayError::PayloadTooLarge {
+                service: service.name.clone(),
+                limit,
+            });
+        }
+    }
+    let hint = pick_hint(policy, client, req.headers());
+
     // Phase 3: admit. The permit holds the instance slot until the response is done.
-    let permit = version.gate.admit().await.map_err(|source| {
+    let not_admitted = |source| {
         GatewayError::not_admitted(
             &version.namespace,
             &version.service,
             &version.version,
             source,
         )
-    })?;
-    let endpoint = Arc::clone(permit.endpoint());
-    span.record("instance", endpoint.instance.as_str());
-    if let Some(record) = record.as_deref_mut() {
-        record.instance = Some(endpoint.instance.clone());
-    }
+    };
+    let mut permit = version
+        .gate
+        .admit_with(Pick { hint, avoid: None })
+        .await
+        .map_err(not_admitted)?;
 
     // Phase 4: rewrite.
     let upgrade = is_upgrade(&req);
@@ -213,50 +243,108 @@ async fn proxy(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = Some(endpoint.authority().clone());
-    uri.path_and_query = Some(path);
-    parts.uri = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
-    parts.version = Version::HTTP_11;
+    let upstream_version = match policy.upstream {
+        UpstreamProtocol::H2c => Version::HTTP_2,
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+    };
+    parts.version = upstream_version;
+    let empty_body = body.is_end_stream();
+    // A retry needs the request again: keep its head (and a way to get an unsent body back)
+    // only when the version has another instance to retry on.
+    let may_retry = permit.has_alternatives() && !upgrade;
+    let idempotent = is_idempotent(&parts.method);
+    let retry_head = may_retry.then(|| (parts.method.clone(), parts.headers.clone()));
+    let needs_shared =
+        !empty_body && (may_retry || (policy.max_body.is_some() && content_length.is_none()));
+    let shared = needs_shared.then(|| Arc::new(BodyShared::default()));
+    let limit_body = |body: RequestBody| match policy.max_body {
+        Some(limit) => body.limit(limit),
+        None => body,
+    };
+    let mut body = limit_body(RequestBody::new(body));
+    if let Some(shared) = &shared {
+        body = body.shared(Arc::clone(shared));
+    }
+    parts.uri = upstream_uri(permit.endpoint(), &path);
     let upstream_req = Request::from_parts(parts, body);
 
-    // Phase 5: forward, within what is left of the request's time.
-    debug!(addr = %endpoint.addr, "Forwarding request.");
-    let deadline = permit.deadline();
+    // Phase 5: forward, within what is left of the request's time (and the TTFB timeout).
     let forwarded = std::time::Instant::now();
-    let sent = tokio::time::timeout_at(deadline, gateway.client().request(upstream_req)).await;
+    let mut sent = send(
+        gateway,
+        policy,
+        &version,
+        &permit,
+        upstream_req,
+        shared.as_deref(),
+    )
+    .await;
+    let retry = match &sent {
+        Err(GatewayError::UpstreamUnavailable { .. }) => may_retry,
+        Err(GatewayError::UpstreamFailed { .. }) => may_retry && idempotent && empty_body,
+        Ok(response) => {
+            may_retry
+                && idempotent
+                && empty_body
+                && matches!(
+                    response.status(),
+                    StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+                )
+        }
+        Err(_) => false,
+    };
+    if retry {
+        // One retry on another ready instance, with the body back unsent (or none at all).
+        let body = if empty_body {
+            Some(RequestBody::empty())
+        } else {
+            shared
+                .as_ref()
+                .and_then(|s| s.take_returned())
+                .map(|b| limit_body(RequestBody::new(b)))
+        };
+        if let (Some(body), Some((method, headers))) = (body, retry_head) {
+            let failed = Arc::clone(permit.endpoint());
+            if version.gate.has_other(&failed) {
+                debug!(instance = %failed.instance, "Retrying on another instance.");
+                drop(sent);
+                drop(permit);
+                permit = version
+                    .gate
+                    .admit_with(Pick {
+                        hint,
+                        avoid: Some(failed),
+                    })
+                    .await
+                    .map_err(not_admitted)?;
+                let mut retry_req = Request::new(body);
+                *retry_req.method_mut() = method;
+                *retry_req.headers_mut() = headers;
+                *retry_req.version_mut() = upstream_version;
+                *retry_req.uri_mut() = upstream_uri(permit.endpoint(), &path);
+                sent = send(gateway, policy, &version, &permit, retry_req, None).await;
+            }
+        }
+    }
+    let endpoint = permit.endpoint();
+    span.record("instance", endpoint.instance.as_str());
     if let Some(record) = record {
+        record.instance = Some(endpoint.instance.clone());
         record.upstream = Some(forwarded.elapsed());
     }
-    let mut response = match sent {
-        Err(_elapsed) => {
-            return Err(GatewayError::UpstreamTimeout {
-                instance: endpoint.instance.clone(),
-                timeout: version.gate.limits().timeout,
-            })
-        }
-        Ok(Err(source)) if source.is_connect() => {
-            return Err(GatewayError::UpstreamUnavailable {
-                instance: endpoint.instance.clone(),
-                source,
-            })
-        }
-        Ok(Err(source)) => {
-            return Err(GatewayError::UpstreamFailed {
-                instance: endpoint.instance.clone(),
-                source,
-            })
-        }
-        Ok(Ok(response)) => response,
-    };
+    let mut response = sent?;
     debug!(status = response.status().as_u16(), "Instance responded.");
 
     // Phase 6: respond.
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, permit).instrument(span.clone()));
+            let idle = policy
+                .ws_idle_timeout
+                .unwrap_or_else(|| version.gate.limits().timeout);
+            tokio::spawn(
+                tunnel(client_upgrade, upstream_upgrade, permit, idle).instrument(span.clone()),
+            );
             let (mut parts, _empty) = response.into_parts();
             parts.headers.insert(X_REQUEST_ID, request_id.clone());
             return Ok(Response::from_parts(parts, GatewayBody::empty()));
@@ -265,18 +353,153 @@ async fn proxy(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
+    if set_affinity {
+        let cookie = format!(
+            "{AFFINITY_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax",
+            version.version
+        );
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            parts.headers.append(header::SET_COOKIE, value);
+        }
+    }
     Ok(Response::from_parts(
         parts,
         GatewayBody::upstream(body, Some(permit)),
     ))
 }
 
-/// Joins the client's and the instance's upgraded connections until either side closes. The
+/// Sends one attempt to the permit's instance and records its outcome for outlier ejection.
+async fn send(
+    gateway: &Gateway,
+    policy: &ServicePolicy,
+    version: &VersionRoute,
+    permit: &Permit,
+    req: Request<RequestBody>,
+    shared: Option<&BodyShared>,
+) -> Result<Response<Incoming>, GatewayError> {
+    let endpoint = permit.endpoint();
+    debug!(addr = %endpoint.addr, "Forwarding request.");
+    let deadline = permit.deadline();
+    let (until, ttfb) = match policy.ttfb_timeout {
+        Some(ttfb) if tokio::time::Instant::now() + ttfb < deadline => {
+            (tokio::time::Instant::now() + ttfb, Some(ttfb))
+        }
+        _ => (deadline, None),
+    };
+    let client = match policy.upstream {
+        UpstreamProtocol::H2c => gateway.h2c_client(),
+        UpstreamProtocol::Http1 => gateway.client(),
+    };
+    let sent = tokio::time::timeout_at(until, client.request(req)).await;
+    let result = match sent {
+        Err(_elapsed) => Err(match ttfb {
+            Some(timeout) => GatewayError::UpstreamTtfbTimeout {
+                instance: endpoint.instance.clone(),
+                timeout,
+            },
+            None => GatewayError::UpstreamTimeout {
+                instance: endpoint.instance.clone(),
+                timeout: version.gate.limits().timeout,
+            },
+        }),
+        Ok(Err(source)) if source.is_connect() => Err(GatewayError::UpstreamUnavailable {
+            instance: endpoint.instance.clone(),
+            source,
+        }),
+        Ok(Err(_)) if shared.is_some_and(BodyShared::too_large) => {
+            return Err(GatewayError::PayloadTooLarge {
+                service: version.service.clone(),
+                limit: policy.max_body.unwrap_or_default(),
+            });
+        }
+        Ok(Err(source)) => Err(GatewayError::UpstreamFailed {
+            instance: endpoint.instance.clone(),
+            source,
+        }),
+        Ok(Ok(response)) => Ok(response),
+    };
+    let outcome = match &result {
+        Ok(response) if !response.status().is_server_error() => Outcome::Success,
+        _ => Outcome::Failure,
+    };
+    if endpoint.record(&policy.outlier, outcome) {
+        warn!(
+            instance = %endpoint.instance,
+            after = policy.outlier.consecutive,
+            "Instance ejected after consecutive failures."
+        );
+    }
+    result
+}
+
+/// `http://INSTANCE_ADDR/path?query`.
+fn upstream_uri(endpoint: &Endpoint, path: &http::uri::PathAndQuery) -> Uri {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(endpoint.authority().clone());
+    uri.path_and_query = Some(path.clone());
+    Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// The error for a request the service's policy refused.
+fn refused(service: &str, refusal: Refusal) -> GatewayError {
+    match refusal {
+        Refusal::Denied { rule } => GatewayError::Forbidden {
+            service: service.to_string(),
+            rule,
+        },
+        Refusal::Limited {
+            per_ip,
+            retry_after_secs,
+        } => GatewayError::RateLimited {
+            service: service.to_string(),
+            per_ip,
+            retry_after_secs,
+        },
+    }
+}
+
+/// The balancing inputs of a request: its hash key (hash algorithms only) and random draws
+/// (`least-request` only), so the default costs nothing.
+fn pick_hint(policy: &ServicePolicy, client: SocketAddr, headers: &HeaderMap) -> PickHint {
+    match &policy.algorithm {
+        Some(Algorithm::Hash(on)) => PickHint {
+            hash: on.hash(client.ip(), headers),
+            draws: 0,
+        },
+        Some(Algorithm::LeastRequest) => PickHint {
+            hash: None,
+            draws: rand::rng().random(),
+        },
+        _ => PickHint::default(),
+    }
+}
+
+/// `content-length`, when present and a number.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Methods a retry may repeat (RFC 9110 §9.2.2).
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Joins the client's and the instance's upgraded connections until either side closes both
+/// ways, or until no byte has moved either way for `idle` (a busy tunnel is never cut). The
 /// tunnel holds its instance slot (the permit) for as long as it is open.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     permit: Permit,
+    idle: std::time::Duration,
 ) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
@@ -285,15 +508,62 @@ async fn tunnel(
             return;
         }
     };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((to_upstream, to_client)) => {
-            debug!(to_upstream, to_client, "Tunnel closed.");
+    let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(client));
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(TokioIo::new(upstream));
+    let started = tokio::time::Instant::now();
+    // Milliseconds after `started` of the last byte moved, either way.
+    let last = AtomicU64::new(0);
+    let pumps = async {
+        tokio::join!(
+            pump(&mut client_read, &mut upstream_write, &last, started),
+            pump(&mut upstream_read, &mut client_write, &last, started),
+        )
+    };
+    let watchdog = async {
+        loop {
+            let quiet_since = started + std::time::Duration::from_millis(last.load(Relaxed));
+            if tokio::time::Instant::now() >= quiet_since + idle {
+                return;
+            }
+            tokio::time::sleep_until(quiet_since + idle).await;
         }
-        Err(error) => debug!(%error, "Tunnel failed."),
+    };
+    tokio::select! {
+        (to_upstream, to_client) = pumps => debug!(to_upstream, to_client, "Tunnel closed."),
+        () = watchdog => debug!(idle_secs = idle.as_secs_f64(), "Tunnel idle; closed."),
     }
     drop(permit);
+}
+
+/// Copies one direction of a tunnel until end of stream or error, then shuts the writer down;
+/// returns the bytes copied. Each copied chunk marks the tunnel as active.
+async fn pump<R, W>(
+    read: &mut R,
+    write: &mut W,
+    last: &AtomicU64,
+    started: tokio::time::Instant,
+) -> u64
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut copied = 0u64;
+    loop {
+        let n = match read.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if write.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        copied += n as u64;
+        let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last.store(now, Relaxed);
+    }
+    let _ = write.shutdown().await;
+    copied
 }
 
 /// The host as the client sent it: the URI authority (HTTP/2, absolute-form) or `Host`.

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -14,6 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::body::RequestBody;
 use crate::observe::RequestObserver;
 use crate::route::RouteTable;
 
@@ -23,6 +23,18 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Default [`GatewayConfig::max_header_bytes`]: 64 KiB, like HAProxy's `tune.bufsize` order.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Smallest request-head buffer hyper accepts.
+pub const MIN_MAX_HEADER_BYTES: usize = 8 * 1024;
+/// Default [`GatewayConfig::max_headers`].
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default [`GatewayConfig::header_read_timeout`] (nginx's `client_header_timeout` is 60 s,
+/// HAProxy's `timeout http-request` commonly 10 s).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The upstream client: pooled keep-alive connections per instance address.
+type UpstreamClient = Client<HttpConnector, RequestBody>;
 
 /// Static gateway settings.
 #[derive(Clone)]
@@ -31,6 +43,14 @@ pub struct GatewayConfig {
     pub proto: &'static str,
     /// Told about every finished request (metrics, metering, access log).
     pub observer: Option<Arc<dyn RequestObserver>>,
+    /// Largest request head (request line + headers) over HTTP/1.1, and header list over
+    /// HTTP/2; a bigger one gets 431. At least 8 KiB.
+    pub max_header_bytes: usize,
+    /// Most header fields in one HTTP/1.1 request (431 past it).
+    pub max_headers: usize,
+    /// How long a client may take to send a whole request head; a slower one (slowloris) is
+    /// disconnected.
+    pub header_read_timeout: Duration,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -38,6 +58,9 @@ impl std::fmt::Debug for GatewayConfig {
         f.debug_struct("GatewayConfig")
             .field("proto", &self.proto)
             .field("observer", &self.observer.is_some())
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("max_headers", &self.max_headers)
+            .field("header_read_timeout", &self.header_read_timeout)
             .finish()
     }
 }
@@ -49,7 +72,9 @@ pub struct Gateway {
     /// The current table. Each request loads one snapshot; swaps never block requests.
     routes: ArcSwap<RouteTable>,
     /// Keep-alive connections to instances, pooled per address.
-    client: Client<HttpConnector, Incoming>,
+    client: UpstreamClient,
+    /// HTTP/2 with prior knowledge to instances of services with `upstream_protocol = h2c`.
+    h2c_client: UpstreamClient,
 }
 
 // === impl GatewayConfig ===
@@ -59,6 +84,9 @@ impl Default for GatewayConfig {
         Self {
             proto: "http",
             observer: None,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -72,11 +100,18 @@ impl Gateway {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
+            .build(connector.clone());
+        let h2c_client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(true)
             .build(connector);
         Arc::new(Self {
             config,
             routes: ArcSwap::from_pointee(RouteTable::default()),
             client,
+            h2c_client,
         })
     }
 
@@ -100,8 +135,29 @@ impl Gateway {
         &self.routes
     }
 
-    pub(crate) fn client(&self) -> &Client<HttpConnector, Incoming> {
+    pub(crate) fn client(&self) -> &UpstreamClient {
         &self.client
+    }
+
+    pub(crate) fn h2c_client(&self) -> &UpstreamClient {
+        &self.h2c_client
+    }
+
+    /// The hyper connection settings: header size and count limits, header read timeout.
+    fn connection_builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        let max_header_bytes = self.config.max_header_bytes.max(MIN_MAX_HEADER_BYTES);
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .max_buf_size(max_header_bytes)
+            .max_headers(self.config.max_headers.max(1))
+            .header_read_timeout(self.config.header_read_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+        builder
     }
 
     /// Serves HTTP/1.1 (with upgrades) and h2c on `listener` until `shutdown` resolves; then stops
@@ -114,9 +170,7 @@ impl Gateway {
     ) -> std::io::Result<()> {
         let local = listener.local_addr()?;
         info!(addr = %local, "Gateway listening.");
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new());
-        builder.http2().timer(TokioTimer::new());
+        let builder = self.connection_builder();
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {

@@ -11,6 +11,7 @@
 //! - [`traffic`]: the traffic policy (percent split + ordered rules), validation, evaluation,
 //!   explanation, and the CLI's `v1=90,v2=10` / `k=v:version` syntax.
 //! - [`glob`]: the `*` glob used by traffic rules.
+//! - [`gateway`]: a service's gateway policy (balancing, affinity, limits, access rules) as data.
 //! - [`domains`]: generated hosts, custom domain validation, `Host` header normalisation.
 //! - [`status`]: live instance/version status shared by the reconciler, API and CLI.
 
@@ -18,6 +19,7 @@
 
 pub mod domains;
 pub mod error;
+pub mod gateway;
 pub mod glob;
 pub mod names;
 pub mod spec;
@@ -25,6 +27,7 @@ pub mod status;
 pub mod traffic;
 
 pub use error::{ErrorKind, ModelError};
+pub use gateway::GatewaySpec;
 pub use spec::{ScalingInput, ScalingUpdate, VersionInput, VersionSpec};
 pub use traffic::{Decision, RequestView, RouteRule, RuleMatch, TrafficPolicy, TrafficTarget};
 

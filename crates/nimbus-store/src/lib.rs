@@ -19,7 +19,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nimbus_model::names::{validate_name, version_name};
-use nimbus_model::{ModelError, ScalingUpdate, TrafficPolicy, VersionSpec, DEFAULT_NAMESPACE};
+use nimbus_model::{
+    GatewaySpec, ModelError, ScalingUpdate, TrafficPolicy, VersionSpec, DEFAULT_NAMESPACE,
+};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
@@ -110,6 +112,16 @@ pub struct DesiredState {
     pub services: Vec<ServiceRecord>,
     pub versions: Vec<VersionRecord>,
     pub schedules: Vec<ScheduleRecord>,
+    /// Gateway policies of the services that have one (others use the default).
+    pub gateway: Vec<GatewayRecord>,
+}
+
+/// A service's gateway policy as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GatewayRecord {
+    pub namespace: String,
+    pub service: String,
+    pub spec: GatewaySpec,
 }
 
 /// What a deploy did.
@@ -759,11 +771,75 @@ impl Store {
         }
         let versions = versions_of(&tx, None)?;
         let schedules = schedules_of(&tx, None)?;
+        let gateway = gateway_policies(&tx)?;
         Ok(DesiredState {
             services,
             versions,
             schedules,
+            gateway,
         })
+    }
+
+    /// A service's gateway policy; the default when none was set.
+    pub fn gateway_policy(&self, namespace: &str, service: &str) -> Result<GatewaySpec> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if load_service(&tx, namespace, service)?.is_none() {
+            return Err(not_found_service(namespace, service));
+        }
+        let spec: Option<String> = tx
+            .query_row(
+                "SELECT spec FROM gateway_policies WHERE namespace = ?1 AND service = ?2",
+                params![namespace, service],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match spec {
+            None => Ok(GatewaySpec::default()),
+            Some(json) => parse_gateway(namespace, service, &json),
+        }
+    }
+
+    /// Replaces a service's gateway policy (validated by the caller, numbers re-checked here).
+    /// The default spec removes the row.
+    pub fn set_gateway_policy(
+        &self,
+        namespace: &str,
+        service: &str,
+        spec: &GatewaySpec,
+    ) -> Result<GatewaySpec> {
+        spec.validate()?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if load_service(&tx, namespace, service)?.is_none() {
+            return Err(not_found_service(namespace, service));
+        }
+        if *spec == GatewaySpec::default() {
+            tx.execute(
+                "DELETE FROM gateway_policies WHERE namespace = ?1 AND service = ?2",
+                params![namespace, service],
+            )?;
+        } else {
+            let json = serde_json::to_string(spec).map_err(|e| StoreError::Corrupt {
+                what: "gateway policy",
+                detail: e.to_string(),
+            })?;
+            tx.execute(
+                "INSERT INTO gateway_policies (namespace, service, spec, updated_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (namespace, service) DO UPDATE SET spec = ?3, updated_at = ?4",
+                params![namespace, service, json, now()],
+            )?;
+        }
+        record_event(
+            &tx,
+            namespace,
+            service,
+            "gateway",
+            &format!("gateway policy set: {}", describe_gateway(spec)),
+        )?;
+        tx.commit()?;
+        Ok(spec.clone())
     }
 
     /// Appends to the events timeline (e.g. crashes seen by the reconciler).
@@ -861,6 +937,61 @@ fn schedules_of(
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn gateway_policies(tx: &Transaction<'_>) -> Result<Vec<GatewayRecord>> {
+    let mut stmt = tx.prepare(
+        "SELECT namespace, service, spec FROM gateway_policies ORDER BY namespace, service",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter()
+        .map(|(namespace, service, json)| {
+            let spec = parse_gateway(&namespace, &service, &json)?;
+            Ok(GatewayRecord {
+                namespace,
+                service,
+                spec,
+            })
+        })
+        .collect()
+}
+
+fn parse_gateway(namespace: &str, service: &str, json: &str) -> Result<GatewaySpec> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        what: "gateway policy",
+        detail: format!("{namespace}/{service}: {e}"),
+    })
+}
+
+/// A one-line summary for the events timeline, e.g. `lb=hash:ip rate=100/s`.
+fn describe_gateway(spec: &GatewaySpec) -> String {
+    let json = serde_json::to_value(spec).unwrap_or_default();
+    let parts: Vec<String> = json
+        .as_object()
+        .map(|fields| {
+            fields
+                .iter()
+                .filter(|(_, v)| !matches!(v, serde_json::Value::Null))
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => format!("{k}={s}"),
+                    other => format!("{k}={other}"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if parts.is_empty() {
+        "defaults".to_string()
+    } else {
+        parts.join(" ")
+    }
 }
 
 fn policy_json(policy: &TrafficPolicy) -> Result<String> {

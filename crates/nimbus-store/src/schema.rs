@@ -67,6 +67,16 @@ const MIGRATIONS: &[&str] = &[
         secret TEXT NOT NULL,
         created_at INTEGER NOT NULL
     );",
+    // 4: per-service gateway policy (load balancing, affinity, limits, access rules) as the
+    // JSON of `nimbus_model::GatewaySpec`; one row per service that has one, gone with it.
+    "CREATE TABLE IF NOT EXISTS gateway_policies (
+        namespace TEXT NOT NULL,
+        service TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, service),
+        FOREIGN KEY (namespace, service) REFERENCES services(namespace, name) ON DELETE CASCADE
+    );",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

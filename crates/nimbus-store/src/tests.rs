@@ -374,3 +374,50 @@ fn access_keys_round_trip() {
     let missing = store.remove_access_key("NIMBUSKEY1").unwrap_err();
     assert!(missing.to_string().contains("no access key"), "{missing}");
 }
+
+#[test]
+fn gateway_policy_round_trip_and_cascade() {
+    let (_dir, store) = open();
+    let missing = rejected(store.gateway_policy("default", "hello").unwrap_err());
+    assert_eq!(missing.kind, ErrorKind::NotFound);
+    created(store.deploy_version("default", "hello", &spec(), true, false));
+    assert_eq!(
+        store.gateway_policy("default", "hello").unwrap(),
+        GatewaySpec::default()
+    );
+    let policy = GatewaySpec {
+        lb: Some("round-robin".into()),
+        rate: Some("100/s".into()),
+        burst: Some(200),
+        ..GatewaySpec::default()
+    };
+    store
+        .set_gateway_policy("default", "hello", &policy)
+        .unwrap();
+    assert_eq!(store.gateway_policy("default", "hello").unwrap(), policy);
+    let snapshot = store.snapshot().unwrap();
+    assert_eq!(snapshot.gateway.len(), 1);
+    assert_eq!(snapshot.gateway[0].spec, policy);
+    // Bad numbers change nothing.
+    let bad = GatewaySpec {
+        burst: Some(0),
+        ..policy.clone()
+    };
+    assert!(store.set_gateway_policy("default", "hello", &bad).is_err());
+    assert_eq!(store.gateway_policy("default", "hello").unwrap(), policy);
+    // The default removes the row; deleting the service removes it too.
+    store
+        .set_gateway_policy("default", "hello", &GatewaySpec::default())
+        .unwrap();
+    assert!(store.snapshot().unwrap().gateway.is_empty());
+    store
+        .set_gateway_policy("default", "hello", &policy)
+        .unwrap();
+    store.delete_service("default", "hello").unwrap();
+    assert!(store.snapshot().unwrap().gateway.is_empty());
+    created(store.deploy_version("default", "hello", &spec(), true, false));
+    assert_eq!(
+        store.gateway_policy("default", "hello").unwrap(),
+        GatewaySpec::default()
+    );
+}

@@ -52,6 +52,10 @@ enum Command {
     Version(cli::versions::VersionCmd),
     /// Show or change a service's traffic split and routing rules, or explain a request.
     Traffic(cli::traffic::TrafficArgs),
+    /// Show or change a service's gateway policy: load balancing, affinity, rate limits,
+    /// access rules, body and time limits.
+    #[command(subcommand)]
+    Gateway(cli::gateway::GatewayCmd),
     /// List instances, optionally of one service.
     Instances {
         /// Service name.
@@ -133,6 +137,14 @@ fn parse() -> Result<Cli, clap::Error> {
     {
         args.routes = cli::traffic::ordered_routes(sub);
     }
+    if let (Command::Gateway(cli::gateway::GatewayCmd::Set(args)), Some(sub)) = (
+        &mut cli.command,
+        matches
+            .subcommand_matches("gateway")
+            .and_then(|m| m.subcommand_matches("set")),
+    ) {
+        args.access = cli::gateway::ordered_access(sub);
+    }
     Ok(cli)
 }
 
@@ -153,6 +165,7 @@ async fn run_client(
         Command::Versions { service } => cli::versions::list(&ctx, &service).await,
         Command::Version(cmd) => cli::versions::run(&ctx, cmd).await,
         Command::Traffic(args) => cli::traffic::run(&ctx, args).await,
+        Command::Gateway(cmd) => cli::gateway::run(&ctx, cmd).await,
         Command::Instances { service } => cli::instances::list(&ctx, service.as_deref()).await,
         Command::Logs(args) => cli::logs::run(&ctx, args).await,
         Command::Domains(args) => cli::domains::run(&ctx, args).await,

@@ -29,6 +29,7 @@ pub mod client;
 pub mod deploy;
 pub mod domains;
 pub mod events;
+pub mod gateway;
 pub mod instances;
 pub mod logs;
 pub mod scaling;

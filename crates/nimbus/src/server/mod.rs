@@ -86,9 +86,61 @@ pub struct ServerArgs {
     /// JSON access log, one line per request: `off`, `stdout` or a file path.
     #[arg(long, value_name = "TARGET", default_value = "off")]
     pub access_log: AccessLog,
+    /// Gateway: largest request head (request line and headers); 431 past it. At least 8Ki.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "64Ki",
+        help_heading = "Gateway"
+    )]
+    pub max_header_size: String,
+    /// Gateway: most header fields in one request; 431 past it.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        help_heading = "Gateway"
+    )]
+    pub max_headers: usize,
+    /// Gateway: a client that takes longer than this to send its request head is disconnected
+    /// (slowloris).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        help_heading = "Gateway"
+    )]
+    pub header_read_timeout: String,
 }
 
 impl ServerArgs {
+    fn gateway_config(
+        &self,
+        observer: Option<Arc<dyn nimbus_gateway::RequestObserver>>,
+    ) -> anyhow::Result<GatewayConfig> {
+        let max_header_bytes = nimbus_model::gateway::parse_size(&self.max_header_size)
+            .map_err(|e| anyhow::anyhow!("--max-header-size: {e}"))?;
+        let max_header_bytes = usize::try_from(max_header_bytes)
+            .ok()
+            .filter(|n| (8 * 1024..=16 * 1024 * 1024).contains(n))
+            .ok_or_else(|| anyhow::anyhow!("--max-header-size must be between 8Ki and 16Mi"))?;
+        let timeout_ms = nimbus_model::gateway::parse_duration_ms(&self.header_read_timeout)
+            .map_err(|e| anyhow::anyhow!("--header-read-timeout: {e}"))?;
+        if !(100..=3_600_000).contains(&timeout_ms) {
+            anyhow::bail!("--header-read-timeout must be between 100ms and 1h");
+        }
+        if !(1..=10_000).contains(&self.max_headers) {
+            anyhow::bail!("--max-headers must be between 1 and 10000");
+        }
+        Ok(GatewayConfig {
+            observer,
+            max_header_bytes,
+            max_headers: self.max_headers,
+            header_read_timeout: Duration::from_millis(timeout_ms),
+            ..GatewayConfig::default()
+        })
+    }
+
     fn scaling_timings(&self) -> anyhow::Result<ScalingTimings> {
         let secs = |value: f64, flag: &str, min: f64| {
             if value.is_finite() && value >= min && value <= 86_400.0 {
@@ -163,10 +215,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let api_addr = api_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
-    let gateway = Gateway::new(GatewayConfig {
-        observer: Some(telemetry.clone()),
-        ..GatewayConfig::default()
-    });
+    let gateway = Gateway::new(args.gateway_config(Some(telemetry.clone()))?);
     let (mut reconciler, status) = Reconciler::new(
         store.clone(),
         driver.clone(),

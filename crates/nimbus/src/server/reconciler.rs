@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nimbus_gateway::{
-    Endpoint, GateLimits, Gateway, HostRoute, RouteTable, ServiceRoute, VersionGate, VersionRoute,
+    Endpoint, GateLimits, Gateway, HostRoute, RouteTable, ServicePolicy, ServiceRoute, VersionGate,
+    VersionRoute,
 };
 use nimbus_model::domains::{service_host, version_host};
 use nimbus_model::status::{
@@ -95,6 +96,9 @@ pub struct Reconciler {
     cold_tx: mpsc::UnboundedSender<VersionKey>,
     cold_rx: mpsc::UnboundedReceiver<VersionKey>,
     cold: HashMap<VersionKey, ColdStats>,
+    /// Each service's compiled gateway policy, kept while its spec is unchanged so rate-limit
+    /// buckets survive table rebuilds.
+    policies: HashMap<(String, String), Arc<ServicePolicy>>,
     /// Cold starts that became ready since the last publish: (version, instance, spawn → ready).
     cold_ready: Vec<(VersionKey, String, Duration)>,
     /// Set after the first reconcile: versions seen later are new deploys.
@@ -140,6 +144,7 @@ impl Reconciler {
             cold_tx,
             cold_rx,
             cold: HashMap::new(),
+            policies: HashMap::new(),
             cold_ready: Vec::new(),
             booted: false,
             store_changed: true,
@@ -491,7 +496,11 @@ impl Reconciler {
         }
         let mut gates = HashMap::new();
         let mut table = RouteTable::default();
+        let mut policies = HashMap::new();
         for service in &self.desired.services {
+            let service_key = (service.namespace.clone(), service.name.clone());
+            let policy = self.gateway_policy(&service_key);
+            policies.insert(service_key, policy.clone());
             let mut versions = HashMap::new();
             for v in self
                 .desired
@@ -525,6 +534,7 @@ impl Reconciler {
                         timeout: Duration::from_secs(v.spec.timeout_secs),
                     },
                 );
+                gate.set_algorithm(policy.algorithm.as_ref());
                 versions.insert(v.name.clone(), Arc::new(VersionRoute::new(gate.clone())));
                 gates.insert(key, gate);
             }
@@ -533,6 +543,7 @@ impl Reconciler {
                 name: service.name.clone(),
                 policy: service.traffic.clone(),
                 versions,
+                gateway: policy,
             });
             table.insert(
                 service_host(&service.name, &service.namespace, &self.base_domain),
@@ -558,9 +569,35 @@ impl Reconciler {
         }
         // Gates of deleted versions go with their last table; their held requests time out.
         self.gates = gates;
+        self.policies = policies;
         self.gateway.swap(table);
         self.record_cold_starts();
         self.status_tx.send_replace(Arc::new(self.status()));
+    }
+
+    /// The compiled gateway policy of a service: the one already in use while its spec is
+    /// unchanged, else compiled afresh. A spec that no longer compiles (the API checks before
+    /// storing, so only a hand-edited database) falls back to the default policy.
+    fn gateway_policy(&self, key: &(String, String)) -> Arc<ServicePolicy> {
+        let spec = self
+            .desired
+            .gateway
+            .iter()
+            .find(|g| g.namespace == key.0 && g.service == key.1)
+            .map(|g| g.spec.clone())
+            .unwrap_or_default();
+        if let Some(current) = self.policies.get(key) {
+            if *current.spec() == spec {
+                return current.clone();
+            }
+        }
+        match ServicePolicy::compile(&spec) {
+            Ok(policy) => Arc::new(policy),
+            Err(error) => {
+                warn!(service = %key.1, %error, "Stored gateway policy does not compile; using the default.");
+                Arc::new(ServicePolicy::default())
+            }
+        }
     }
 
     /// Events for cold starts that just became ready, with how long the held requests waited
