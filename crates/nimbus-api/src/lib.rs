@@ -126,6 +126,14 @@ pub fn router(state: ApiState) -> Router {
             "/v1/buckets/{name}",
             axum::routing::delete(handlers::delete_bucket),
         )
+        .route(
+            "/v1/certs",
+            get(handlers::list_certs).post(handlers::add_cert),
+        )
+        .route(
+            "/v1/certs/{host}",
+            axum::routing::delete(handlers::remove_cert),
+        )
         .route("/v1/instances", get(handlers::list_instances))
         .route(
             "/v1/domains",

@@ -201,6 +201,30 @@ pub const ROUTES: &[RouteDoc] = &[
     ),
     (
         "get",
+        "/v1/certs",
+        "List the TLS certificates the HTTPS listener serves by SNI",
+        None,
+        200,
+        "Object",
+    ),
+    (
+        "post",
+        "/v1/certs",
+        "Add (or replace) the TLS certificate of a host",
+        Some("Certificate"),
+        201,
+        "Object",
+    ),
+    (
+        "delete",
+        "/v1/certs/{host}",
+        "Remove the TLS certificate of a host",
+        None,
+        200,
+        "Deleted",
+    ),
+    (
+        "get",
         "/v1/namespaces/{ns}/services/{service}/gateway",
         "Show the gateway policy (balancing, affinity, limits, access rules)",
         None,
@@ -337,6 +361,10 @@ fn schemas() -> Value {
         "DomainList": list_of("domains", "Domain"),
     });
     schemas["GatewayPolicy"] = gateway;
+    schemas["Certificate"] = obj(
+        json!({"host": s, "cert_pem": s, "key_pem": s}),
+        &["host", "cert_pem", "key_pem"],
+    );
     schemas
 }
 
@@ -394,6 +422,6 @@ mod tests {
             let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
             assert!(schemas.contains_key(&name), "dangling $ref {name}");
         }
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 24);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 26);
     }
 }

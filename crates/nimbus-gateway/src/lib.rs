@@ -25,7 +25,8 @@
 //! - [`body`]: the response body that streams upstream bytes and holds the permit until done.
 //! - [`observe`]: [`RequestRecord`] and the [`RequestObserver`] told about each finished request
 //!   (metrics, metering, access log).
-//! - `server`: [`Gateway`], its configuration and the accept loop.
+//! - `server`: [`Gateway`], its configuration and the accept loops (plain and TLS).
+//! - [`tls`]: the HTTPS listener's certificates by SNI, PEM parsing, the self-signed default.
 
 #![forbid(unsafe_code)]
 
@@ -42,6 +43,7 @@ mod proxy;
 pub mod ratelimit;
 pub mod route;
 mod server;
+pub mod tls;
 
 pub use error::{ErrorSource, GatewayError};
 pub use gate::{AdmitError, GateLimits, GateStats, Permit, Pick, VersionGate};

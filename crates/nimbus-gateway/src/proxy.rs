@@ -78,8 +78,11 @@ const HOP_BY_HOP: [HeaderName; 4] = [
 pub(crate) async fn handle(
     gateway: Arc<Gateway>,
     client: SocketAddr,
+    scheme: &'static str,
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, std::convert::Infallible> {
+    let tls = scheme == "https";
+    let proto = if tls { "https" } else { gateway.config().proto };
     let raw_host = raw_host(&req);
     let host = raw_host
         .as_ref()
@@ -118,9 +121,13 @@ pub(crate) async fn handle(
         request_id = request_id.to_str().unwrap_or_default(),
     );
     let response = async {
+        if let (false, Some(port)) = (tls, gateway.config().redirect_https) {
+            return redirect_to_https(&req, &host, port, &request_id);
+        }
         match proxy(
             &gateway,
             client,
+            proto,
             req,
             &host,
             raw_host,
@@ -151,15 +158,44 @@ pub(crate) async fn handle(
     Ok(Response::from_parts(parts, body.observed(Some(pending))))
 }
 
+/// `308 Permanent Redirect` to the same host and path over HTTPS on `port`.
+fn redirect_to_https(
+    req: &Request<Incoming>,
+    host: &str,
+    port: u16,
+    request_id: &HeaderValue,
+) -> Response<GatewayBody> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    let mut response = Response::new(GatewayBody::empty());
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, request_id.clone());
+    response
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn proxy(
     gateway: &Gateway,
     client: SocketAddr,
+    proto: &'static str,
     mut req: Request<Incoming>,
     host: &str,
     raw_host: Option<HeaderValue>,
@@ -230,7 +266,7 @@ async fn proxy(
     add_forwarded(
         &mut parts.headers,
         client,
-        gateway.config().proto,
+        proto,
         raw_host.as_ref(),
         request_id,
     );

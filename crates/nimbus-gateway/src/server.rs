@@ -13,9 +13,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn, Instrument};
 
+use tokio_rustls::TlsAcceptor;
+
 use crate::body::RequestBody;
 use crate::observe::RequestObserver;
 use crate::route::RouteTable;
+use crate::tls::CertResolver;
 
 /// How long idle upstream connections stay pooled.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -27,6 +30,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Smallest request-head buffer hyper accepts.
 pub const MIN_MAX_HEADER_BYTES: usize = 8 * 1024;
+/// How long a client gets to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`GatewayConfig::max_headers`].
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// Default [`GatewayConfig::header_read_timeout`] (nginx's `client_header_timeout` is 60 s,
@@ -39,8 +44,13 @@ type UpstreamClient = Client<HttpConnector, RequestBody>;
 /// Static gateway settings.
 #[derive(Clone)]
 pub struct GatewayConfig {
-    /// The scheme clients used, sent upstream as `x-forwarded-proto` (`"http"` or `"https"`).
+    /// The scheme clients used on the plain listener, sent upstream as `x-forwarded-proto`
+    /// (`"http"`, or `"https"` behind a TLS-terminating proxy). The TLS listener always says
+    /// `"https"`.
     pub proto: &'static str,
+    /// Answer every request on the plain listener with a permanent redirect to HTTPS on this
+    /// port (`--redirect-https`).
+    pub redirect_https: Option<u16>,
     /// Told about every finished request (metrics, metering, access log).
     pub observer: Option<Arc<dyn RequestObserver>>,
     /// Largest request head (request line + headers) over HTTP/1.1, and header list over
@@ -57,6 +67,7 @@ impl std::fmt::Debug for GatewayConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewayConfig")
             .field("proto", &self.proto)
+            .field("redirect_https", &self.redirect_https)
             .field("observer", &self.observer.is_some())
             .field("max_header_bytes", &self.max_header_bytes)
             .field("max_headers", &self.max_headers)
@@ -75,6 +86,8 @@ pub struct Gateway {
     client: UpstreamClient,
     /// HTTP/2 with prior knowledge to instances of services with `upstream_protocol = h2c`.
     h2c_client: UpstreamClient,
+    /// Certificates for [`Gateway::serve_tls`].
+    tls: Arc<CertResolver>,
 }
 
 // === impl GatewayConfig ===
@@ -83,6 +96,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             proto: "http",
+            redirect_https: None,
             observer: None,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
@@ -112,6 +126,7 @@ impl Gateway {
             routes: ArcSwap::from_pointee(RouteTable::default()),
             client,
             h2c_client,
+            tls: Arc::new(CertResolver::default()),
         })
     }
 
@@ -168,8 +183,29 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_with(listener, None, shutdown).await
+    }
+
+    /// Like [`serve`](Self::serve), over TLS: certificates from [`Gateway::tls`] by SNI, ALPN
+    /// `h2` and `http/1.1`, HTTP/2 or HTTP/1.1 to the client as negotiated.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let acceptor = TlsAcceptor::from(crate::tls::server_config(self.tls.clone()));
+        self.serve_with(listener, Some(acceptor), shutdown).await
+    }
+
+    async fn serve_with(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let local = listener.local_addr()?;
-        info!(addr = %local, "Gateway listening.");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        info!(addr = %local, scheme, "Gateway listening.");
         let builder = self.connection_builder();
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
@@ -188,23 +224,58 @@ impl Gateway {
             if let Err(error) = stream.set_nodelay(true) {
                 debug!(%error, "Could not set TCP_NODELAY.");
             }
+            let span = tracing::debug_span!("accept", client.addr = %client, server.addr = %local);
             let gateway = Arc::clone(&self);
             let service = hyper::service::service_fn(move |req| {
-                crate::proxy::handle(Arc::clone(&gateway), client, req)
+                crate::proxy::handle(Arc::clone(&gateway), client, scheme, req)
             });
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let conn = graceful.watch(conn);
-            let span = tracing::debug_span!("accept", client.addr = %client, server.addr = %local);
-            tokio::spawn(
-                async move {
-                    if let Err(error) = conn.await {
-                        debug!(%error, "Connection closed with an error.");
-                    }
+            match &tls {
+                None => {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(
+                        async move {
+                            if let Err(error) = conn.await {
+                                debug!(%error, "Connection closed with an error.");
+                            }
+                        }
+                        .instrument(span),
+                    );
                 }
-                .instrument(span),
-            );
+                Some(acceptor) => {
+                    let acceptor = acceptor.clone();
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(
+                        async move {
+                            let handshake = tokio::time::timeout(
+                                TLS_HANDSHAKE_TIMEOUT,
+                                acceptor.accept(stream),
+                            )
+                            .await;
+                            let stream = match handshake {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(error)) => {
+                                    debug!(%error, "TLS handshake failed.");
+                                    return;
+                                }
+                                Err(_) => {
+                                    debug!("TLS handshake timed out.");
+                                    return;
+                                }
+                            };
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            if let Err(error) = watcher.watch(conn).await {
+                                debug!(%error, "Connection closed with an error.");
+                            }
+                        }
+                        .instrument(span),
+                    );
+                }
+            }
         }
         drop(listener);
         info!(addr = %local, "Gateway draining connections.");
@@ -215,6 +286,11 @@ impl Gateway {
             warn!(addr = %local, "Connections still open after the drain timeout; closing them.");
         }
         Ok(())
+    }
+
+    /// The certificates the HTTPS listener serves, by SNI.
+    pub fn tls(&self) -> &Arc<CertResolver> {
+        &self.tls
     }
 }
 

@@ -114,6 +114,27 @@ pub struct DesiredState {
     pub schedules: Vec<ScheduleRecord>,
     /// Gateway policies of the services that have one (others use the default).
     pub gateway: Vec<GatewayRecord>,
+    /// TLS certificates per host, sorted by host.
+    pub certificates: Vec<CertificateRecord>,
+}
+
+/// A TLS certificate (chain and key, PEM) the gateway serves for `host` (or `*.parent`).
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct CertificateRecord {
+    pub host: String,
+    pub cert_pem: String,
+    #[serde(skip)]
+    pub key_pem: String,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for CertificateRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateRecord")
+            .field("host", &self.host)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A service's gateway policy as stored.
@@ -772,11 +793,13 @@ impl Store {
         let versions = versions_of(&tx, None)?;
         let schedules = schedules_of(&tx, None)?;
         let gateway = gateway_policies(&tx)?;
+        let certificates = certificates(&tx)?;
         Ok(DesiredState {
             services,
             versions,
             schedules,
             gateway,
+            certificates,
         })
     }
 
@@ -840,6 +863,54 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(spec.clone())
+    }
+
+    /// Adds or replaces the certificate of `host` (already validated by the caller).
+    pub fn put_certificate(
+        &self,
+        host: &str,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<CertificateRecord> {
+        let conn = self.lock();
+        let created_at = now();
+        conn.execute(
+            "INSERT INTO gateway_certificates (host, cert_pem, key_pem, created_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (host) DO UPDATE SET cert_pem = ?2, key_pem = ?3, created_at = ?4",
+            params![host, cert_pem, key_pem, created_at],
+        )?;
+        Ok(CertificateRecord {
+            host: host.to_string(),
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+            created_at,
+        })
+    }
+
+    /// Every certificate, sorted by host.
+    pub fn list_certificates(&self) -> Result<Vec<CertificateRecord>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        certificates(&tx)
+    }
+
+    /// Removes the certificate of `host`.
+    pub fn remove_certificate(&self, host: &str) -> Result<()> {
+        let conn = self.lock();
+        let removed = conn.execute(
+            "DELETE FROM gateway_certificates WHERE host = ?1",
+            params![host],
+        )?;
+        if removed == 0 {
+            return Err(ModelError::not_found(
+                "certificate_not_found",
+                "host",
+                format!("no certificate for host {host}"),
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// Appends to the events timeline (e.g. crashes seen by the reconciler).
@@ -962,6 +1033,21 @@ fn gateway_policies(tx: &Transaction<'_>) -> Result<Vec<GatewayRecord>> {
             })
         })
         .collect()
+}
+
+fn certificates(tx: &Transaction<'_>) -> Result<Vec<CertificateRecord>> {
+    let mut stmt = tx.prepare(
+        "SELECT host, cert_pem, key_pem, created_at FROM gateway_certificates ORDER BY host",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(CertificateRecord {
+            host: r.get(0)?,
+            cert_pem: r.get(1)?,
+            key_pem: r.get(2)?,
+            created_at: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 fn parse_gateway(namespace: &str, service: &str, json: &str) -> Result<GatewaySpec> {

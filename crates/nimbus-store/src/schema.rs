@@ -77,6 +77,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, service),
         FOREIGN KEY (namespace, service) REFERENCES services(namespace, name) ON DELETE CASCADE
     );",
+    // 5: TLS certificates per host for the gateway's HTTPS listener (chosen by SNI). The key is
+    // stored as PEM, like the S3 secrets: the database file lives in the 0700 data dir.
+    "CREATE TABLE IF NOT EXISTS gateway_certificates (
+        host TEXT PRIMARY KEY,
+        cert_pem TEXT NOT NULL,
+        key_pem TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

@@ -421,3 +421,27 @@ fn gateway_policy_round_trip_and_cascade() {
         GatewaySpec::default()
     );
 }
+
+#[test]
+fn certificates_round_trip() {
+    let (_dir, store) = open();
+    store
+        .put_certificate("www.example.com", "CERT", "KEY")
+        .unwrap();
+    store.put_certificate("*.example.com", "C2", "K2").unwrap();
+    store
+        .put_certificate("www.example.com", "CERT2", "KEY2")
+        .unwrap();
+    let all = store.list_certificates().unwrap();
+    let hosts: Vec<&str> = all.iter().map(|c| c.host.as_str()).collect();
+    assert_eq!(hosts, ["*.example.com", "www.example.com"]);
+    assert_eq!(all[1].cert_pem, "CERT2");
+    assert_eq!(store.snapshot().unwrap().certificates, all);
+    assert!(
+        !format!("{:?}", all[1]).contains("KEY2"),
+        "Debug hides the key"
+    );
+    store.remove_certificate("*.example.com").unwrap();
+    let missing = rejected(store.remove_certificate("*.example.com").unwrap_err());
+    assert_eq!(missing.kind, ErrorKind::NotFound);
+}

@@ -65,6 +65,8 @@ enum Command {
     Logs(cli::logs::LogsArgs),
     /// List, add or remove custom domains.
     Domains(cli::domains::DomainsArgs),
+    /// List, add or remove the TLS certificates the HTTPS listener serves by SNI.
+    Certs(cli::certs::CertsArgs),
     /// Change a version's instance range or concurrency in place (no new version).
     Scale(cli::scaling::ScaleArgs),
     /// Scheduled scaling: raise (or cap) instance counts on a cron schedule.
@@ -169,6 +171,7 @@ async fn run_client(
         Command::Instances { service } => cli::instances::list(&ctx, service.as_deref()).await,
         Command::Logs(args) => cli::logs::run(&ctx, args).await,
         Command::Domains(args) => cli::domains::run(&ctx, args).await,
+        Command::Certs(args) => cli::certs::run(&ctx, args).await,
         Command::Scale(args) => cli::scaling::scale(&ctx, args).await,
         Command::Scaling(cmd) => cli::scaling::run(&ctx, cmd).await,
         Command::Events(args) => cli::events::run(&ctx, args).await,

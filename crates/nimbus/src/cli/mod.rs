@@ -25,6 +25,7 @@ macro_rules! outln {
     };
 }
 
+pub mod certs;
 pub mod client;
 pub mod deploy;
 pub mod domains;

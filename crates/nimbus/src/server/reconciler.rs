@@ -99,6 +99,8 @@ pub struct Reconciler {
     /// Each service's compiled gateway policy, kept while its spec is unchanged so rate-limit
     /// buckets survive table rebuilds.
     policies: HashMap<(String, String), Arc<ServicePolicy>>,
+    /// The certificates last handed to the gateway's TLS resolver (rebuilt when they change).
+    certificates: Vec<nimbus_store::CertificateRecord>,
     /// Cold starts that became ready since the last publish: (version, instance, spawn → ready).
     cold_ready: Vec<(VersionKey, String, Duration)>,
     /// Set after the first reconcile: versions seen later are new deploys.
@@ -145,6 +147,7 @@ impl Reconciler {
             cold_rx,
             cold: HashMap::new(),
             policies: HashMap::new(),
+            certificates: Vec::new(),
             cold_ready: Vec::new(),
             booted: false,
             store_changed: true,
@@ -570,9 +573,33 @@ impl Reconciler {
         // Gates of deleted versions go with their last table; their held requests time out.
         self.gates = gates;
         self.policies = policies;
+        self.publish_certificates();
         self.gateway.swap(table);
         self.record_cold_starts();
         self.status_tx.send_replace(Arc::new(self.status()));
+    }
+
+    /// Hands the stored TLS certificates to the gateway when they changed. One that does not
+    /// parse (the API checks before storing) is skipped with a warning.
+    fn publish_certificates(&mut self) {
+        if self.desired.certificates == self.certificates {
+            return;
+        }
+        let mut hosts = HashMap::new();
+        for cert in &self.desired.certificates {
+            match nimbus_gateway::tls::certified_key(
+                cert.cert_pem.as_bytes(),
+                cert.key_pem.as_bytes(),
+            ) {
+                Ok(key) => {
+                    hosts.insert(cert.host.clone(), Arc::new(key));
+                }
+                Err(error) => warn!(host = %cert.host, %error, "Skipping an unusable certificate."),
+            }
+        }
+        info!(count = hosts.len(), "TLS certificates loaded.");
+        self.gateway.tls().set_hosts(hosts);
+        self.certificates = self.desired.certificates.clone();
     }
 
     /// The compiled gateway policy of a service: the one already in use while its spec is
