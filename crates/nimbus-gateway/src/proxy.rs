@@ -78,6 +78,7 @@ const HOP_BY_HOP: [HeaderName; 4] = [
 pub(crate) async fn handle(
     gateway: Arc<Gateway>,
     client: SocketAddr,
+    client_ip: HeaderValue,
     scheme: &'static str,
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, std::convert::Infallible> {
@@ -94,7 +95,7 @@ pub(crate) async fn handle(
     let mut record = gateway.config().observer.as_ref().map(|_| RequestRecord {
         at_ms: unix_ms(),
         host: host.clone(),
-        method: req.method().to_string(),
+        method: req.method().as_str().to_string(),
         path: req.uri().path().to_string(),
         namespace: String::new(),
         service: String::new(),
@@ -127,6 +128,7 @@ pub(crate) async fn handle(
         match proxy(
             &gateway,
             client,
+            &client_ip,
             proto,
             req,
             &host,
@@ -195,6 +197,7 @@ fn unix_ms() -> u64 {
 async fn proxy(
     gateway: &Gateway,
     client: SocketAddr,
+    client_ip: &HeaderValue,
     proto: &'static str,
     mut req: Request<Incoming>,
     host: &str,
@@ -265,7 +268,7 @@ async fn proxy(
     strip_hop_by_hop(&mut parts.headers, upgrade);
     add_forwarded(
         &mut parts.headers,
-        client,
+        client_ip,
         proto,
         raw_host.as_ref(),
         request_id,
@@ -657,52 +660,65 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers, including those the `Connection` header names. On an upgrade,
 /// `Connection` and `Upgrade` are end-to-end for this hop and stay.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<HeaderName> = headers
+    // One pass over the names: most messages carry no hop-by-hop header, or only
+    // `Connection: keep-alive`, and a scan is cheaper than a hashed remove per fixed name.
+    let hop = |name: &HeaderName| {
+        HOP_BY_HOP.contains(name)
+            || name.as_str().starts_with("proxy-")
+            || (!upgrade && (name == header::CONNECTION || name == header::UPGRADE))
+    };
+    let mut doomed: Vec<HeaderName> = headers.keys().filter(|n| hop(n)).cloned().collect();
+    for token in headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|name| !(upgrade && name == header::UPGRADE))
-        .collect();
-    for name in named {
+    {
+        let token = token.trim();
+        if token.is_empty()
+            || token.eq_ignore_ascii_case("keep-alive")
+            || token.eq_ignore_ascii_case("close")
+        {
+            continue; // named hop-by-hop headers only; these are options, not header names
+        }
+        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            if !(upgrade && name == header::UPGRADE) && headers.contains_key(&name) {
+                doomed.push(name);
+            }
+        }
+    }
+    for name in doomed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if !upgrade {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
-    }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy {
-        headers.remove(name);
-    }
+}
+
+/// The client's IP as a header value, made once per connection.
+pub(crate) fn client_ip_header(client: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Adds `x-forwarded-*` and `x-request-id`. The client IP is appended to any `x-forwarded-for`
 /// already present; proto and host are the gateway's view and replace client-sent values.
 fn add_forwarded(
     headers: &mut HeaderMap,
-    client: SocketAddr,
+    client_ip: &HeaderValue,
     proto: &'static str,
     raw_host: Option<&HeaderValue>,
     request_id: &HeaderValue,
 ) {
-    let ip = client.ip().to_string();
-    let mut forwarded = BytesMut::new();
-    for prior in headers.get_all(&X_FORWARDED_FOR) {
-        forwarded.put_slice(prior.as_bytes());
-        forwarded.put_slice(b", ");
-    }
-    forwarded.put_slice(ip.as_bytes());
-    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(forwarded)) {
-        headers.insert(X_FORWARDED_FOR, value);
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut forwarded = BytesMut::new();
+        for prior in headers.get_all(&X_FORWARDED_FOR) {
+            forwarded.put_slice(prior.as_bytes());
+            forwarded.put_slice(b", ");
+        }
+        forwarded.put_slice(client_ip.as_bytes());
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(forwarded)) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    } else {
+        headers.insert(X_FORWARDED_FOR, client_ip.clone());
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match raw_host {
@@ -823,7 +839,13 @@ mod tests {
         for (input, want) in cases {
             let mut map = headers(input);
             let host = HeaderValue::from_static("Example.com:8080");
-            add_forwarded(&mut map, client, "http", Some(&host), &id);
+            add_forwarded(
+                &mut map,
+                &client_ip_header(client),
+                "http",
+                Some(&host),
+                &id,
+            );
             assert_eq!(map.get_all(&X_FORWARDED_FOR).iter().count(), 1, "{input:?}");
             assert_eq!(map[&X_FORWARDED_FOR], *want, "{input:?}");
             assert_eq!(map[&X_FORWARDED_PROTO], "http");

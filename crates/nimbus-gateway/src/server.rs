@@ -226,8 +226,9 @@ impl Gateway {
             }
             let span = tracing::debug_span!("accept", client.addr = %client, server.addr = %local);
             let gateway = Arc::clone(&self);
+            let client_ip = crate::proxy::client_ip_header(client);
             let service = hyper::service::service_fn(move |req| {
-                crate::proxy::handle(Arc::clone(&gateway), client, scheme, req)
+                crate::proxy::handle(Arc::clone(&gateway), client, client_ip.clone(), scheme, req)
             });
             match &tls {
                 None => {

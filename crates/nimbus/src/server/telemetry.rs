@@ -2,7 +2,7 @@
 //! per-request hook the gateway calls (metrics, metered egress, the JSON access log), and the
 //! metering loop that samples each instance's CPU and memory from `/proc` into the usage tables.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -58,8 +58,67 @@ impl std::str::FromStr for AccessLog {
 enum LogSink {
     Off,
     Stdout,
-    File(std::fs::File),
+    /// Buffered; flushed at most [`ACCESS_LOG_FLUSH`] after a line was written (on the next
+    /// line, or the next metering tick), and at shutdown.
+    File {
+        file: std::io::BufWriter<std::fs::File>,
+        flushed: std::time::Instant,
+    },
 }
+
+/// Longest an access log line waits in the buffer while requests keep coming.
+const ACCESS_LOG_FLUSH: Duration = Duration::from_secs(1);
+
+/// The access log sink and a line buffer reused for every line.
+struct AccessLogState {
+    sink: LogSink,
+    line: Vec<u8>,
+}
+
+/// One access log line, serialized straight into the line buffer (no intermediate JSON value).
+/// Fields are in alphabetical order, the order the lines always had.
+#[derive(serde::Serialize)]
+struct AccessLine<'a> {
+    bytes: u64,
+    duration_ms: f64,
+    host: &'a str,
+    instance: Option<&'a str>,
+    method: &'a str,
+    namespace: &'a str,
+    path: &'a str,
+    request_id: &'a str,
+    service: &'a str,
+    status: u16,
+    time_ms: u64,
+    upstream_ms: Option<f64>,
+    version: &'a str,
+}
+
+/// One version's request metrics, resolved once so a request costs no label allocation or
+/// family lookup, and its metered requests of the current minute, folded into the meter when
+/// the minute changes or the metering loop samples.
+struct VersionHot {
+    duration: Histogram,
+    egress: Counter,
+    /// `requests` by status; a version sees few distinct statuses.
+    by_status: Vec<(u16, Counter)>,
+    key: UsageKey,
+    pending: Option<PendingUsage>,
+}
+
+/// Requests of one version within one minute, not yet in the meter.
+#[derive(Clone, Copy)]
+struct PendingUsage {
+    minute: u64,
+    at_ms: u64,
+    requests: u64,
+    egress: u64,
+    ingress: u64,
+}
+
+/// Per-version hot entries by namespace, service and version (nested, so a lookup borrows the
+/// record's strings instead of building a key).
+type HotMap = HashMap<String, HashMap<String, HashMap<String, VersionHot>>>;
 
 /// Metrics families, the meter and the access log, shared by the gateway hook, the reconciler,
 /// the metering loop and the API.
@@ -81,7 +140,9 @@ pub struct Telemetry {
     usage_requests: Family<Labels, Gauge>,
     meter: Mutex<Meter>,
     usage: Arc<UsageStore>,
-    access_log: Mutex<LogSink>,
+    access_log: Mutex<AccessLogState>,
+    /// The request path's per-version state; lock order: `hot`, then `meter`.
+    hot: Mutex<HotMap>,
 }
 
 impl Telemetry {
@@ -172,15 +233,19 @@ impl Telemetry {
         let sink = match access_log {
             AccessLog::Off => LogSink::Off,
             AccessLog::Stdout => LogSink::Stdout,
-            AccessLog::File(path) => LogSink::File(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot open the access log {}: {e}", path.display())
-                    })?,
-            ),
+            AccessLog::File(path) => LogSink::File {
+                file: std::io::BufWriter::with_capacity(
+                    64 * 1024,
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .map_err(|e| {
+                            anyhow::anyhow!("cannot open the access log {}: {e}", path.display())
+                        })?,
+                ),
+                flushed: std::time::Instant::now(),
+            },
         };
         Ok(Self {
             registry,
@@ -200,7 +265,11 @@ impl Telemetry {
             usage_requests,
             meter: Mutex::new(meter),
             usage,
-            access_log: Mutex::new(sink),
+            access_log: Mutex::new(AccessLogState {
+                sink,
+                line: Vec::with_capacity(512),
+            }),
+            hot: Mutex::new(HashMap::new()),
         })
     }
 
@@ -296,38 +365,115 @@ impl Telemetry {
     }
 
     fn log_access(&self, record: &RequestRecord) {
-        let mut sink = self
+        let mut state = self
             .access_log
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if matches!(*sink, LogSink::Off) {
+        if matches!(state.sink, LogSink::Off) {
             return;
         }
-        let line = serde_json::json!({
-            "time_ms": record.at_ms,
-            "host": record.host,
-            "method": record.method,
-            "path": record.path,
-            "service": record.service,
-            "namespace": record.namespace,
-            "version": record.version,
-            "instance": record.instance,
-            "status": record.status,
-            "bytes": record.bytes_out,
-            "duration_ms": record.duration.as_secs_f64() * 1000.0,
-            "upstream_ms": record.upstream.map(|u| u.as_secs_f64() * 1000.0),
-            "request_id": record.request_id,
-        })
-        .to_string();
-        let written = match &mut *sink {
+        let line = AccessLine {
+            bytes: record.bytes_out,
+            duration_ms: record.duration.as_secs_f64() * 1000.0,
+            host: &record.host,
+            instance: record.instance.as_deref(),
+            method: &record.method,
+            namespace: &record.namespace,
+            path: &record.path,
+            request_id: &record.request_id,
+            service: &record.service,
+            status: record.status,
+            time_ms: record.at_ms,
+            upstream_ms: record.upstream.map(|u| u.as_secs_f64() * 1000.0),
+            version: &record.version,
+        };
+        let AccessLogState { sink, line: buf } = &mut *state;
+        buf.clear();
+        if serde_json::to_writer(&mut *buf, &line).is_err() {
+            return;
+        }
+        buf.push(b'\n');
+        let written = match sink {
             LogSink::Off => Ok(()),
-            LogSink::Stdout => writeln!(std::io::stdout().lock(), "{line}"),
-            LogSink::File(file) => writeln!(file, "{line}"),
+            LogSink::Stdout => std::io::stdout().lock().write_all(buf),
+            LogSink::File { file, flushed } => file.write_all(buf).and_then(|()| {
+                if flushed.elapsed() >= ACCESS_LOG_FLUSH {
+                    *flushed = std::time::Instant::now();
+                    file.flush()
+                } else {
+                    Ok(())
+                }
+            }),
         };
         if let Err(error) = written {
             warn!(%error, "Cannot write the access log; turning it off.");
             *sink = LogSink::Off;
         }
+    }
+
+    /// Writes out buffered access log lines.
+    fn flush_access_log(&self) {
+        let mut state = self
+            .access_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let LogSink::File { file, flushed } = &mut state.sink {
+            *flushed = std::time::Instant::now();
+            if let Err(error) = file.flush() {
+                warn!(%error, "Cannot write the access log.");
+            }
+        }
+    }
+
+    /// Moves the requests counted on the request path into the meter.
+    fn drain_pending_usage(&self) {
+        let pending: Vec<(UsageKey, PendingUsage)> = {
+            let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
+            hot.values_mut()
+                .flat_map(|services| services.values_mut())
+                .flat_map(|versions| versions.values_mut())
+                .filter_map(|v| v.pending.take().map(|p| (v.key.clone(), p)))
+                .collect()
+        };
+        if pending.is_empty() {
+            return;
+        }
+        let mut meter = self.meter();
+        for (key, p) in pending {
+            meter.add_requests(&key, p.at_ms, p.requests, p.egress, p.ingress);
+        }
+    }
+
+    /// The request metrics of one version, created on its first request. Looked up by `&str`,
+    /// so only a version's first request allocates.
+    fn version_hot<'a>(
+        &self,
+        hot: &'a mut HotMap,
+        record: &RequestRecord,
+    ) -> Option<&'a mut VersionHot> {
+        let (ns, service, version) = (&record.namespace, &record.service, &record.version);
+        let known = hot
+            .get(ns.as_str())
+            .and_then(|services| services.get(service.as_str()))
+            .is_some_and(|versions| versions.contains_key(version.as_str()));
+        if !known {
+            let labels = version_labels(ns, service, version);
+            let entry = VersionHot {
+                duration: self.duration.get_or_create(&labels).clone(),
+                egress: self.egress.get_or_create(&labels).clone(),
+                by_status: Vec::new(),
+                key: UsageKey::new(ns, service, version),
+                pending: None,
+            };
+            hot.entry(ns.clone())
+                .or_default()
+                .entry(service.clone())
+                .or_default()
+                .insert(version.clone(), entry);
+        }
+        hot.get_mut(ns.as_str())
+            .and_then(|services| services.get_mut(service.as_str()))
+            .and_then(|versions| versions.get_mut(version.as_str()))
     }
 
     /// One sampling pass over the running instances, then a flush of the meter into the store.
@@ -341,6 +487,8 @@ impl Telemetry {
             }
         };
         let now = unix_ms();
+        self.drain_pending_usage();
+        self.flush_access_log();
         let mut meter = self.meter();
         let live: std::collections::HashSet<&str> =
             status.instances.iter().map(|i| i.id.as_str()).collect();
@@ -382,6 +530,8 @@ impl Telemetry {
 
     /// Final flush at shutdown.
     pub fn flush(&self) {
+        self.drain_pending_usage();
+        self.flush_access_log();
         let flush = self.meter().flush(unix_ms());
         if let Err(error) = self.usage.commit(&flush) {
             warn!(%error, "Cannot write usage at shutdown.");
@@ -391,18 +541,63 @@ impl Telemetry {
 
 impl RequestObserver for Telemetry {
     fn finished(&self, record: RequestRecord) {
-        let mut labels = version_labels(&record.namespace, &record.service, &record.version);
-        self.duration
-            .get_or_create(&labels)
-            .observe(record.duration.as_secs_f64());
-        self.egress.get_or_create(&labels).inc_by(record.bytes_out);
-        if !record.service.is_empty() {
-            let key = UsageKey::new(&record.namespace, &record.service, &record.version);
+        let closed_minute = {
+            let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(version) = self.version_hot(&mut hot, &record) else {
+                return; // never: the entry was just made
+            };
+            version.duration.observe(record.duration.as_secs_f64());
+            version.egress.inc_by(record.bytes_out);
+            match version
+                .by_status
+                .iter()
+                .find(|(status, _)| *status == record.status)
+            {
+                Some((_, counter)) => {
+                    counter.inc();
+                }
+                None => {
+                    let mut labels =
+                        version_labels(&record.namespace, &record.service, &record.version);
+                    labels.push(("status".into(), record.status.to_string()));
+                    let counter = self.requests.get_or_create(&labels).clone();
+                    counter.inc();
+                    version.by_status.push((record.status, counter));
+                }
+            }
+            if record.service.is_empty() {
+                None
+            } else {
+                // Metered per minute: count here, fold into the meter when the minute turns.
+                let minute = nimbus_metering::minute_of(record.at_ms);
+                let pending = version.pending.get_or_insert(PendingUsage {
+                    minute,
+                    at_ms: record.at_ms,
+                    requests: 0,
+                    egress: 0,
+                    ingress: 0,
+                });
+                let closed = (pending.minute != minute).then(|| {
+                    let closed = *pending;
+                    *pending = PendingUsage {
+                        minute,
+                        at_ms: record.at_ms,
+                        requests: 0,
+                        egress: 0,
+                        ingress: 0,
+                    };
+                    (version.key.clone(), closed)
+                });
+                pending.requests += 1;
+                pending.egress += record.bytes_out;
+                pending.ingress += record.bytes_in;
+                closed
+            }
+        };
+        if let Some((key, p)) = closed_minute {
             self.meter()
-                .add_requests(&key, record.at_ms, 1, record.bytes_out, record.bytes_in);
+                .add_requests(&key, p.at_ms, p.requests, p.egress, p.ingress);
         }
-        labels.push(("status".into(), record.status.to_string()));
-        self.requests.get_or_create(&labels).inc();
         self.log_access(&record);
     }
 }
