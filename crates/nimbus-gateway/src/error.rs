@@ -9,6 +9,9 @@ use http::{HeaderValue, Response, StatusCode};
 use crate::body::GatewayBody;
 use crate::gate::AdmitError;
 
+/// The cause of an upstream failure (from the pooled client or a kept connection).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Who caused an error (as pingora's `ErrorSource`): it decides the status the client sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorSource {
@@ -59,14 +62,14 @@ pub enum GatewayError {
     UpstreamUnavailable {
         instance: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     /// The instance accepted the connection but the exchange failed before response headers.
     #[error("instance {instance} failed before responding: {source}")]
     UpstreamFailed {
         instance: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     /// The instance sent no response headers within the version's timeout.
     #[error("instance {instance} did not respond within {}s", timeout.as_secs_f64())]

@@ -26,6 +26,7 @@
 //! - [`observe`]: [`RequestRecord`] and the [`RequestObserver`] told about each finished request
 //!   (metrics, metering, access log).
 //! - `server`: [`Gateway`], its configuration and the accept loops (plain and TLS).
+//! - `upstream`: the upstream HTTP/1.1 connection each client connection keeps.
 //! - [`tls`]: the HTTPS listener's certificates by SNI, PEM parsing, the self-signed default.
 
 #![forbid(unsafe_code)]
@@ -44,6 +45,7 @@ pub mod ratelimit;
 pub mod route;
 mod server;
 pub mod tls;
+mod upstream;
 
 pub use error::{ErrorSource, GatewayError};
 pub use gate::{AdmitError, GateLimits, GateStats, Permit, Pick, VersionGate};

@@ -49,13 +49,33 @@ use nimbus_model::gateway::UpstreamProtocol;
 use crate::balance::Algorithm;
 use crate::body::{BodyShared, GatewayBody, RequestBody};
 use crate::chooser::PickHint;
-use crate::error::GatewayError;
+use crate::error::{BoxError, GatewayError};
 use crate::gate::{Permit, Pick};
 use crate::observe::{Pending, RequestRecord};
 use crate::outlier::Outcome;
 use crate::policy::{Refusal, ServicePolicy};
 use crate::route::{Choice, Endpoint, VersionRoute, AFFINITY_COOKIE};
 use crate::server::Gateway;
+use crate::upstream::{ConnUpstream, UpstreamError};
+
+/// What the gateway keeps per client connection.
+pub(crate) struct Conn {
+    pub client: SocketAddr,
+    /// The client's IP as a header value, made once.
+    pub client_ip: HeaderValue,
+    /// The upstream connection this client connection keeps (HTTP/1.x clients).
+    pub upstream: ConnUpstream,
+}
+
+impl Conn {
+    pub(crate) fn new(client: SocketAddr) -> Self {
+        Self {
+            client,
+            client_ip: client_ip_header(client),
+            upstream: ConnUpstream::default(),
+        }
+    }
+}
 
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -77,8 +97,7 @@ const HOP_BY_HOP: [HeaderName; 4] = [
 /// Serves one request; never fails (errors become JSON responses).
 pub(crate) async fn handle(
     gateway: Arc<Gateway>,
-    client: SocketAddr,
-    client_ip: HeaderValue,
+    conn: Arc<Conn>,
     scheme: &'static str,
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, std::convert::Infallible> {
@@ -127,8 +146,7 @@ pub(crate) async fn handle(
         }
         match proxy(
             &gateway,
-            client,
-            &client_ip,
+            &conn,
             proto,
             req,
             &host,
@@ -196,8 +214,7 @@ fn unix_ms() -> u64 {
 #[allow(clippy::too_many_arguments)]
 async fn proxy(
     gateway: &Gateway,
-    client: SocketAddr,
-    client_ip: &HeaderValue,
+    conn: &Conn,
     proto: &'static str,
     mut req: Request<Incoming>,
     host: &str,
@@ -205,6 +222,7 @@ async fn proxy(
     request_id: &HeaderValue,
     mut record: Option<&mut RequestRecord>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
+    let client = conn.client;
     // Phase 2: choose. The table guard is dropped before any await.
     let Choice {
         service,
@@ -268,7 +286,7 @@ async fn proxy(
     strip_hop_by_hop(&mut parts.headers, upgrade);
     add_forwarded(
         &mut parts.headers,
-        client_ip,
+        &conn.client_ip,
         proto,
         raw_host.as_ref(),
         request_id,
@@ -286,8 +304,15 @@ async fn proxy(
         UpstreamProtocol::H2c => Version::HTTP_2,
         UpstreamProtocol::Http1 => Version::HTTP_11,
     };
+    let client_version = parts.version;
     parts.version = upstream_version;
     let empty_body = body.is_end_stream();
+    // An HTTP/1.x client sends one request at a time: its connection keeps one upstream
+    // connection (see `upstream`). HTTP/2 clients, upgrades and h2c use the pooled client.
+    let kept = (client_version != Version::HTTP_2
+        && !upgrade
+        && policy.upstream == UpstreamProtocol::Http1)
+        .then_some(&conn.upstream);
     // A retry needs the request again: keep its head (and a way to get an unsent body back)
     // only when the version has another instance to retry on.
     let may_retry = permit.has_alternatives() && !upgrade;
@@ -311,6 +336,7 @@ async fn proxy(
     let forwarded = std::time::Instant::now();
     let mut sent = send(
         gateway,
+        kept,
         policy,
         &version,
         &permit,
@@ -361,7 +387,7 @@ async fn proxy(
                 *retry_req.headers_mut() = headers;
                 *retry_req.version_mut() = upstream_version;
                 *retry_req.uri_mut() = upstream_uri(permit.endpoint(), &path);
-                sent = send(gateway, policy, &version, &permit, retry_req, None).await;
+                sent = send(gateway, kept, policy, &version, &permit, retry_req, None).await;
             }
         }
     }
@@ -410,6 +436,7 @@ async fn proxy(
 /// Sends one attempt to the permit's instance and records its outcome for outlier ejection.
 async fn send(
     gateway: &Gateway,
+    kept: Option<&ConnUpstream>,
     policy: &ServicePolicy,
     version: &VersionRoute,
     permit: &Permit,
@@ -425,11 +452,25 @@ async fn send(
         }
         _ => (deadline, None),
     };
-    let client = match policy.upstream {
-        UpstreamProtocol::H2c => gateway.h2c_client(),
-        UpstreamProtocol::Http1 => gateway.client(),
+    let exchange = async {
+        match kept {
+            Some(kept) => kept.send(endpoint, req).await.map_err(|e| match e {
+                UpstreamError::Connect(e) => (true, BoxError::from(e)),
+                UpstreamError::Failed(e) => (false, BoxError::from(e)),
+            }),
+            None => {
+                let client = match policy.upstream {
+                    UpstreamProtocol::H2c => gateway.h2c_client(),
+                    UpstreamProtocol::Http1 => gateway.client(),
+                };
+                client
+                    .request(req)
+                    .await
+                    .map_err(|e| (e.is_connect(), BoxError::from(e)))
+            }
+        }
     };
-    let sent = tokio::time::timeout_at(until, client.request(req)).await;
+    let sent = tokio::time::timeout_at(until, exchange).await;
     let result = match sent {
         Err(_elapsed) => Err(match ttfb {
             Some(timeout) => GatewayError::UpstreamTtfbTimeout {
@@ -441,7 +482,7 @@ async fn send(
                 timeout: version.gate.limits().timeout,
             },
         }),
-        Ok(Err(source)) if source.is_connect() => Err(GatewayError::UpstreamUnavailable {
+        Ok(Err((true, source))) => Err(GatewayError::UpstreamUnavailable {
             instance: endpoint.instance.clone(),
             source,
         }),
@@ -451,7 +492,7 @@ async fn send(
                 limit: policy.max_body.unwrap_or_default(),
             });
         }
-        Ok(Err(source)) => Err(GatewayError::UpstreamFailed {
+        Ok(Err((false, source))) => Err(GatewayError::UpstreamFailed {
             instance: endpoint.instance.clone(),
             source,
         }),

@@ -166,8 +166,12 @@ impl Gateway {
             .http1()
             .timer(TokioTimer::new())
             .max_buf_size(max_header_bytes)
-            .max_headers(self.config.max_headers.max(1))
             .header_read_timeout(self.config.header_read_timeout);
+        if self.config.max_headers != DEFAULT_MAX_HEADERS {
+            // hyper parses up to 100 headers into a stack array; any other count costs a
+            // heap buffer filled on every request.
+            builder.http1().max_headers(self.config.max_headers.max(1));
+        }
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -226,9 +230,9 @@ impl Gateway {
             }
             let span = tracing::debug_span!("accept", client.addr = %client, server.addr = %local);
             let gateway = Arc::clone(&self);
-            let client_ip = crate::proxy::client_ip_header(client);
+            let conn = Arc::new(crate::proxy::Conn::new(client));
             let service = hyper::service::service_fn(move |req| {
-                crate::proxy::handle(Arc::clone(&gateway), client, client_ip.clone(), scheme, req)
+                crate::proxy::handle(Arc::clone(&gateway), Arc::clone(&conn), scheme, req)
             });
             match &tls {
                 None => {

@@ -94,6 +94,10 @@ pub struct ServerArgs {
     /// JSON access log, one line per request: `off`, `stdout` or a file path.
     #[arg(long, value_name = "TARGET", default_value = "off")]
     pub access_log: AccessLog,
+    /// Async worker threads [default: the CPUs this process may run on]. With 1 the server
+    /// runs on a single-threaded scheduler.
+    #[arg(long, value_name = "N")]
+    pub worker_threads: Option<usize>,
     /// Gateway: largest request head (request line and headers); 431 past it. At least 8Ki.
     #[arg(
         long,
@@ -122,6 +126,14 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
+    /// Worker threads for the runtime: the flag (at least 1), else the CPUs this process may
+    /// use (`taskset` counts).
+    pub fn worker_threads(&self) -> Option<usize> {
+        self.worker_threads
+            .map(|n| n.clamp(1, 1024))
+            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+    }
+
     fn gateway_config(
         &self,
         observer: Option<Arc<dyn nimbus_gateway::RequestObserver>>,
