@@ -102,7 +102,9 @@ impl ConnUpstream {
 async fn connect(endpoint: &Endpoint) -> std::io::Result<http1::SendRequest<RequestBody>> {
     let stream = TcpStream::connect(endpoint.addr).await?;
     stream.set_nodelay(true)?;
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+    let (sender, conn) = http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
         .await
         .map_err(std::io::Error::other)?;
     tokio::spawn(async move {
