@@ -324,7 +324,7 @@ fn schemas() -> Value {
         json!({"match": obj(json!({"source": {"type": "string", "enum": ["query", "header"]}, "name": s, "value": s}), &["source", "name", "value"]), "version": s}),
         &["match", "version"],
     );
-    let gateway = json!({"type": "object", "additionalProperties": false, "properties": {"lb": s, "affinity": {"type": "string", "enum": ["none", "cookie"]}, "rate": s, "burst": i, "rate_per_ip": s, "burst_per_ip": i, "access": {"type": "array", "items": s}, "max_body_bytes": i, "ttfb_timeout_ms": i, "ws_idle_timeout_secs": i, "upstream_protocol": {"type": "string", "enum": ["http1", "h2c"]}, "eject_after": i, "eject_for_ms": i}});
+    let gateway = json!({"type": "object", "additionalProperties": false, "properties": {"lb": s, "affinity": {"type": "string", "enum": ["none", "cookie"]}, "rate": s, "burst": i, "rate_per_ip": s, "burst_per_ip": i, "access": {"type": "array", "items": s}, "max_body_bytes": i, "ttfb_timeout_ms": i, "ws_idle_timeout_secs": i, "upstream_protocol": {"type": "string", "enum": ["http1", "h2c"]}, "eject_after": i, "eject_for_ms": i, "health_check_path": s, "health_check_interval_ms": i, "unhealthy_threshold": i, "healthy_threshold": i}});
     let mut schemas = json!({
         "Error": obj(json!({"error": obj(json!({"code": s, "message": s, "field": {"type": ["string", "null"]}}), &["code", "message", "field"])}), &["error"]),
         "Health": obj(json!({"status": s}), &["status"]),

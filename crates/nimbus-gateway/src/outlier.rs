@@ -94,5 +94,56 @@ impl OutlierState {
     }
 }
 
+/// Active health checks of a service's instances (run by the reconciler's watchers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveCheck {
+    pub path: String,
+    pub interval: Duration,
+    /// Consecutive failures that take an instance out.
+    pub unhealthy_after: u32,
+    /// Consecutive passes that bring it back.
+    pub healthy_after: u32,
+}
+
+/// One instance's active health: healthy until `unhealthy_after` failures in a row, then
+/// unhealthy until `healthy_after` passes in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthState {
+    pub healthy: bool,
+    /// Checks in a row that disagree with `healthy`.
+    streak: u32,
+}
+
+impl Default for HealthState {
+    fn default() -> Self {
+        Self {
+            healthy: true,
+            streak: 0,
+        }
+    }
+}
+
+impl HealthState {
+    /// Records one check; returns the new state when it changes.
+    pub fn record(&mut self, check: &ActiveCheck, passed: bool) -> Option<bool> {
+        if passed == self.healthy {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        let needed = if self.healthy {
+            check.unhealthy_after
+        } else {
+            check.healthy_after
+        };
+        if self.streak < needed.max(1) {
+            return None;
+        }
+        self.healthy = passed;
+        self.streak = 0;
+        Some(passed)
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -15,12 +15,12 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
-use nimbus_model::gateway::{Affinity, UpstreamProtocol};
+use nimbus_model::gateway::{self, Affinity, UpstreamProtocol};
 use nimbus_model::GatewaySpec;
 
 use crate::access::{AccessError, AccessPolicy, AccessRequest, Action, Rule};
 use crate::balance::{Algorithm, AlgorithmError};
-use crate::outlier::OutlierPolicy;
+use crate::outlier::{ActiveCheck, OutlierPolicy};
 use crate::ratelimit::{client_key, KeyedLimiter, Quota, Rate, RateError, TokenBucket, Verdict};
 
 /// Most client IPs a per-IP limiter tracks at once (16 bytes of state each, plus the map).
@@ -41,6 +41,8 @@ pub struct ServicePolicy {
     pub ws_idle_timeout: Option<Duration>,
     pub upstream: UpstreamProtocol,
     pub outlier: OutlierPolicy,
+    /// Active health checks, run by the reconciler's watcher of each instance.
+    pub active: Option<ActiveCheck>,
 }
 
 /// Why a spec does not compile: the field at fault and what is wrong with it.
@@ -115,6 +117,7 @@ impl Default for ServicePolicy {
             ws_idle_timeout: None,
             upstream: UpstreamProtocol::Http1,
             outlier: OutlierPolicy::default(),
+            active: None,
         }
     }
 }
@@ -173,6 +176,19 @@ impl ServicePolicy {
                     .eject_for_ms
                     .map_or(defaults.base, Duration::from_millis),
             },
+            active: spec.health_check_path.as_ref().map(|path| ActiveCheck {
+                path: path.clone(),
+                interval: Duration::from_millis(
+                    spec.health_check_interval_ms
+                        .unwrap_or(gateway::DEFAULT_HEALTH_CHECK_INTERVAL_MS),
+                ),
+                unhealthy_after: spec
+                    .unhealthy_threshold
+                    .unwrap_or(gateway::DEFAULT_UNHEALTHY_THRESHOLD),
+                healthy_after: spec
+                    .healthy_threshold
+                    .unwrap_or(gateway::DEFAULT_HEALTHY_THRESHOLD),
+            }),
         })
     }
 

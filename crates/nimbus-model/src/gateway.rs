@@ -87,7 +87,28 @@ pub struct GatewaySpec {
     /// The first ejection's length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eject_for_ms: Option<u64>,
+    /// Active health checks: `GET` this path on every ready instance (a status below 500
+    /// passes); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_path: Option<String>,
+    /// Time between two checks of one instance (default 5 s); a check times out after the
+    /// same time, at most 2 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_interval_ms: Option<u64>,
+    /// Consecutive failed checks that take an instance out of rotation (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold: Option<u32>,
+    /// Consecutive passed checks that bring it back (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_threshold: Option<u32>,
 }
+
+/// Default time between two active health checks of one instance.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL_MS: u64 = 5_000;
+/// Default consecutive failed checks that take an instance out.
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+/// Default consecutive passed checks that bring it back.
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
 
 impl GatewaySpec {
     /// Checks the numeric fields; the text fields are checked by the gateway's compiler.
@@ -134,6 +155,36 @@ impl GatewaySpec {
                 "eject_after",
                 "eject after must be 0 (off) to 1000 consecutive failures",
             ));
+        }
+        if let Some(path) = &self.health_check_path {
+            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ModelError::invalid(
+                    "invalid_health_check",
+                    "health_check_path",
+                    format!("health check path {path:?} must start with / and contain no spaces"),
+                ));
+            }
+        }
+        if let Some(ms) = self.health_check_interval_ms {
+            if !(100..=3_600_000).contains(&ms) {
+                return Err(ModelError::invalid(
+                    "invalid_health_check",
+                    "health_check_interval_ms",
+                    format!("health check interval {ms} ms is out of range 100 ms to 1h"),
+                ));
+            }
+        }
+        for (name, n) in [
+            ("unhealthy_threshold", self.unhealthy_threshold),
+            ("healthy_threshold", self.healthy_threshold),
+        ] {
+            if n.is_some_and(|n| !(1..=100).contains(&n)) {
+                return Err(ModelError::invalid(
+                    "invalid_health_check",
+                    name,
+                    format!("{name} must be 1 to 100 consecutive checks"),
+                ));
+            }
         }
         for (name, burst) in [("burst", self.burst), ("burst_per_ip", self.burst_per_ip)] {
             if burst == Some(0) {
@@ -282,6 +333,20 @@ mod tests {
                     ..GatewaySpec::default()
                 },
                 "eject_for_ms",
+            ),
+            (
+                GatewaySpec {
+                    health_check_path: Some("healthz".into()),
+                    ..GatewaySpec::default()
+                },
+                "health_check_path",
+            ),
+            (
+                GatewaySpec {
+                    healthy_threshold: Some(0),
+                    ..GatewaySpec::default()
+                },
+                "healthy_threshold",
             ),
         ];
         for (spec, field) in cases {

@@ -486,3 +486,88 @@ async fn no_request_fails_when_one_instance_dies() {
         assert_eq!(reply.status, 200, "request {i}: {reply:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_take_a_hung_instance_out_and_back() {
+    let server = Server::start().await;
+    deploy_instances(&server, "checked", 2).await;
+    let host = Server::host("checked");
+    gateway_set(
+        &server,
+        "checked",
+        &[
+            "--lb",
+            "round-robin",
+            "--health-check",
+            "/",
+            "--health-interval",
+            "200ms",
+            "--unhealthy-after",
+            "2",
+            "--healthy-after",
+            "1",
+        ],
+    )
+    .await;
+    let instances = server.instances("checked").await;
+    let pid = instances[0]["pid"].as_i64().expect("instance pid") as i32;
+    let hung_id = instances[0]["id"]
+        .as_str()
+        .expect("instance id")
+        .to_string();
+    let events = async || {
+        let (_, body) = server
+            .api_get("/v1/namespaces/default/services/checked/events?limit=100")
+            .await;
+        common::items(&body, "events")
+            .iter()
+            .filter(|e| e["kind"] == "health")
+            .filter_map(|e| e["message"].as_str().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+
+    // Frozen: its checks time out, it leaves the rotation before any client request hits it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP");
+    eventually(
+        "the hung instance is out",
+        Duration::from_secs(20),
+        async || {
+            events()
+                .await
+                .iter()
+                .any(|m| m.contains(&hung_id) && m.contains("out of rotation"))
+                .then_some(())
+        },
+    )
+    .await;
+    let counts = spread(&server, &host, &[], 6).await;
+    assert!(!counts.contains_key(&hung_id), "{counts:?}");
+
+    // Thawed: one passed check brings it back.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .expect("SIGCONT");
+    eventually(
+        "the instance is back",
+        Duration::from_secs(20),
+        async || {
+            let counts = spread(&server, &host, &[], 4).await;
+            counts.contains_key(&hung_id).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        events()
+            .await
+            .iter()
+            .any(|m| m.contains("back in rotation")),
+        "{:?}",
+        events().await
+    );
+}

@@ -43,3 +43,32 @@ fn off_never_ejects() {
     }
     assert!(!state.is_ejected(100));
 }
+
+#[test]
+fn active_health_thresholds() {
+    let check = ActiveCheck {
+        path: "/healthz".into(),
+        interval: Duration::from_secs(1),
+        unhealthy_after: 3,
+        healthy_after: 2,
+    };
+    // (check passed?, state change)
+    let steps: &[(bool, Option<bool>)] = &[
+        (false, None),        // 1 of 3
+        (false, None),        // 2 of 3
+        (true, None),         // a pass resets the streak
+        (false, None),        // 1
+        (false, None),        // 2
+        (false, Some(false)), // 3: unhealthy
+        (false, None),        // stays out
+        (true, None),         // 1 of 2
+        (false, None),        // a failure resets
+        (true, None),         // 1
+        (true, Some(true)),   // 2: healthy again
+    ];
+    let mut state = HealthState::default();
+    for (i, (passed, change)) in steps.iter().enumerate() {
+        assert_eq!(state.record(&check, *passed), *change, "step {i}");
+    }
+    assert!(state.healthy);
+}

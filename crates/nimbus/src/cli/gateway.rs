@@ -79,6 +79,18 @@ pub struct SetArgs {
     /// How long the first ejection lasts, e.g. 10s (doubling while it keeps failing).
     #[arg(long, value_name = "DURATION")]
     pub eject_for: Option<String>,
+    /// Active health checks: GET PATH on every ready instance (below 500 passes), or off.
+    #[arg(long, value_name = "PATH")]
+    pub health_check: Option<String>,
+    /// Time between two checks of one instance, e.g. 5s.
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<String>,
+    /// Failed checks in a row that take an instance out of rotation (default 3).
+    #[arg(long, value_name = "N")]
+    pub unhealthy_after: Option<u32>,
+    /// Passed checks in a row that bring it back (default 2).
+    #[arg(long, value_name = "N")]
+    pub healthy_after: Option<u32>,
     /// --allow and --deny values in command-line order (see [`ordered_access`]).
     #[arg(skip)]
     pub access: Vec<(&'static str, String)>,
@@ -179,6 +191,21 @@ fn describe(spec: &GatewaySpec) -> Vec<(&'static str, String)> {
             match spec.upstream_protocol {
                 UpstreamProtocol::Http1 => "http1".into(),
                 UpstreamProtocol::H2c => "h2c".into(),
+            },
+        ),
+        (
+            "health checks",
+            match &spec.health_check_path {
+                None => "off".into(),
+                Some(path) => format!(
+                    "GET {path} every {} ms, out after {}, back after {}",
+                    spec.health_check_interval_ms
+                        .unwrap_or(nimbus_model::gateway::DEFAULT_HEALTH_CHECK_INTERVAL_MS),
+                    spec.unhealthy_threshold
+                        .unwrap_or(nimbus_model::gateway::DEFAULT_UNHEALTHY_THRESHOLD),
+                    spec.healthy_threshold
+                        .unwrap_or(nimbus_model::gateway::DEFAULT_HEALTHY_THRESHOLD),
+                ),
             },
         ),
         (
@@ -296,6 +323,19 @@ pub fn apply(mut spec: GatewaySpec, args: &SetArgs) -> Result<GatewaySpec, CliEr
     }
     if let Some(d) = &args.eject_for {
         spec.eject_for_ms = Some(parse_duration_ms(d).map_err(|e| field(e, "eject_for"))?);
+    }
+    if let Some(path) = &args.health_check {
+        spec.health_check_path = (!off(path)).then(|| path.clone());
+    }
+    if let Some(d) = &args.health_interval {
+        spec.health_check_interval_ms =
+            Some(parse_duration_ms(d).map_err(|e| field(e, "health_interval"))?);
+    }
+    if args.unhealthy_after.is_some() {
+        spec.unhealthy_threshold = args.unhealthy_after;
+    }
+    if args.healthy_after.is_some() {
+        spec.healthy_threshold = args.healthy_after;
     }
     spec.validate()?;
     Ok(spec)

@@ -15,6 +15,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nimbus_gateway::outlier::{ActiveCheck, HealthState};
 use nimbus_gateway::{
     Endpoint, GateLimits, Gateway, HostRoute, RouteTable, ServicePolicy, ServiceRoute, VersionGate,
     VersionRoute,
@@ -45,11 +46,30 @@ const FAILURE_LOG_LINES: usize = 10;
 /// What watcher and drainer tasks report.
 #[derive(Debug)]
 enum Report {
-    Ready { id: String },
-    NeverReady { id: String, error: String },
-    Exited { id: String, status: String },
-    Stopped { id: String },
+    Ready {
+        id: String,
+    },
+    NeverReady {
+        id: String,
+        error: String,
+    },
+    Exited {
+        id: String,
+        status: String,
+    },
+    Stopped {
+        id: String,
+    },
+    /// Active health checks moved the instance out of (or back into) rotation.
+    Health {
+        id: String,
+        healthy: bool,
+        detail: String,
+    },
 }
+
+/// The services' active health checks, by (namespace, service), for the watchers.
+type ActiveChecks = Arc<HashMap<(String, String), ActiveCheck>>;
 
 struct Instance {
     info: InstanceInfo,
@@ -59,6 +79,8 @@ struct Instance {
     spawned: Instant,
     /// Started while requests were held for a version with no ready instance.
     cold: bool,
+    /// Failed its active health checks: out of the routes while it stays `Ready`.
+    unhealthy: bool,
 }
 
 /// Cold-start figures per version since the server started.
@@ -99,6 +121,8 @@ pub struct Reconciler {
     /// Each service's compiled gateway policy, kept while its spec is unchanged so rate-limit
     /// buckets survive table rebuilds.
     policies: HashMap<(String, String), Arc<ServicePolicy>>,
+    /// Active health checks per service, watched by every instance's watcher.
+    checks_tx: watch::Sender<ActiveChecks>,
     /// The certificates last handed to the gateway's TLS resolver (rebuilt when they change).
     certificates: Vec<nimbus_store::CertificateRecord>,
     /// Cold starts that became ready since the last publish: (version, instance, spawn → ready).
@@ -108,6 +132,60 @@ pub struct Reconciler {
     /// The store changed since `desired` was read (or a read failed).
     store_changed: bool,
     telemetry: Arc<Telemetry>,
+}
+
+/// Runs a ready instance's active health checks for as long as its service has them (waiting
+/// while it has none) and reports each change of its health. Never returns: the watcher stops
+/// it when the instance exits.
+async fn health_checks(
+    id: String,
+    port: u16,
+    service: (String, String),
+    mut checks: watch::Receiver<ActiveChecks>,
+    reports: mpsc::UnboundedSender<Report>,
+) {
+    let mut state = HealthState::default();
+    loop {
+        let check = checks.borrow_and_update().get(&service).cloned();
+        let Some(check) = check else {
+            if !state.healthy {
+                // Checks were turned off: back in rotation.
+                state = HealthState::default();
+                let _ = reports.send(Report::Health {
+                    id: id.clone(),
+                    healthy: true,
+                    detail: "checks turned off".into(),
+                });
+            }
+            if checks.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            continue;
+        };
+        tokio::select! {
+            () = tokio::time::sleep(check.interval) => {}
+            changed = checks.changed() => {
+                if changed.is_err() {
+                    return std::future::pending().await;
+                }
+                continue;
+            }
+        }
+        let timeout = check.interval.min(Duration::from_secs(2));
+        let result = nimbus_runtime::check_once(port, &check.path, timeout).await;
+        let passed = matches!(result, Ok(status) if status < 500);
+        if let Some(healthy) = state.record(&check, passed) {
+            let detail = match result {
+                Ok(status) => format!("HTTP {status} from {}", check.path),
+                Err(error) => format!("{}: {error}", check.path),
+            };
+            let _ = reports.send(Report::Health {
+                id: id.clone(),
+                healthy,
+                detail,
+            });
+        }
+    }
 }
 
 fn describe_exit(status: &ExitStatus) -> String {
@@ -147,6 +225,7 @@ impl Reconciler {
             cold_rx,
             cold: HashMap::new(),
             policies: HashMap::new(),
+            checks_tx: watch::channel(ActiveChecks::default()).0,
             certificates: Vec::new(),
             cold_ready: Vec::new(),
             booted: false,
@@ -302,11 +381,13 @@ impl Reconciler {
         let reports = self.reports_tx.clone();
         let id = info.id.clone();
         let port = info.port;
+        let checks = self.checks_tx.subscribe();
+        let service = (key.0.clone(), key.1.clone());
         tokio::spawn(async move {
             let wait_id = id.clone();
             let exit = driver.wait(&wait_id);
             tokio::pin!(exit);
-            tokio::select! {
+            let ready = tokio::select! {
                 ready = nimbus_runtime::wait_ready(port, &health_path, STARTUP_TIMEOUT) => {
                     let report = match ready {
                         Ok(took) => {
@@ -315,16 +396,26 @@ impl Reconciler {
                         }
                         Err(error) => Report::NeverReady { id: id.clone(), error: error.to_string() },
                     };
+                    let ready = matches!(report, Report::Ready { .. });
                     let _ = reports.send(report);
+                    ready
                 }
                 status = &mut exit => {
                     let status = status.map(|s| describe_exit(&s)).unwrap_or_else(|e| e.to_string());
                     let _ = reports.send(Report::Exited { id, status });
                     return;
                 }
-            }
-            let status = exit
-                .await
+            };
+            let status = if ready {
+                // Ready: active health checks (when the service has them) until it exits.
+                tokio::select! {
+                    status = &mut exit => status,
+                    () = health_checks(id.clone(), port, service, checks, reports.clone()) => exit.await,
+                }
+            } else {
+                exit.await
+            };
+            let status = status
                 .map(|s| describe_exit(&s))
                 .unwrap_or_else(|e| e.to_string());
             let _ = reports.send(Report::Exited { id, status });
@@ -338,6 +429,7 @@ impl Reconciler {
                 endpoint,
                 spawned: Instant::now(),
                 cold: false,
+                unhealthy: false,
             },
         );
     }
@@ -476,6 +568,33 @@ impl Reconciler {
             Report::Stopped { id } => {
                 self.instances.remove(&id);
             }
+            Report::Health {
+                id,
+                healthy,
+                detail,
+            } => {
+                let Some(instance) = self.instances.get_mut(&id) else {
+                    return;
+                };
+                if instance.unhealthy != healthy {
+                    return; // no change
+                }
+                instance.unhealthy = !healthy;
+                let key = instance.key.clone();
+                let message = if healthy {
+                    format!(
+                        "instance {id} of {} passes its health checks again; back in rotation",
+                        key.2
+                    )
+                } else {
+                    format!(
+                        "instance {id} of {} fails its health checks ({detail}); out of rotation",
+                        key.2
+                    )
+                };
+                warn!(service = %key.1, "{message}");
+                let _ = self.store.record_event(&key.0, &key.1, "health", &message);
+            }
         }
     }
 
@@ -490,7 +609,7 @@ impl Reconciler {
     fn publish(&mut self) {
         let mut ready: HashMap<&VersionKey, Vec<Arc<Endpoint>>> = HashMap::new();
         for instance in self.instances.values() {
-            if instance.state == InstanceState::Ready {
+            if instance.state == InstanceState::Ready && !instance.unhealthy {
                 ready
                     .entry(&instance.key)
                     .or_default()
@@ -572,6 +691,17 @@ impl Reconciler {
         }
         // Gates of deleted versions go with their last table; their held requests time out.
         self.gates = gates;
+        let checks: HashMap<(String, String), ActiveCheck> = policies
+            .iter()
+            .filter_map(|(service, p)| p.active.clone().map(|c| (service.clone(), c)))
+            .collect();
+        self.checks_tx.send_if_modified(|current| {
+            let changed = **current != checks;
+            if changed {
+                *current = Arc::new(checks);
+            }
+            changed
+        });
         self.policies = policies;
         self.publish_certificates();
         self.gateway.swap(table);
