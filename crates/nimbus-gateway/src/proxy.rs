@@ -114,11 +114,11 @@ pub(crate) async fn handle(
     let mut record = gateway.config().observer.as_ref().map(|_| RequestRecord {
         at_ms: unix_ms(),
         host: host.clone(),
-        method: req.method().as_str().to_string(),
+        method: req.method().clone(),
         path: req.uri().path().to_string(),
-        namespace: String::new(),
-        service: String::new(),
-        version: String::new(),
+        namespace: Arc::from(""),
+        service: Arc::from(""),
+        version: Arc::from(""),
         instance: None,
         status: 0,
         bytes_out: 0,
@@ -241,9 +241,10 @@ async fn proxy(
     span.record("service", service.name.as_str());
     span.record("version", version.version.as_str());
     if let Some(record) = record.as_deref_mut() {
-        record.namespace.clone_from(&version.namespace);
-        record.service.clone_from(&version.service);
-        record.version.clone_from(&version.version);
+        let [namespace, service, version] = version.names();
+        record.namespace = Arc::clone(namespace);
+        record.service = Arc::clone(service);
+        record.version = Arc::clone(version);
     }
 
     // Phase 2b: the service's policy: access rules (403), rate limits (429), body size (413).
@@ -394,7 +395,7 @@ async fn proxy(
     let endpoint = permit.endpoint();
     span.record("instance", endpoint.instance.as_str());
     if let Some(record) = record {
-        record.instance = Some(endpoint.instance.clone());
+        record.instance = Some(Arc::clone(endpoint.name()));
         record.upstream = Some(forwarded.elapsed());
     }
     let mut response = sent?;

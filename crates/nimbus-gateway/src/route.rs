@@ -33,6 +33,8 @@ pub struct Endpoint {
     inflight: AtomicUsize,
     /// `addr` as a URI authority, built once instead of per request.
     authority: Authority,
+    /// `instance`, shared with request records.
+    name: Arc<str>,
     /// Share of requests under `weighted` balancing (instances of one version are the same
     /// size today, so the reconciler gives each the same weight).
     weight: u32,
@@ -64,6 +66,8 @@ pub struct VersionRoute {
     /// Admission to the version's instances. The reconciler keeps one per version and puts the
     /// same `Arc` into every table it builds.
     pub gate: Arc<VersionGate>,
+    /// `namespace`, `service` and `version`, shared with request records.
+    names: [Arc<str>; 3],
 }
 
 /// A service: its traffic policy and its versions by name.
@@ -161,11 +165,13 @@ impl Endpoint {
         #[allow(clippy::expect_used)]
         let authority = Authority::try_from(addr.to_string())
             .expect("a socket address is a valid URI authority");
+        let name = Arc::from(instance.as_str());
         Self {
             instance,
             addr,
             inflight: AtomicUsize::new(0),
             authority,
+            name,
             weight: 1,
             ejected_until: AtomicU64::new(0),
             failing: AtomicBool::new(false),
@@ -210,6 +216,11 @@ impl Endpoint {
     /// `addr` as a URI authority.
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// The instance id, shared (no allocation to hand out).
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
     }
 
     /// Requests currently in flight to this instance.
@@ -257,8 +268,18 @@ impl VersionRoute {
             namespace: gate.namespace().to_string(),
             service: gate.service().to_string(),
             version: gate.version().to_string(),
+            names: [
+                Arc::from(gate.namespace()),
+                Arc::from(gate.service()),
+                Arc::from(gate.version()),
+            ],
             gate,
         }
+    }
+
+    /// Namespace, service and version names, shared (no allocation to hand out).
+    pub fn names(&self) -> &[Arc<str>; 3] {
+        &self.names
     }
 }
 

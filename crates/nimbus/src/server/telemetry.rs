@@ -75,23 +75,38 @@ struct AccessLogState {
     line: Vec<u8>,
 }
 
-/// One access log line, serialized straight into the line buffer (no intermediate JSON value).
-/// Fields are in alphabetical order, the order the lines always had.
-#[derive(serde::Serialize)]
-struct AccessLine<'a> {
-    bytes: u64,
-    duration_ms: f64,
-    host: &'a str,
-    instance: Option<&'a str>,
-    method: &'a str,
-    namespace: &'a str,
-    path: &'a str,
-    request_id: &'a str,
-    service: &'a str,
-    status: u16,
-    time_ms: u64,
-    upstream_ms: Option<f64>,
-    version: &'a str,
+/// Writes one access log line (JSON, keys in alphabetical order, the order the lines always had)
+/// into `buf`: the keys are literals and only the values go through serde_json.
+fn write_access_line(buf: &mut Vec<u8>, record: &RequestRecord) -> serde_json::Result<()> {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    buf.extend_from_slice(b"{\"bytes\":");
+    serde_json::to_writer(&mut *buf, &record.bytes_out)?;
+    buf.extend_from_slice(b",\"duration_ms\":");
+    serde_json::to_writer(&mut *buf, &ms(record.duration))?;
+    buf.extend_from_slice(b",\"host\":");
+    serde_json::to_writer(&mut *buf, &record.host)?;
+    buf.extend_from_slice(b",\"instance\":");
+    serde_json::to_writer(&mut *buf, &record.instance.as_deref())?;
+    buf.extend_from_slice(b",\"method\":");
+    serde_json::to_writer(&mut *buf, record.method.as_str())?;
+    buf.extend_from_slice(b",\"namespace\":");
+    serde_json::to_writer(&mut *buf, &*record.namespace)?;
+    buf.extend_from_slice(b",\"path\":");
+    serde_json::to_writer(&mut *buf, &record.path)?;
+    buf.extend_from_slice(b",\"request_id\":");
+    serde_json::to_writer(&mut *buf, &record.request_id)?;
+    buf.extend_from_slice(b",\"service\":");
+    serde_json::to_writer(&mut *buf, &*record.service)?;
+    buf.extend_from_slice(b",\"status\":");
+    serde_json::to_writer(&mut *buf, &record.status)?;
+    buf.extend_from_slice(b",\"time_ms\":");
+    serde_json::to_writer(&mut *buf, &record.at_ms)?;
+    buf.extend_from_slice(b",\"upstream_ms\":");
+    serde_json::to_writer(&mut *buf, &record.upstream.map(ms))?;
+    buf.extend_from_slice(b",\"version\":");
+    serde_json::to_writer(&mut *buf, &*record.version)?;
+    buf.extend_from_slice(b"}\n");
+    Ok(())
 }
 
 /// One version's request metrics, resolved once so a request costs no label allocation or
@@ -118,7 +133,7 @@ struct PendingUsage {
 
 /// Per-version hot entries by namespace, service and version (nested, so a lookup borrows the
 /// record's strings instead of building a key).
-type HotMap = HashMap<String, HashMap<String, HashMap<String, VersionHot>>>;
+type HotMap = HashMap<Arc<str>, HashMap<Arc<str>, HashMap<Arc<str>, VersionHot>>>;
 
 /// Metrics families, the meter and the access log, shared by the gateway hook, the reconciler,
 /// the metering loop and the API.
@@ -372,27 +387,11 @@ impl Telemetry {
         if matches!(state.sink, LogSink::Off) {
             return;
         }
-        let line = AccessLine {
-            bytes: record.bytes_out,
-            duration_ms: record.duration.as_secs_f64() * 1000.0,
-            host: &record.host,
-            instance: record.instance.as_deref(),
-            method: &record.method,
-            namespace: &record.namespace,
-            path: &record.path,
-            request_id: &record.request_id,
-            service: &record.service,
-            status: record.status,
-            time_ms: record.at_ms,
-            upstream_ms: record.upstream.map(|u| u.as_secs_f64() * 1000.0),
-            version: &record.version,
-        };
         let AccessLogState { sink, line: buf } = &mut *state;
         buf.clear();
-        if serde_json::to_writer(&mut *buf, &line).is_err() {
+        if write_access_line(buf, record).is_err() {
             return;
         }
-        buf.push(b'\n');
         let written = match sink {
             LogSink::Off => Ok(()),
             LogSink::Stdout => std::io::stdout().lock().write_all(buf),
@@ -451,11 +450,12 @@ impl Telemetry {
         hot: &'a mut HotMap,
         record: &RequestRecord,
     ) -> Option<&'a mut VersionHot> {
-        let (ns, service, version) = (&record.namespace, &record.service, &record.version);
+        let (ns, service, version): (&str, &str, &str) =
+            (&record.namespace, &record.service, &record.version);
         let known = hot
-            .get(ns.as_str())
-            .and_then(|services| services.get(service.as_str()))
-            .is_some_and(|versions| versions.contains_key(version.as_str()));
+            .get(ns)
+            .and_then(|services| services.get(service))
+            .is_some_and(|versions| versions.contains_key(version));
         if !known {
             let labels = version_labels(ns, service, version);
             let entry = VersionHot {
@@ -465,15 +465,15 @@ impl Telemetry {
                 key: UsageKey::new(ns, service, version),
                 pending: None,
             };
-            hot.entry(ns.clone())
+            hot.entry(Arc::clone(&record.namespace))
                 .or_default()
-                .entry(service.clone())
+                .entry(Arc::clone(&record.service))
                 .or_default()
-                .insert(version.clone(), entry);
+                .insert(Arc::clone(&record.version), entry);
         }
-        hot.get_mut(ns.as_str())
-            .and_then(|services| services.get_mut(service.as_str()))
-            .and_then(|versions| versions.get_mut(version.as_str()))
+        hot.get_mut(ns)
+            .and_then(|services| services.get_mut(service))
+            .and_then(|versions| versions.get_mut(version))
     }
 
     /// One sampling pass over the running instances, then a flush of the meter into the store.
@@ -656,5 +656,41 @@ mod tests {
             assert_eq!(text.parse::<AccessLog>(), expected, "{text}");
         }
         assert!("".parse::<AccessLog>().is_err());
+    }
+
+    #[test]
+    fn access_line_is_the_json_object_with_sorted_keys() {
+        let record = |instance: Option<&str>, upstream| RequestRecord {
+            at_ms: 1_764_000_000_123,
+            host: "hello--default.nimbus.localhost".into(),
+            method: axum::http::Method::POST,
+            path: "/a \"quoted\" path\\".into(),
+            namespace: Arc::from("default"),
+            service: Arc::from("hello"),
+            version: Arc::from("v1"),
+            instance: instance.map(Arc::from),
+            status: 201,
+            bytes_out: 42,
+            bytes_in: 7,
+            duration: Duration::from_micros(1500),
+            upstream,
+            request_id: "abc".into(),
+        };
+        // (record, what serde_json makes of the same fields)
+        for r in [
+            record(Some("hello-v1-a"), Some(Duration::from_micros(1200))),
+            record(None, None), // no instance answered
+        ] {
+            let mut buf = Vec::new();
+            write_access_line(&mut buf, &r).unwrap();
+            let want = serde_json::json!({
+                "time_ms": r.at_ms, "host": r.host, "method": "POST", "path": r.path,
+                "service": "hello", "namespace": "default", "version": "v1",
+                "instance": r.instance.as_deref(), "status": 201, "bytes": 42,
+                "duration_ms": 1.5, "upstream_ms": r.upstream.map(|u| u.as_secs_f64() * 1000.0),
+                "request_id": "abc",
+            });
+            assert_eq!(String::from_utf8(buf).unwrap(), format!("{want}\n"));
+        }
     }
 }
