@@ -3,15 +3,19 @@
 #
 # Every proxy runs pinned to the same single core (PROXY_CORE, default 0) with one worker/thread;
 # wrk and the shared backend (nginx answering a fixed 2-byte body) run on LOAD_CORE (default 1).
-# Rows: the backend alone (the ceiling), nginx, HAProxy, Nimbus with one service, and a second
-# Nimbus server with SERVICES more services in its route table. All of them are started first and
-# stay up; then ROUNDS rounds measure every row in turn (a 2-connection warm-up, then DURATION
-# seconds of CONNS keep-alive connections), so background noise falls on all rows alike, and the
-# table shows the median of the rounds: rps, p50, p99 and the ratios to HAProxy.
+# Rows: the backend alone (the ceiling), nginx, HAProxy, HAProxy over TLS, Nimbus with one
+# service (metrics on, and the JSON access log to a file unless ACCESS_LOG=off), Nimbus over TLS
+# (its self-signed default certificate; HAProxy gets an ECDSA P-256 one as well), and a second
+# Nimbus server whose route table also holds SERVICES services x VERSIONS versions (seeded
+# into its store before it starts). All of them are started first and stay up; then ROUNDS rounds
+# measure every row in turn (a 2-connection warm-up, then DURATION seconds of CONNS keep-alive
+# connections), so background noise falls on all rows alike, and the table shows the median of
+# the rounds: rps, p50, p99 and the ratios to HAProxy.
 #
 #   bench/gateway/run.sh                        # build nimbus (release), install tools, run
 #   DURATION=30 CONNS=100 ROUNDS=5 bench/gateway/run.sh
 #   BUILD=0 SERVICES=0 bench/gateway/run.sh     # reuse target/release/nimbus, skip the big table
+#   NIMBUS_BEFORE=/tmp/nimbus-old bench/gateway/run.sh   # A/B: adds "nimbus before" rows
 #
 # Everything listens on 127.0.0.1; the temp dir, the proxies, the servers and their instances
 # are cleaned up on exit. Numbers are only comparable within one run, on a quiet machine.
@@ -24,7 +28,8 @@ WARMUP=${WARMUP:-2}
 CONNS=${CONNS:-50}
 ROUNDS=${ROUNDS:-3}
 SERVICES=${SERVICES:-1000}
-DEPLOY_BUDGET=${DEPLOY_BUDGET:-300} # seconds allowed for deploying the extra services
+VERSIONS=${VERSIONS:-10}
+ACCESS_LOG=${ACCESS_LOG:-file} # file: the nimbus rows write the JSON access log; off: they do not
 PROXY_CORE=${PROXY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 BUILD=${BUILD:-1}
@@ -38,7 +43,7 @@ die() {
 
 # --- tools -------------------------------------------------------------------------------------
 missing=()
-for tool in haproxy nginx wrk curl jq; do
+for tool in haproxy nginx wrk curl jq openssl; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 command -v taskset >/dev/null || missing+=(util-linux)
@@ -104,10 +109,10 @@ render() {
     printf '%s' "$TMP/$1"
 }
 
-# Waits until `curl ARGS` answers 200 (at most 10 s).
+# Waits until `curl ARGS` answers 200 (at most 10 s). TLS rows use self-signed certificates.
 wait_ok() {
     for _ in $(seq 1 100); do
-        [[ $(curl -s -o /dev/null -w '%{http_code}' "$@" || true) == 200 ]] && return 0
+        [[ $(curl -sk -o /dev/null -w '%{http_code}' "$@" || true) == 200 ]] && return 0
         sleep 0.1
     done
     return 1
@@ -122,7 +127,7 @@ add_row() { # NAME URL HOST PID (of the process whose CPU time the row counts, w
     HOST_OF[$1]=$3
     PID_OF[$1]=$4
     wait_ok -H "Host: $3" "$2" || die "$1: $2 (Host: $3) does not answer 200"
-    [[ $(curl -s -H "Host: $3" "$2") == ok ]] || die "$1: unexpected body from $2"
+    [[ $(curl -sk -H "Host: $3" "$2") == ok ]] || die "$1: unexpected body from $2"
 }
 
 BACKEND_PORT=$(free_port)
@@ -136,34 +141,75 @@ taskset -c "$PROXY_CORE" nginx -e "$TMP/proxy-nginx.error.log" \
 PIDS+=($!)
 add_row "nginx $(nginx -v 2>&1 | sed 's|.*/||')" "http://127.0.0.1:$port/" "bench" "$!"
 
+# HAProxy's TLS certificate: ECDSA P-256, the kind Nimbus generates for itself.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=bench" -keyout "$TMP/haproxy.key" -out "$TMP/haproxy.crt" 2>/dev/null
+cat "$TMP/haproxy.crt" "$TMP/haproxy.key" >"$TMP/haproxy.pem"
 port=$(free_port)
-taskset -c "$PROXY_CORE" haproxy -db -f "$(render haproxy.cfg "$port")" >"$TMP/haproxy.log" 2>&1 &
+TLS_PORT=$(free_port)
+sed -i "s|@TLS_PORT@|$TLS_PORT|g" "$(render haproxy.cfg "$port")"
+taskset -c "$PROXY_CORE" haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
 PIDS+=($!)
 HAPROXY_ROW="haproxy $(haproxy -v | awk 'NR == 1 { print $3 }' | cut -d- -f1)"
 add_row "$HAPROXY_ROW" "http://127.0.0.1:$port/" "bench" "$!"
+add_row "$HAPROXY_ROW (TLS)" "https://127.0.0.1:$TLS_PORT/" "bench" "$!"
 
 # The service's instance is a placeholder process that keeps a version alive; with a fixed
 # --port the gateway forwards to the shared backend, the same socket HAProxy and nginx use.
 PLACEHOLDER='exec sleep 2147483647'
 NIMBUS_HOST="bench--default.nimbus.localhost"
 
-# start_nimbus NAME: starts a server pinned to the proxy core and deploys service `bench`;
-# sets API, TOKEN, GATEWAY and PID.
+# start_nimbus NAME: starts a server pinned to the proxy core (gateway on plain HTTP and TLS)
+# and deploys service `bench` unless it exists; sets API, TOKEN, GATEWAY, HTTPS and PID.
 start_nimbus() {
-    local data="$TMP/$1" out
+    local data="$TMP/$1" out log_args=() bin=${2:-$NIMBUS}
     mkdir -p "$data"
     API="127.0.0.1:$(free_port)"
     GATEWAY="127.0.0.1:$(free_port)"
-    NO_COLOR=1 taskset -c "$PROXY_CORE" "$NIMBUS" server --data "$data" --api "$API" \
-        --http "$GATEWAY" >"$TMP/$1.out" 2>"$TMP/$1.err" &
+    HTTPS="127.0.0.1:$(free_port)"
+    [[ $ACCESS_LOG == file ]] && log_args=(--access-log "$TMP/$1.access.log")
+    NO_COLOR=1 taskset -c "$PROXY_CORE" "$bin" server --data "$data" --api "$API" \
+        --http "$GATEWAY" --https "$HTTPS" "${log_args[@]}" >"$TMP/$1.out" 2>"$TMP/$1.err" &
     PID=$!
     SERVER_PIDS+=("$PID")
     DATA_DIRS+=("$data")
     wait_ok "http://$API/v1/health" || die "nimbus server $1 did not start: $(tail -5 "$TMP/$1.err")"
     TOKEN=$(cat "$data/admin.token")
-    out=$(NIMBUS_API="http://$API" NIMBUS_TOKEN="$TOKEN" "$NIMBUS" deploy bench \
-        --command "$PLACEHOLDER" --port "$BACKEND_PORT" --concurrency 1000 --min-instances 1 2>&1) ||
-        die "nimbus deploy failed: $out"
+    if [[ $(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+        "http://$API/v1/namespaces/default/services/bench") != 200 ]]; then
+        out=$(NIMBUS_API="http://$API" NIMBUS_TOKEN="$TOKEN" "$NIMBUS" deploy bench \
+            --command "$PLACEHOLDER" --port "$BACKEND_PORT" --concurrency 1000 --min-instances 1 2>&1) ||
+            die "nimbus deploy failed: $out"
+    fi
+}
+
+# seed_store DATA: writes SERVICES services of VERSIONS versions each straight into a stopped
+# server's store (deploying 10,000 versions through the API would start an instance for each).
+# The newest version of each takes all traffic and keeps one placeholder instance.
+seed_store() {
+    python3 - "$1/nimbus.db" "$SERVICES" "$VERSIONS" "$PLACEHOLDER" "$BACKEND_PORT" <<'PY'
+import json, sqlite3, sys, time
+db, services, versions = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+command, port = sys.argv[4], int(sys.argv[5])
+now = int(time.time())
+conn = sqlite3.connect(db)
+for i in range(1, services + 1):
+    name = f"svc-{i}"
+    traffic = {"split": [{"version": f"v{versions}", "percent": 100}], "rules": []}
+    conn.execute(
+        "INSERT INTO services (namespace, name, created_at, next_version, traffic)"
+        " VALUES ('default', ?, ?, ?, ?)",
+        (name, now, versions + 1, json.dumps(traffic)))
+    for v in range(1, versions + 1):
+        spec = {"command": command, "env": {}, "port": port, "health_path": "/",
+                "min_instances": 1 if v == versions else 0, "max_instances": 10,
+                "concurrency": 1000, "timeout_secs": 300}
+        conn.execute(
+            "INSERT INTO versions (namespace, service, name, seq, spec, created_at)"
+            " VALUES ('default', ?, ?, ?, ?, ?)",
+            (name, f"v{v}", v, json.dumps(spec), now))
+conn.commit()
+PY
 }
 
 # CPU time (user + system) a process and its children (nginx's workers) have used, in ticks.
@@ -187,42 +233,39 @@ idle_cpu() {
 
 log "starting nimbus server (1 service)"
 start_nimbus nimbus-small
-NIMBUS_ROWS=("nimbus (1 service)")
+NIMBUS_ROWS=("nimbus (1 service)" "nimbus (1 service, TLS)")
 add_row "${NIMBUS_ROWS[0]}" "http://$GATEWAY/" "$NIMBUS_HOST" "$PID"
+add_row "${NIMBUS_ROWS[1]}" "https://$HTTPS/" "$NIMBUS_HOST" "$PID"
 IDLE=("1 service $(idle_cpu "$PID")")
 
+if [[ -n ${NIMBUS_BEFORE:-} ]]; then
+    log "starting nimbus server (1 service) from $NIMBUS_BEFORE"
+    start_nimbus nimbus-before "$NIMBUS_BEFORE"
+    NIMBUS_ROWS+=("nimbus before (1 service)" "nimbus before (1 service, TLS)")
+    add_row "nimbus before (1 service)" "http://$GATEWAY/" "$NIMBUS_HOST" "$PID"
+    add_row "nimbus before (1 service, TLS)" "https://$HTTPS/" "$NIMBUS_HOST" "$PID"
+fi
+
 if ((SERVICES > 0)); then
-    log "starting nimbus server (+$SERVICES services)"
+    log "starting nimbus server (+$SERVICES services x $VERSIONS versions)"
     start_nimbus nimbus-big
-    log "deploying $SERVICES more services through the API (budget ${DEPLOY_BUDGET}s)"
-    body=$(jq -cn --arg cmd "$PLACEHOLDER" --argjson port "$BACKEND_PORT" \
-        '{command: $cmd, port: $port, min_instances: 1}')
+    stop_pid "$PID"
+    kill_instances "$TMP/nimbus-big"
+    seed_store "$TMP/nimbus-big" || die "seeding the store failed"
+    start_nimbus nimbus-big
     started=$SECONDS
-    deployed=0
-    for i in $(seq 1 "$SERVICES"); do
-        if ((SECONDS - started > DEPLOY_BUDGET)); then
-            log "deploy budget spent after $deployed services"
-            break
-        fi
-        code=$(curl -s -o "$TMP/last-deploy.json" -w '%{http_code}' -X POST \
-            -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-            -d "$body" "http://$API/v1/namespaces/default/services/svc-$i/versions")
-        [[ $code == 201 ]] || die "deploy svc-$i: HTTP $code $(cat "$TMP/last-deploy.json")"
-        deployed=$i
-    done
-    log "deployed $deployed services in $((SECONDS - started))s; waiting for their instances"
-    want=$((deployed + 1))
+    want=$((SERVICES + 1))
     ready=0
-    while ((SECONDS - started <= 2 * DEPLOY_BUDGET)); do
+    while ((SECONDS - started <= 300)); do
         ready=$(curl -s -H "Authorization: Bearer $TOKEN" "http://$API/v1/instances" |
             jq '[.instances[] | select(.state == "ready")] | length')
         ((ready >= want)) && break
         sleep 1
     done
     log "$ready of $want instances ready after $((SECONDS - started))s"
-    NIMBUS_ROWS+=("nimbus (+$deployed services)")
-    add_row "${NIMBUS_ROWS[1]}" "http://$GATEWAY/" "$NIMBUS_HOST" "$PID"
-    IDLE+=("+$deployed services $(idle_cpu "$PID")")
+    NIMBUS_ROWS+=("nimbus (+${SERVICES}x$VERSIONS versions)")
+    add_row "${NIMBUS_ROWS[-1]}" "http://$GATEWAY/" "$NIMBUS_HOST" "$PID"
+    IDLE+=("+$SERVICES services x $VERSIONS versions $(idle_cpu "$PID")")
 fi
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -270,10 +313,11 @@ base_p99=$(median "${P99[$HAPROXY_ROW]}")
 echo
 echo "Gateway benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), nimbus $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'):"
 echo "proxies on core $PROXY_CORE (one worker/thread each), wrk and backend on core $LOAD_CORE;"
-echo "GET / → 2-byte body, $CONNS keep-alive connections, median of $ROUNDS rounds of ${DURATION}s per row."
+echo "GET / → 2-byte body, $CONNS keep-alive connections, median of $ROUNDS rounds of ${DURATION}s per row;"
+echo "nimbus rows: metrics on, JSON access log: $ACCESS_LOG."
 echo
-printf '| %-26s | %7s | %7s | %7s | %11s | %13s | %13s | %s\n' row rps "p50 ms" "p99 ms" "CPU µs/req" "rps / haproxy" "p99 / haproxy" "rps of each round |"
-printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' "----------------------------" "---------" "---------" "---------" "-------------" "---------------" "---------------" "---"
+printf '| %-32s | %7s | %7s | %7s | %11s | %13s | %13s | %s\n' row rps "p50 ms" "p99 ms" "CPU µs/req" "rps / haproxy" "p99 / haproxy" "rps of each round |"
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' "----------------------------------" "---------" "---------" "---------" "-------------" "---------------" "---------------" "---"
 for row in "${ROWS[@]}"; do
     rps=$(printf '%.0f' "$(median "${RPS[$row]}")")
     p50=$(printf '%.3f' "$(median "${P50[$row]}")")
@@ -281,7 +325,7 @@ for row in "${ROWS[@]}"; do
     cpu=$(printf '%.1f' "$(median "${CPU[$row]}")")
     ratio=$(awk -v a="$rps" -v b="$base" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
     p99_ratio=$(awk -v a="$p99" -v b="$base_p99" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-    printf '| %-26s | %7s | %7s | %7s | %11s | %13s | %13s | %s |\n' "$row" "$rps" "$p50" "$p99" \
+    printf '| %-32s | %7s | %7s | %7s | %11s | %13s | %13s | %s |\n' "$row" "$rps" "$p50" "$p99" \
         "$cpu" "$ratio" "$p99_ratio" "${RPS[$row]# }"
 done
 echo

@@ -24,6 +24,8 @@ use crate::ApiState;
 
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
+/// How long a gateway policy change waits for the reconciler to publish it.
+const POLICY_WAIT: Duration = Duration::from_secs(5);
 /// How long a delete waits for the reconciler to stop the instances it removed.
 const STOP_WAIT: Duration = Duration::from_secs(30);
 
@@ -305,6 +307,123 @@ pub async fn set_traffic(
     let record = state.store.set_traffic(&ns, &service, &policy)?;
     state.changed();
     to_json(urls(&state).service(&record))
+}
+
+pub async fn get_gateway(
+    State(state): State<ApiState>,
+    Path((ns, service)): Path<(String, String)>,
+) -> ApiResult {
+    to_json(state.store.gateway_policy(&ns, &service)?)
+}
+
+/// Replaces the service's gateway policy. The spec is compiled exactly as the gateway will
+/// compile it, so a stored policy always takes effect; a bad one changes nothing.
+pub async fn set_gateway(
+    State(state): State<ApiState>,
+    Path((ns, service)): Path<(String, String)>,
+    StrictJson(spec): StrictJson<nimbus_model::GatewaySpec>,
+) -> ApiResult {
+    spec.validate()?;
+    nimbus_gateway::ServicePolicy::compile(&spec).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            e.code(),
+            e.to_string(),
+            Some(e.field()),
+        )
+    })?;
+    let stored = state.store.set_gateway_policy(&ns, &service, &spec)?;
+    // Answer once the reconciler has published a route table with it (bounded), so the next
+    // request through the gateway already follows the new policy.
+    let mut published = state.status.clone();
+    published.borrow_and_update();
+    state.changed();
+    let _ = tokio::time::timeout(POLICY_WAIT, published.changed()).await;
+    to_json(stored)
+}
+
+/// A certificate to add: the host it serves (`www.example.com` or `*.example.com`) and the
+/// PEM chain and key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertBody {
+    pub host: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Checks a certificate host: a domain name, or `*.` and one.
+fn cert_host(host: &str) -> Result<String, ApiError> {
+    let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    let name = host.strip_prefix("*.").unwrap_or(&host);
+    let labels_ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !labels_ok {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_host",
+            format!("{host:?} is not a host name (e.g. www.example.com or *.example.com)"),
+            Some("host"),
+        ));
+    }
+    Ok(host)
+}
+
+pub async fn add_cert(
+    State(state): State<ApiState>,
+    StrictJson(body): StrictJson<CertBody>,
+) -> ApiResult<impl IntoResponse> {
+    let host = cert_host(&body.host)?;
+    nimbus_gateway::tls::certified_key(body.cert_pem.as_bytes(), body.key_pem.as_bytes()).map_err(
+        |e| {
+            let field = match e {
+                nimbus_gateway::tls::TlsError::Key(_)
+                | nimbus_gateway::tls::TlsError::KeyType(_)
+                | nimbus_gateway::tls::TlsError::Mismatch => "key_pem",
+                _ => "cert_pem",
+            };
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_certificate",
+                e.to_string(),
+                Some(field),
+            )
+        },
+    )?;
+    let record = state
+        .store
+        .put_certificate(&host, &body.cert_pem, &body.key_pem)?;
+    state.changed();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"host": record.host, "created_at": record.created_at})),
+    ))
+}
+
+pub async fn list_certs(State(state): State<ApiState>) -> ApiResult {
+    let certs: Vec<Value> = state
+        .store
+        .list_certificates()?
+        .into_iter()
+        .map(|c| json!({"host": c.host, "created_at": c.created_at}))
+        .collect();
+    Ok(Json(json!({"certs": certs})))
+}
+
+pub async fn remove_cert(State(state): State<ApiState>, Path(host): Path<String>) -> ApiResult {
+    let host = cert_host(&host)?;
+    state.store.remove_certificate(&host)?;
+    state.changed();
+    Ok(Json(json!({"deleted": host})))
 }
 
 #[derive(Debug, Deserialize)]

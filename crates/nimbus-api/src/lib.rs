@@ -105,6 +105,10 @@ pub fn router(state: ApiState) -> Router {
             get(handlers::get_traffic).put(handlers::set_traffic),
         )
         .route(
+            &format!("{ns}/{{service}}/gateway"),
+            get(handlers::get_gateway).put(handlers::set_gateway),
+        )
+        .route(
             &format!("{ns}/{{service}}/traffic/explain"),
             post(handlers::explain_traffic),
         )
@@ -185,6 +189,14 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v1/buckets/{name}",
             axum::routing::delete(handlers::delete_bucket),
+        )
+        .route(
+            "/v1/certs",
+            get(handlers::list_certs).post(handlers::add_cert),
+        )
+        .route(
+            "/v1/certs/{host}",
+            axum::routing::delete(handlers::remove_cert),
         )
         .route("/v1/instances", get(handlers::list_instances))
         .route(

@@ -288,6 +288,46 @@ pub const ROUTES: &[RouteDoc] = &[
         "Service",
     ),
     (
+        "get",
+        "/v1/certs",
+        "List the TLS certificates the HTTPS listener serves by SNI",
+        None,
+        200,
+        "Object",
+    ),
+    (
+        "post",
+        "/v1/certs",
+        "Add (or replace) the TLS certificate of a host",
+        Some("Certificate"),
+        201,
+        "Object",
+    ),
+    (
+        "delete",
+        "/v1/certs/{host}",
+        "Remove the TLS certificate of a host",
+        None,
+        200,
+        "Deleted",
+    ),
+    (
+        "get",
+        "/v1/namespaces/{ns}/services/{service}/gateway",
+        "Show the gateway policy (balancing, affinity, limits, access rules)",
+        None,
+        200,
+        "GatewayPolicy",
+    ),
+    (
+        "put",
+        "/v1/namespaces/{ns}/services/{service}/gateway",
+        "Replace the gateway policy",
+        Some("GatewayPolicy"),
+        200,
+        "GatewayPolicy",
+    ),
+    (
         "post",
         "/v1/namespaces/{ns}/services/{service}/traffic/explain",
         "Explain how a request would be routed",
@@ -437,6 +477,7 @@ fn schemas() -> Value {
         json!({"match": obj(json!({"source": {"type": "string", "enum": ["query", "header"]}, "name": s, "value": s}), &["source", "name", "value"]), "version": s}),
         &["match", "version"],
     );
+    let gateway = json!({"type": "object", "additionalProperties": false, "properties": {"lb": s, "affinity": {"type": "string", "enum": ["none", "cookie"]}, "rate": s, "burst": i, "rate_per_ip": s, "burst_per_ip": i, "access": {"type": "array", "items": s}, "max_body_bytes": i, "ttfb_timeout_ms": i, "ws_idle_timeout_secs": i, "upstream_protocol": {"type": "string", "enum": ["http1", "h2c"]}, "eject_after": i, "eject_for_ms": i, "health_check_path": s, "health_check_interval_ms": i, "unhealthy_threshold": i, "healthy_threshold": i}});
     let mut all = json!({
         "Error": obj(json!({"error": obj(json!({"code": s, "message": s, "field": {"type": ["string", "null"]}}), &["code", "message", "field"])}), &["error"]),
         "Health": obj(json!({"status": s}), &["status"]),
@@ -486,6 +527,11 @@ fn schemas() -> Value {
     if let (Some(all), Value::Object(more)) = (all.as_object_mut(), container_schemas()) {
         all.extend(more);
     }
+    all["GatewayPolicy"] = gateway;
+    all["Certificate"] = obj(
+        json!({"host": s, "cert_pem": s, "key_pem": s}),
+        &["host", "cert_pem", "key_pem"],
+    );
     all
 }
 
@@ -562,6 +608,6 @@ mod tests {
             let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
             assert!(schemas.contains_key(&name), "dangling $ref {name}");
         }
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 37);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 40);
     }
 }

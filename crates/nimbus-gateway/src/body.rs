@@ -135,3 +135,145 @@ impl Body for GatewayBody {
         }
     }
 }
+
+/// The request body sent to an instance: the client's body, with an optional size cap (a body
+/// past it fails the upstream request, which the proxy answers with 413) and an optional slot
+/// that gets the untouched body back when the upstream request is dropped before sending any
+/// of it (a failed connection), so it can be retried on another instance.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    /// Bytes read so far and the cap.
+    seen: u64,
+    limit: Option<u64>,
+    /// Present only when the proxy may need it (a limit without `content-length`, or a retry).
+    shared: Option<std::sync::Arc<BodyShared>>,
+    polled: bool,
+}
+
+/// What the proxy learns back from a [`RequestBody`] it gave away.
+#[derive(Debug, Default)]
+pub struct BodyShared {
+    /// The body, returned unread when the upstream request was dropped before polling it.
+    returned: std::sync::Mutex<Option<Incoming>>,
+    /// The body went past its cap.
+    too_large: std::sync::atomic::AtomicBool,
+}
+
+/// The error a [`RequestBody`] fails with past its cap.
+#[derive(Debug, thiserror::Error)]
+#[error("request body is larger than {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+impl RequestBody {
+    /// The client's body as it is.
+    pub fn new(inner: Incoming) -> Self {
+        Self {
+            inner: Some(inner),
+            seen: 0,
+            limit: None,
+            shared: None,
+            polled: false,
+        }
+    }
+
+    /// No body (a retried request that had none).
+    pub fn empty() -> Self {
+        Self {
+            inner: None,
+            seen: 0,
+            limit: None,
+            shared: None,
+            polled: false,
+        }
+    }
+
+    /// Fails past `limit` bytes.
+    pub fn limit(mut self, limit: u64) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Reports back through `shared` (see [`BodyShared`]).
+    pub fn shared(mut self, shared: std::sync::Arc<BodyShared>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+}
+
+impl BodyShared {
+    /// The body, if it came back unread.
+    pub fn take_returned(&self) -> Option<Incoming> {
+        self.returned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// True when the body went past its cap.
+    pub fn too_large(&self) -> bool {
+        self.too_large.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if self.polled {
+            return;
+        }
+        if let (Some(shared), Some(inner)) = (&self.shared, self.inner.take()) {
+            *shared
+                .returned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(inner);
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        this.polled = true;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(limit), Some(data)) = (this.limit, frame.data_ref()) {
+                    this.seen += data.len() as u64;
+                    if this.seen > limit {
+                        if let Some(shared) = &this.shared {
+                            shared
+                                .too_large
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        this.inner = None;
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(Box::new(error)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}

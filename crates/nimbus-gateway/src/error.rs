@@ -9,6 +9,9 @@ use http::{HeaderValue, Response, StatusCode};
 use crate::body::GatewayBody;
 use crate::gate::AdmitError;
 
+/// The cause of an upstream failure (from the pooled client or a kept connection).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Who caused an error (as pingora's `ErrorSource`): it decides the status the client sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorSource {
@@ -59,18 +62,47 @@ pub enum GatewayError {
     UpstreamUnavailable {
         instance: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     /// The instance accepted the connection but the exchange failed before response headers.
     #[error("instance {instance} failed before responding: {source}")]
     UpstreamFailed {
         instance: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     /// The instance sent no response headers within the version's timeout.
     #[error("instance {instance} did not respond within {}s", timeout.as_secs_f64())]
     UpstreamTimeout { instance: String, timeout: Duration },
+    /// The instance sent no response headers within the service's time-to-first-byte timeout.
+    #[error("instance {instance} sent no response headers within the time-to-first-byte timeout of {}s", timeout.as_secs_f64())]
+    UpstreamTtfbTimeout { instance: String, timeout: Duration },
+    /// An access rule of the service denies the request.
+    #[error("{}", forbidden_message(service, *rule))]
+    Forbidden {
+        service: String,
+        rule: Option<usize>,
+    },
+    /// A rate limit of the service is exhausted.
+    #[error("rate limit of service {service} {} exceeded; retry in {retry_after_secs}s", if *per_ip { "per client IP" } else { "(all clients)" })]
+    RateLimited {
+        service: String,
+        per_ip: bool,
+        retry_after_secs: u64,
+    },
+    /// The request body is larger than the service allows.
+    #[error("request body is larger than the {limit} bytes service {service} accepts")]
+    PayloadTooLarge { service: String, limit: u64 },
+}
+
+fn forbidden_message(service: &str, rule: Option<usize>) -> String {
+    match rule {
+        Some(i) => format!(
+            "access rule {} of service {service} denies this request",
+            i + 1
+        ),
+        None => format!("no access rule of service {service} allows this request"),
+    }
 }
 
 fn no_ready_message(namespace: &str, service: &str, version: Option<&str>) -> String {
@@ -114,13 +146,17 @@ impl GatewayError {
 
     pub fn source_kind(&self) -> ErrorSource {
         match self {
-            Self::UnknownHost { .. } => ErrorSource::Downstream,
+            Self::UnknownHost { .. }
+            | Self::Forbidden { .. }
+            | Self::RateLimited { .. }
+            | Self::PayloadTooLarge { .. } => ErrorSource::Downstream,
             Self::NoReadyInstance { .. } | Self::QueueFull { .. } | Self::QueueTimeout { .. } => {
                 ErrorSource::Gateway
             }
             Self::UpstreamUnavailable { .. }
             | Self::UpstreamFailed { .. }
-            | Self::UpstreamTimeout { .. } => ErrorSource::Upstream,
+            | Self::UpstreamTimeout { .. }
+            | Self::UpstreamTtfbTimeout { .. } => ErrorSource::Upstream,
         }
     }
 
@@ -134,7 +170,12 @@ impl GatewayError {
             Self::UpstreamUnavailable { .. } | Self::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamTimeout { .. } | Self::UpstreamTtfbTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -148,6 +189,10 @@ impl GatewayError {
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamFailed { .. } => "upstream_error",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::UpstreamTtfbTimeout { .. } => "upstream_ttfb_timeout",
+            Self::Forbidden { .. } => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
         }
     }
 
@@ -155,14 +200,18 @@ impl GatewayError {
     pub fn field(&self) -> Option<&'static str> {
         match self {
             Self::UnknownHost { .. } => Some("host"),
+            Self::PayloadTooLarge { .. } => Some("body"),
             _ => None,
         }
     }
 
-    /// Seconds after which the client may retry, sent as `Retry-After` (a full queue only).
+    /// Seconds after which the client may retry, sent as `Retry-After` (a full queue, a rate limit).
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             Self::QueueFull { .. } => Some(1),
+            Self::RateLimited {
+                retry_after_secs, ..
+            } => Some(u32::try_from(*retry_after_secs).unwrap_or(u32::MAX)),
             _ => None,
         }
     }

@@ -32,6 +32,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::balance::Algorithm;
+use crate::chooser::{Candidate, Chooser, PickHint};
 use crate::route::{Endpoint, InflightGuard};
 
 /// Highest per-instance concurrency; [`VersionGate::update`] clamps into `1..=MAX_CONCURRENCY`.
@@ -100,6 +102,8 @@ pub struct Permit {
     shared: Option<Arc<Shared>>,
     guard: InflightGuard,
     deadline: Instant,
+    /// The version had another ready instance when this was granted (a retry may go there).
+    alternatives: bool,
 }
 
 struct Shared {
@@ -115,8 +119,9 @@ struct State {
     endpoints: Vec<Arc<Endpoint>>,
     limits: GateLimits,
     waiters: VecDeque<Waiter>,
-    /// Where the next least-outstanding scan starts, so ties rotate (round robin).
-    cursor: usize,
+    /// The service's balancing algorithm (`None`: least outstanding) and its state.
+    algorithm: Option<Algorithm>,
+    chooser: Chooser,
     next_waiter: u64,
     /// Permits given out and not yet dropped.
     permits: usize,
@@ -140,6 +145,16 @@ struct Waiter {
     deadline: Instant,
     /// Arrived while there was no ready instance: its wait is a cold-start wait.
     cold: bool,
+    /// Its request's hash key and draws, so a queued request is balanced like any other.
+    hint: PickHint,
+}
+
+/// What one request asks of the instance choice.
+#[derive(Debug, Clone, Default)]
+pub struct Pick {
+    pub hint: PickHint,
+    /// Not this instance if another can take the request (a retry after it failed).
+    pub avoid: Option<Arc<Endpoint>>,
 }
 
 /// The instance for the next request: among those with fewer than `limit` requests in flight,
@@ -206,7 +221,8 @@ impl VersionGate {
                     endpoints: Vec::new(),
                     limits: GateLimits::default(),
                     waiters: VecDeque::new(),
-                    cursor: 0,
+                    algorithm: None,
+                    chooser: Chooser::default(),
                     next_waiter: 0,
                     permits: 0,
                     cold_waits: Vec::new(),
@@ -245,7 +261,22 @@ impl VersionGate {
         };
         let mut state = self.shared.lock();
         state.account();
+        let same = state.endpoints.len() == endpoints.len()
+            && state
+                .endpoints
+                .iter()
+                .zip(&endpoints)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
         let old = std::mem::replace(&mut state.endpoints, endpoints);
+        if !same {
+            let state = &mut *state;
+            let ids: Vec<&str> = state
+                .endpoints
+                .iter()
+                .map(|e| e.instance.as_str())
+                .collect();
+            state.chooser.set_instances(&ids);
+        }
         state.limits = limits;
         state.dispatch(&self.shared);
         drop(state);
@@ -262,6 +293,36 @@ impl VersionGate {
     ///
     /// Cancel-safe: dropping the future gives up the queue place (or a slot granted meanwhile).
     pub async fn admit(&self) -> Result<Permit, AdmitError> {
+        self.admit_with(Pick::default()).await
+    }
+
+    /// Sets the balancing algorithm (`None`: least outstanding). A change restarts its state.
+    pub fn set_algorithm(&self, algorithm: Option<&Algorithm>) {
+        let mut state = self.shared.lock();
+        if state.algorithm.as_ref() == algorithm {
+            return;
+        }
+        let state = &mut *state;
+        state.algorithm = algorithm.cloned();
+        state.chooser = Chooser::new(algorithm);
+        let ids: Vec<&str> = state
+            .endpoints
+            .iter()
+            .map(|e| e.instance.as_str())
+            .collect();
+        state.chooser.set_instances(&ids);
+    }
+
+    /// True when a ready instance other than `endpoint` exists (a retry has somewhere to go).
+    pub fn has_other(&self, endpoint: &Arc<Endpoint>) -> bool {
+        let state = self.shared.lock();
+        state.endpoints.iter().any(|e| !Arc::ptr_eq(e, endpoint))
+    }
+
+    /// [`admit`](Self::admit) with the request's balancing inputs: its hash key and random
+    /// draws, and an instance to avoid (a retry). A queued request keeps its hash key but not
+    /// the avoidance, so it never blocks the queue waiting for one particular slot.
+    pub async fn admit_with(&self, pick: Pick) -> Result<Permit, AdmitError> {
         let arrived = Instant::now();
         let (rx, id, cold, deadline) = {
             let mut state = self.shared.lock();
@@ -269,7 +330,7 @@ impl VersionGate {
             let deadline = arrived + state.limits.timeout;
             // FIFO: a newcomer takes a free slot only when nobody is waiting for one.
             if state.waiters.is_empty() {
-                if let Some(permit) = state.grant(&self.shared, deadline) {
+                if let Some(permit) = state.grant(&self.shared, deadline, &pick) {
                     return Ok(permit);
                 }
             }
@@ -293,6 +354,7 @@ impl VersionGate {
                 arrived,
                 deadline,
                 cold,
+                hint: pick.hint,
             });
             if cold {
                 state.cold_holds += 1;
@@ -406,20 +468,39 @@ impl State {
         self.demand_changed = now;
     }
 
-    /// A slot on the least-outstanding instance below the limit, if any.
-    fn grant(&mut self, shared: &Arc<Shared>, deadline: Instant) -> Option<Permit> {
+    /// A slot on the instance the chooser picks among those below the limit and not ejected
+    /// (nor avoided), if any. With every instance ejected, ejection is ignored.
+    fn grant(&mut self, shared: &Arc<Shared>, deadline: Instant, pick: &Pick) -> Option<Permit> {
         let endpoints = &self.endpoints;
         let limit = self.limits.concurrency as usize;
-        let i = pick_by(endpoints.len(), limit, self.cursor, |i| {
-            endpoints[i].inflight()
-        })?;
+        let avoid = pick.avoid.as_ref();
+        let candidate = |i: usize, honour_ejection: bool| {
+            let endpoint: &Arc<Endpoint> = &endpoints[i];
+            let load = endpoint.inflight();
+            let usable = load < limit
+                && !(honour_ejection && endpoint.is_ejected())
+                && !avoid.is_some_and(|a| Arc::ptr_eq(a, endpoint));
+            Candidate {
+                load,
+                usable,
+                weight: endpoint.weight(),
+            }
+        };
+        let len = endpoints.len();
+        let i = match self.chooser.pick(len, pick.hint, |i| candidate(i, true)) {
+            Some(i) => i,
+            None if len > 0 && endpoints.iter().all(|e| e.is_ejected()) => {
+                self.chooser.pick(len, pick.hint, |i| candidate(i, false))?
+            }
+            None => return None,
+        };
         let guard = endpoints[i].track();
-        self.cursor = i + 1;
         self.permits += 1;
         Some(Permit {
             shared: Some(Arc::clone(shared)),
             guard,
             deadline,
+            alternatives: len > 1,
         })
     }
 
@@ -431,7 +512,11 @@ impl State {
                 continue;
             }
             let deadline = front.deadline;
-            let Some(permit) = self.grant(shared, deadline) else {
+            let pick = Pick {
+                hint: front.hint,
+                avoid: None,
+            };
+            let Some(permit) = self.grant(shared, deadline, &pick) else {
                 return;
             };
             let Some(waiter) = self.waiters.pop_front() else {
@@ -513,6 +598,11 @@ impl Permit {
     /// counts, so the upstream gets what is left.
     pub fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// True when the version had another ready instance at admission.
+    pub fn has_alternatives(&self) -> bool {
+        self.alternatives
     }
 }
 

@@ -15,29 +15,42 @@
 //!   (host → service → version).
 //! - [`gate`]: [`VersionGate`], admission to a version's instances: the pure instance choice
 //!   [`gate::pick`], the FIFO queue, the activator hook and the [`Permit`] that holds a slot.
+//! - [`chooser`]: the balancing algorithm run by each gate over instances with a free slot.
+//! - [`policy`]: [`ServicePolicy`], a service's compiled gateway policy (access rules, rate
+//!   limits, body and time limits, affinity, balancing, upstream protocol, ejection).
+//! - [`outlier`]: passive health, the pure ejection record of each instance.
+//! - [`balance`], [`ratelimit`], [`access`]: the pure building blocks the policy uses.
 //! - [`error`]: [`GatewayError`], its source, status code and JSON body.
 //! - `proxy`: the life of a request (identify, choose, admit, rewrite, forward, respond).
 //! - [`body`]: the response body that streams upstream bytes and holds the permit until done.
 //! - [`observe`]: [`RequestRecord`] and the [`RequestObserver`] told about each finished request
 //!   (metrics, metering, access log).
-//! - `server`: [`Gateway`], its configuration and the accept loop.
+//! - `server`: [`Gateway`], its configuration and the accept loops (plain and TLS).
+//! - `upstream`: the upstream HTTP/1.1 connection each client connection keeps.
+//! - [`tls`]: the HTTPS listener's certificates by SNI, PEM parsing, the self-signed default.
 
 #![forbid(unsafe_code)]
 
 pub mod access;
 pub mod balance;
 pub mod body;
+pub mod chooser;
 pub mod error;
 pub mod gate;
 pub mod observe;
+pub mod outlier;
+pub mod policy;
 mod proxy;
 pub mod ratelimit;
 pub mod route;
 mod server;
+pub mod tls;
+mod upstream;
 
 pub use error::{ErrorSource, GatewayError};
-pub use gate::{AdmitError, GateLimits, GateStats, Permit, VersionGate};
+pub use gate::{AdmitError, GateLimits, GateStats, Permit, Pick, VersionGate};
 pub use observe::{RequestObserver, RequestRecord};
+pub use policy::ServicePolicy;
 pub use route::{
     Choice, Endpoint, HostRoute, InflightGuard, RouteTable, ServiceRoute, VersionRoute,
 };

@@ -34,19 +34,48 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 use nimbus_model::domains::normalize_host;
 use nimbus_model::RequestView;
 use rand::RngExt;
-use tracing::{debug, field, Instrument};
+use tracing::{debug, field, warn, Instrument};
 
-use crate::body::GatewayBody;
-use crate::error::GatewayError;
-use crate::gate::Permit;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+
+use nimbus_model::gateway::UpstreamProtocol;
+
+use crate::balance::Algorithm;
+use crate::body::{BodyShared, GatewayBody, RequestBody};
+use crate::chooser::PickHint;
+use crate::error::{BoxError, GatewayError};
+use crate::gate::{Permit, Pick};
 use crate::observe::{Pending, RequestRecord};
-use crate::route::Choice;
+use crate::outlier::Outcome;
+use crate::policy::{Refusal, ServicePolicy};
+use crate::route::{Choice, Endpoint, VersionRoute, AFFINITY_COOKIE};
 use crate::server::Gateway;
+use crate::upstream::{ConnUpstream, UpstreamError};
+
+/// What the gateway keeps per client connection.
+pub(crate) struct Conn {
+    pub client: SocketAddr,
+    /// The client's IP as a header value, made once.
+    pub client_ip: HeaderValue,
+    /// The upstream connection this client connection keeps (HTTP/1.x clients).
+    pub upstream: ConnUpstream,
+}
+
+impl Conn {
+    pub(crate) fn new(client: SocketAddr) -> Self {
+        Self {
+            client,
+            client_ip: client_ip_header(client),
+            upstream: ConnUpstream::default(),
+        }
+    }
+}
 
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -68,9 +97,12 @@ const HOP_BY_HOP: [HeaderName; 4] = [
 /// Serves one request; never fails (errors become JSON responses).
 pub(crate) async fn handle(
     gateway: Arc<Gateway>,
-    client: SocketAddr,
+    conn: Arc<Conn>,
+    scheme: &'static str,
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, std::convert::Infallible> {
+    let tls = scheme == "https";
+    let proto = if tls { "https" } else { gateway.config().proto };
     let raw_host = raw_host(&req);
     let host = raw_host
         .as_ref()
@@ -82,11 +114,11 @@ pub(crate) async fn handle(
     let mut record = gateway.config().observer.as_ref().map(|_| RequestRecord {
         at_ms: unix_ms(),
         host: host.clone(),
-        method: req.method().to_string(),
+        method: req.method().clone(),
         path: req.uri().path().to_string(),
-        namespace: String::new(),
-        service: String::new(),
-        version: String::new(),
+        namespace: Arc::from(""),
+        service: Arc::from(""),
+        version: Arc::from(""),
         instance: None,
         status: 0,
         bytes_out: 0,
@@ -109,9 +141,13 @@ pub(crate) async fn handle(
         request_id = request_id.to_str().unwrap_or_default(),
     );
     let response = async {
+        if let (false, Some(port)) = (tls, gateway.config().redirect_https) {
+            return redirect_to_https(&req, &host, port, &request_id);
+        }
         match proxy(
             &gateway,
-            client,
+            &conn,
+            proto,
             req,
             &host,
             raw_host,
@@ -142,24 +178,57 @@ pub(crate) async fn handle(
     Ok(Response::from_parts(parts, body.observed(Some(pending))))
 }
 
+/// `308 Permanent Redirect` to the same host and path over HTTPS on `port`.
+fn redirect_to_https(
+    req: &Request<Incoming>,
+    host: &str,
+    port: u16,
+    request_id: &HeaderValue,
+) -> Response<GatewayBody> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    let mut response = Response::new(GatewayBody::empty());
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, request_id.clone());
+    response
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn proxy(
     gateway: &Gateway,
-    client: SocketAddr,
+    conn: &Conn,
+    proto: &'static str,
     mut req: Request<Incoming>,
     host: &str,
     raw_host: Option<HeaderValue>,
     request_id: &HeaderValue,
     mut record: Option<&mut RequestRecord>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
+    let client = conn.client;
     // Phase 2: choose. The table guard is dropped before any await.
     let Choice {
-        service, version, ..
+        service,
+        version,
+        set_affinity,
+        ..
     } = {
         let view = RequestView {
             query: req.uri().query(),
@@ -172,25 +241,44 @@ async fn proxy(
     span.record("service", service.name.as_str());
     span.record("version", version.version.as_str());
     if let Some(record) = record.as_deref_mut() {
-        record.namespace.clone_from(&version.namespace);
-        record.service.clone_from(&version.service);
-        record.version.clone_from(&version.version);
+        let [namespace, service, version] = version.names();
+        record.namespace = Arc::clone(namespace);
+        record.service = Arc::clone(service);
+        record.version = Arc::clone(version);
     }
 
+    // Phase 2b: the service's policy: access rules (403), rate limits (429), body size (413).
+    let policy = &service.gateway;
+    if policy.has_checks() {
+        policy
+            .admit(client.ip(), req.uri().path(), req.headers())
+            .map_err(|refusal| refused(&service.name, refusal))?;
+    }
+    let content_length = content_length(req.headers());
+    if let (Some(limit), Some(length)) = (policy.max_body, content_length) {
+        if length > limit {
+            return Err(GatewayError::PayloadTooLarge {
+                service: service.name.clone(),
+                limit,
+            });
+        }
+    }
+    let hint = pick_hint(policy, client, req.headers());
+
     // Phase 3: admit. The permit holds the instance slot until the response is done.
-    let permit = version.gate.admit().await.map_err(|source| {
+    let not_admitted = |source| {
         GatewayError::not_admitted(
             &version.namespace,
             &version.service,
             &version.version,
             source,
         )
-    })?;
-    let endpoint = Arc::clone(permit.endpoint());
-    span.record("instance", endpoint.instance.as_str());
-    if let Some(record) = record.as_deref_mut() {
-        record.instance = Some(endpoint.instance.clone());
-    }
+    };
+    let mut permit = version
+        .gate
+        .admit_with(Pick { hint, avoid: None })
+        .await
+        .map_err(not_admitted)?;
 
     // Phase 4: rewrite.
     let upgrade = is_upgrade(&req);
@@ -199,8 +287,8 @@ async fn proxy(
     strip_hop_by_hop(&mut parts.headers, upgrade);
     add_forwarded(
         &mut parts.headers,
-        client,
-        gateway.config().proto,
+        &conn.client_ip,
+        proto,
         raw_host.as_ref(),
         request_id,
     );
@@ -213,50 +301,116 @@ async fn proxy(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = Some(endpoint.authority().clone());
-    uri.path_and_query = Some(path);
-    parts.uri = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
-    parts.version = Version::HTTP_11;
+    let upstream_version = match policy.upstream {
+        UpstreamProtocol::H2c => Version::HTTP_2,
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+    };
+    let client_version = parts.version;
+    parts.version = upstream_version;
+    let empty_body = body.is_end_stream();
+    // An HTTP/1.x client sends one request at a time: its connection keeps one upstream
+    // connection (see `upstream`). HTTP/2 clients, upgrades and h2c use the pooled client.
+    let kept = (client_version != Version::HTTP_2
+        && !upgrade
+        && policy.upstream == UpstreamProtocol::Http1)
+        .then_some(&conn.upstream);
+    // A retry needs the request again: keep its head (and a way to get an unsent body back)
+    // only when the version has another instance to retry on.
+    let may_retry = permit.has_alternatives() && !upgrade;
+    let idempotent = is_idempotent(&parts.method);
+    let retry_head = may_retry.then(|| (parts.method.clone(), parts.headers.clone()));
+    let needs_shared =
+        !empty_body && (may_retry || (policy.max_body.is_some() && content_length.is_none()));
+    let shared = needs_shared.then(|| Arc::new(BodyShared::default()));
+    let limit_body = |body: RequestBody| match policy.max_body {
+        Some(limit) => body.limit(limit),
+        None => body,
+    };
+    let mut body = limit_body(RequestBody::new(body));
+    if let Some(shared) = &shared {
+        body = body.shared(Arc::clone(shared));
+    }
+    parts.uri = upstream_uri(permit.endpoint(), &path);
     let upstream_req = Request::from_parts(parts, body);
 
-    // Phase 5: forward, within what is left of the request's time.
-    debug!(addr = %endpoint.addr, "Forwarding request.");
-    let deadline = permit.deadline();
+    // Phase 5: forward, within what is left of the request's time (and the TTFB timeout).
     let forwarded = std::time::Instant::now();
-    let sent = tokio::time::timeout_at(deadline, gateway.client().request(upstream_req)).await;
+    let mut sent = send(
+        gateway,
+        kept,
+        policy,
+        &version,
+        &permit,
+        upstream_req,
+        shared.as_deref(),
+    )
+    .await;
+    let retry = match &sent {
+        Err(GatewayError::UpstreamUnavailable { .. }) => may_retry,
+        Err(GatewayError::UpstreamFailed { .. }) => may_retry && idempotent && empty_body,
+        Ok(response) => {
+            may_retry
+                && idempotent
+                && empty_body
+                && matches!(
+                    response.status(),
+                    StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+                )
+        }
+        Err(_) => false,
+    };
+    if retry {
+        // One retry on another ready instance, with the body back unsent (or none at all).
+        let body = if empty_body {
+            Some(RequestBody::empty())
+        } else {
+            shared
+                .as_ref()
+                .and_then(|s| s.take_returned())
+                .map(|b| limit_body(RequestBody::new(b)))
+        };
+        if let (Some(body), Some((method, headers))) = (body, retry_head) {
+            let failed = Arc::clone(permit.endpoint());
+            if version.gate.has_other(&failed) {
+                debug!(instance = %failed.instance, "Retrying on another instance.");
+                drop(sent);
+                drop(permit);
+                permit = version
+                    .gate
+                    .admit_with(Pick {
+                        hint,
+                        avoid: Some(failed),
+                    })
+                    .await
+                    .map_err(not_admitted)?;
+                let mut retry_req = Request::new(body);
+                *retry_req.method_mut() = method;
+                *retry_req.headers_mut() = headers;
+                *retry_req.version_mut() = upstream_version;
+                *retry_req.uri_mut() = upstream_uri(permit.endpoint(), &path);
+                sent = send(gateway, kept, policy, &version, &permit, retry_req, None).await;
+            }
+        }
+    }
+    let endpoint = permit.endpoint();
+    span.record("instance", endpoint.instance.as_str());
     if let Some(record) = record {
+        record.instance = Some(Arc::clone(endpoint.name()));
         record.upstream = Some(forwarded.elapsed());
     }
-    let mut response = match sent {
-        Err(_elapsed) => {
-            return Err(GatewayError::UpstreamTimeout {
-                instance: endpoint.instance.clone(),
-                timeout: version.gate.limits().timeout,
-            })
-        }
-        Ok(Err(source)) if source.is_connect() => {
-            return Err(GatewayError::UpstreamUnavailable {
-                instance: endpoint.instance.clone(),
-                source,
-            })
-        }
-        Ok(Err(source)) => {
-            return Err(GatewayError::UpstreamFailed {
-                instance: endpoint.instance.clone(),
-                source,
-            })
-        }
-        Ok(Ok(response)) => response,
-    };
+    let mut response = sent?;
     debug!(status = response.status().as_u16(), "Instance responded.");
 
     // Phase 6: respond.
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, permit).instrument(span.clone()));
+            let idle = policy
+                .ws_idle_timeout
+                .unwrap_or_else(|| version.gate.limits().timeout);
+            tokio::spawn(
+                tunnel(client_upgrade, upstream_upgrade, permit, idle).instrument(span.clone()),
+            );
             let (mut parts, _empty) = response.into_parts();
             parts.headers.insert(X_REQUEST_ID, request_id.clone());
             return Ok(Response::from_parts(parts, GatewayBody::empty()));
@@ -265,18 +419,168 @@ async fn proxy(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
+    if set_affinity {
+        let cookie = format!(
+            "{AFFINITY_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax",
+            version.version
+        );
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            parts.headers.append(header::SET_COOKIE, value);
+        }
+    }
     Ok(Response::from_parts(
         parts,
         GatewayBody::upstream(body, Some(permit)),
     ))
 }
 
-/// Joins the client's and the instance's upgraded connections until either side closes. The
+/// Sends one attempt to the permit's instance and records its outcome for outlier ejection.
+async fn send(
+    gateway: &Gateway,
+    kept: Option<&ConnUpstream>,
+    policy: &ServicePolicy,
+    version: &VersionRoute,
+    permit: &Permit,
+    req: Request<RequestBody>,
+    shared: Option<&BodyShared>,
+) -> Result<Response<Incoming>, GatewayError> {
+    let endpoint = permit.endpoint();
+    debug!(addr = %endpoint.addr, "Forwarding request.");
+    let deadline = permit.deadline();
+    let (until, ttfb) = match policy.ttfb_timeout {
+        Some(ttfb) if tokio::time::Instant::now() + ttfb < deadline => {
+            (tokio::time::Instant::now() + ttfb, Some(ttfb))
+        }
+        _ => (deadline, None),
+    };
+    let exchange = async {
+        match kept {
+            Some(kept) => kept.send(endpoint, req).await.map_err(|e| match e {
+                UpstreamError::Connect(e) => (true, BoxError::from(e)),
+                UpstreamError::Failed(e) => (false, BoxError::from(e)),
+            }),
+            None => {
+                let client = match policy.upstream {
+                    UpstreamProtocol::H2c => gateway.h2c_client(),
+                    UpstreamProtocol::Http1 => gateway.client(),
+                };
+                client
+                    .request(req)
+                    .await
+                    .map_err(|e| (e.is_connect(), BoxError::from(e)))
+            }
+        }
+    };
+    let sent = tokio::time::timeout_at(until, exchange).await;
+    let result = match sent {
+        Err(_elapsed) => Err(match ttfb {
+            Some(timeout) => GatewayError::UpstreamTtfbTimeout {
+                instance: endpoint.instance.clone(),
+                timeout,
+            },
+            None => GatewayError::UpstreamTimeout {
+                instance: endpoint.instance.clone(),
+                timeout: version.gate.limits().timeout,
+            },
+        }),
+        Ok(Err((true, source))) => Err(GatewayError::UpstreamUnavailable {
+            instance: endpoint.instance.clone(),
+            source,
+        }),
+        Ok(Err(_)) if shared.is_some_and(BodyShared::too_large) => {
+            return Err(GatewayError::PayloadTooLarge {
+                service: version.service.clone(),
+                limit: policy.max_body.unwrap_or_default(),
+            });
+        }
+        Ok(Err((false, source))) => Err(GatewayError::UpstreamFailed {
+            instance: endpoint.instance.clone(),
+            source,
+        }),
+        Ok(Ok(response)) => Ok(response),
+    };
+    let outcome = match &result {
+        Ok(response) if !response.status().is_server_error() => Outcome::Success,
+        _ => Outcome::Failure,
+    };
+    if endpoint.record(&policy.outlier, outcome) {
+        warn!(
+            instance = %endpoint.instance,
+            after = policy.outlier.consecutive,
+            "Instance ejected after consecutive failures."
+        );
+    }
+    result
+}
+
+/// `http://INSTANCE_ADDR/path?query`.
+fn upstream_uri(endpoint: &Endpoint, path: &http::uri::PathAndQuery) -> Uri {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(endpoint.authority().clone());
+    uri.path_and_query = Some(path.clone());
+    Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// The error for a request the service's policy refused.
+fn refused(service: &str, refusal: Refusal) -> GatewayError {
+    match refusal {
+        Refusal::Denied { rule } => GatewayError::Forbidden {
+            service: service.to_string(),
+            rule,
+        },
+        Refusal::Limited {
+            per_ip,
+            retry_after_secs,
+        } => GatewayError::RateLimited {
+            service: service.to_string(),
+            per_ip,
+            retry_after_secs,
+        },
+    }
+}
+
+/// The balancing inputs of a request: its hash key (hash algorithms only) and random draws
+/// (`least-request` only), so the default costs nothing.
+fn pick_hint(policy: &ServicePolicy, client: SocketAddr, headers: &HeaderMap) -> PickHint {
+    match &policy.algorithm {
+        Some(Algorithm::Hash(on)) => PickHint {
+            hash: on.hash(client.ip(), headers),
+            draws: 0,
+        },
+        Some(Algorithm::LeastRequest) => PickHint {
+            hash: None,
+            draws: rand::rng().random(),
+        },
+        _ => PickHint::default(),
+    }
+}
+
+/// `content-length`, when present and a number.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Methods a retry may repeat (RFC 9110 §9.2.2).
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Joins the client's and the instance's upgraded connections until either side closes both
+/// ways, or until no byte has moved either way for `idle` (a busy tunnel is never cut). The
 /// tunnel holds its instance slot (the permit) for as long as it is open.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     permit: Permit,
+    idle: std::time::Duration,
 ) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
@@ -285,15 +589,62 @@ async fn tunnel(
             return;
         }
     };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((to_upstream, to_client)) => {
-            debug!(to_upstream, to_client, "Tunnel closed.");
+    let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(client));
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(TokioIo::new(upstream));
+    let started = tokio::time::Instant::now();
+    // Milliseconds after `started` of the last byte moved, either way.
+    let last = AtomicU64::new(0);
+    let pumps = async {
+        tokio::join!(
+            pump(&mut client_read, &mut upstream_write, &last, started),
+            pump(&mut upstream_read, &mut client_write, &last, started),
+        )
+    };
+    let watchdog = async {
+        loop {
+            let quiet_since = started + std::time::Duration::from_millis(last.load(Relaxed));
+            if tokio::time::Instant::now() >= quiet_since + idle {
+                return;
+            }
+            tokio::time::sleep_until(quiet_since + idle).await;
         }
-        Err(error) => debug!(%error, "Tunnel failed."),
+    };
+    tokio::select! {
+        (to_upstream, to_client) = pumps => debug!(to_upstream, to_client, "Tunnel closed."),
+        () = watchdog => debug!(idle_secs = idle.as_secs_f64(), "Tunnel idle; closed."),
     }
     drop(permit);
+}
+
+/// Copies one direction of a tunnel until end of stream or error, then shuts the writer down;
+/// returns the bytes copied. Each copied chunk marks the tunnel as active.
+async fn pump<R, W>(
+    read: &mut R,
+    write: &mut W,
+    last: &AtomicU64,
+    started: tokio::time::Instant,
+) -> u64
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut copied = 0u64;
+    loop {
+        let n = match read.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if write.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        copied += n as u64;
+        let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last.store(now, Relaxed);
+    }
+    let _ = write.shutdown().await;
+    copied
 }
 
 /// The host as the client sent it: the URI authority (HTTP/2, absolute-form) or `Host`.
@@ -351,52 +702,65 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers, including those the `Connection` header names. On an upgrade,
 /// `Connection` and `Upgrade` are end-to-end for this hop and stay.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<HeaderName> = headers
+    // One pass over the names: most messages carry no hop-by-hop header, or only
+    // `Connection: keep-alive`, and a scan is cheaper than a hashed remove per fixed name.
+    let hop = |name: &HeaderName| {
+        HOP_BY_HOP.contains(name)
+            || name.as_str().starts_with("proxy-")
+            || (!upgrade && (name == header::CONNECTION || name == header::UPGRADE))
+    };
+    let mut doomed: Vec<HeaderName> = headers.keys().filter(|n| hop(n)).cloned().collect();
+    for token in headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|name| !(upgrade && name == header::UPGRADE))
-        .collect();
-    for name in named {
+    {
+        let token = token.trim();
+        if token.is_empty()
+            || token.eq_ignore_ascii_case("keep-alive")
+            || token.eq_ignore_ascii_case("close")
+        {
+            continue; // named hop-by-hop headers only; these are options, not header names
+        }
+        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            if !(upgrade && name == header::UPGRADE) && headers.contains_key(&name) {
+                doomed.push(name);
+            }
+        }
+    }
+    for name in doomed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if !upgrade {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
-    }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy {
-        headers.remove(name);
-    }
+}
+
+/// The client's IP as a header value, made once per connection.
+pub(crate) fn client_ip_header(client: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Adds `x-forwarded-*` and `x-request-id`. The client IP is appended to any `x-forwarded-for`
 /// already present; proto and host are the gateway's view and replace client-sent values.
 fn add_forwarded(
     headers: &mut HeaderMap,
-    client: SocketAddr,
+    client_ip: &HeaderValue,
     proto: &'static str,
     raw_host: Option<&HeaderValue>,
     request_id: &HeaderValue,
 ) {
-    let ip = client.ip().to_string();
-    let mut forwarded = BytesMut::new();
-    for prior in headers.get_all(&X_FORWARDED_FOR) {
-        forwarded.put_slice(prior.as_bytes());
-        forwarded.put_slice(b", ");
-    }
-    forwarded.put_slice(ip.as_bytes());
-    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(forwarded)) {
-        headers.insert(X_FORWARDED_FOR, value);
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut forwarded = BytesMut::new();
+        for prior in headers.get_all(&X_FORWARDED_FOR) {
+            forwarded.put_slice(prior.as_bytes());
+            forwarded.put_slice(b", ");
+        }
+        forwarded.put_slice(client_ip.as_bytes());
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(forwarded)) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    } else {
+        headers.insert(X_FORWARDED_FOR, client_ip.clone());
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match raw_host {
@@ -517,7 +881,13 @@ mod tests {
         for (input, want) in cases {
             let mut map = headers(input);
             let host = HeaderValue::from_static("Example.com:8080");
-            add_forwarded(&mut map, client, "http", Some(&host), &id);
+            add_forwarded(
+                &mut map,
+                &client_ip_header(client),
+                "http",
+                Some(&host),
+                &id,
+            );
             assert_eq!(map.get_all(&X_FORWARDED_FOR).iter().count(), 1, "{input:?}");
             assert_eq!(map[&X_FORWARDED_FOR], *want, "{input:?}");
             assert_eq!(map[&X_FORWARDED_PROTO], "http");

@@ -7,15 +7,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::uri::Authority;
 use nimbus_model::domains::normalize_host;
-use nimbus_model::{RequestView, TrafficPolicy};
+use nimbus_model::{Decision, RequestView, TrafficPolicy};
 
 use crate::error::GatewayError;
 use crate::gate::VersionGate;
+use crate::outlier::{Outcome, OutlierPolicy, OutlierState};
+use crate::policy::ServicePolicy;
 
 /// One ready instance of a version. The reconciler keeps the same `Arc` across table rebuilds,
 /// so [`Endpoint::inflight`] stays meaningful while tables are swapped.
@@ -31,6 +33,17 @@ pub struct Endpoint {
     inflight: AtomicUsize,
     /// `addr` as a URI authority, built once instead of per request.
     authority: Authority,
+    /// `instance`, shared with request records.
+    name: Arc<str>,
+    /// Share of requests under `weighted` balancing (instances of one version are the same
+    /// size today, so the reconciler gives each the same weight).
+    weight: u32,
+    /// Ejected (passive health) until this [`crate::policy::now_ms`]; 0 when never ejected. Read
+    /// by the gate on every pick, so it is an atomic next to the full record below.
+    ejected_until: AtomicU64,
+    /// True while `outlier` holds failures, so a success costs one atomic load.
+    failing: AtomicBool,
+    outlier: Mutex<OutlierState>,
 }
 
 /// Holds one unit of [`Endpoint::inflight`] and gives it back when dropped, wherever the request
@@ -53,6 +66,8 @@ pub struct VersionRoute {
     /// Admission to the version's instances. The reconciler keeps one per version and puts the
     /// same `Arc` into every table it builds.
     pub gate: Arc<VersionGate>,
+    /// `namespace`, `service` and `version`, shared with request records.
+    names: [Arc<str>; 3],
 }
 
 /// A service: its traffic policy and its versions by name.
@@ -62,6 +77,10 @@ pub struct ServiceRoute {
     pub name: String,
     pub policy: TrafficPolicy,
     pub versions: HashMap<String, Arc<VersionRoute>>,
+    /// The service's gateway policy (balancing, affinity, limits, access rules). The
+    /// reconciler keeps the same `Arc` while the spec is unchanged, so rate-limit buckets
+    /// survive table swaps.
+    pub gateway: Arc<ServicePolicy>,
 }
 
 /// What a host is bound to.
@@ -91,6 +110,51 @@ pub struct Choice {
     pub version: Arc<VersionRoute>,
     /// Index of the traffic rule that matched; `None` when the split or a version host decided.
     pub rule: Option<usize>,
+    /// Session affinity is on and the request's cookie does not name this version yet: the
+    /// response sets [`AFFINITY_COOKIE`].
+    pub set_affinity: bool,
+}
+
+/// The cookie that pins a client to a version under `--affinity cookie`. It is host-only (no
+/// `Domain`), so each service host has its own.
+pub const AFFINITY_COOKIE: &str = "nimbus-version";
+
+/// Where an affinity-enabled service sends a request: a matching traffic rule first (gray
+/// release rules stay authoritative); else the version the affinity cookie names while it still
+/// has a share of the split; else the split. Returns the decision and whether it came from the
+/// cookie. Pure, like [`TrafficPolicy::evaluate`].
+pub fn evaluate_with_affinity<'a>(
+    policy: &'a TrafficPolicy,
+    req: &RequestView<'_>,
+    roll: u32,
+    cookie: Option<&str>,
+) -> Option<(Decision<'a>, bool)> {
+    if let Some((i, rule)) = policy
+        .rules
+        .iter()
+        .enumerate()
+        .find(|(_, rule)| rule.matcher.matches(req))
+    {
+        let decision = Decision {
+            version: &rule.version,
+            rule: Some(i),
+        };
+        return Some((decision, false));
+    }
+    if let Some(name) = cookie {
+        if let Some(target) = policy
+            .split
+            .iter()
+            .find(|t| t.percent > 0 && t.version == name)
+        {
+            let decision = Decision {
+                version: &target.version,
+                rule: None,
+            };
+            return Some((decision, true));
+        }
+    }
+    policy.evaluate(req, roll).map(|d| (d, false))
 }
 
 // === impl Endpoint ===
@@ -101,17 +165,62 @@ impl Endpoint {
         #[allow(clippy::expect_used)]
         let authority = Authority::try_from(addr.to_string())
             .expect("a socket address is a valid URI authority");
+        let name = Arc::from(instance.as_str());
         Self {
             instance,
             addr,
             inflight: AtomicUsize::new(0),
             authority,
+            name,
+            weight: 1,
+            ejected_until: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            outlier: Mutex::new(OutlierState::default()),
         }
+    }
+
+    /// The same endpoint with a `weighted` balancing weight (at least 1).
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = weight.max(1);
+        self
+    }
+
+    /// Its `weighted` balancing weight.
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// True while passive health keeps it out of the gate's choice.
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until != 0 && crate::policy::now_ms() < until
+    }
+
+    /// Records how a request to it went; returns true when this ejects it.
+    pub fn record(&self, policy: &OutlierPolicy, outcome: Outcome) -> bool {
+        if outcome == Outcome::Success && !self.failing.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut state = self.outlier.lock().unwrap_or_else(PoisonError::into_inner);
+        let ejected = state.record(policy, outcome, crate::policy::now_ms());
+        self.failing
+            .store(*state != OutlierState::default(), Ordering::Relaxed);
+        if let Some(until) = ejected {
+            self.ejected_until.store(until, Ordering::Relaxed);
+        } else if outcome == Outcome::Success {
+            self.ejected_until.store(0, Ordering::Relaxed);
+        }
+        ejected.is_some()
     }
 
     /// `addr` as a URI authority.
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// The instance id, shared (no allocation to hand out).
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
     }
 
     /// Requests currently in flight to this instance.
@@ -159,8 +268,18 @@ impl VersionRoute {
             namespace: gate.namespace().to_string(),
             service: gate.service().to_string(),
             version: gate.version().to_string(),
+            names: [
+                Arc::from(gate.namespace()),
+                Arc::from(gate.service()),
+                Arc::from(gate.version()),
+            ],
             gate,
         }
+    }
+
+    /// Namespace, service and version names, shared (no allocation to hand out).
+    pub fn names(&self) -> &[Arc<str>; 3] {
+        &self.names
     }
 }
 
@@ -208,16 +327,25 @@ impl RouteTable {
         let route = self.get(host).ok_or_else(|| GatewayError::UnknownHost {
             host: host.to_string(),
         })?;
+        let mut set_affinity = false;
         let (service, version_name, rule) = match route {
             HostRoute::Service(service) => {
-                let decision = service.policy.evaluate(req, roll).ok_or_else(|| {
-                    GatewayError::NoReadyInstance {
-                        service: service.name.clone(),
-                        namespace: service.namespace.clone(),
-                        version: None,
-                    }
-                })?;
-                (service, decision.version, decision.rule)
+                let none = || GatewayError::NoReadyInstance {
+                    service: service.name.clone(),
+                    namespace: service.namespace.clone(),
+                    version: None,
+                };
+                if service.gateway.affinity {
+                    let cookie = crate::balance::cookie_value(req.headers, AFFINITY_COOKIE);
+                    let (decision, pinned) =
+                        evaluate_with_affinity(&service.policy, req, roll, cookie)
+                            .ok_or_else(none)?;
+                    set_affinity = !pinned && cookie != Some(decision.version);
+                    (service, decision.version, decision.rule)
+                } else {
+                    let decision = service.policy.evaluate(req, roll).ok_or_else(none)?;
+                    (service, decision.version, decision.rule)
+                }
             }
             HostRoute::Version { service, version } => (service, version.as_str(), None),
         };
@@ -231,6 +359,7 @@ impl RouteTable {
             service: Arc::clone(service),
             version: Arc::clone(version),
             rule,
+            set_affinity,
         })
     }
 }

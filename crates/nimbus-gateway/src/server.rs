@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -14,8 +13,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn, Instrument};
 
+use tokio_rustls::TlsAcceptor;
+
+use crate::body::RequestBody;
 use crate::observe::RequestObserver;
 use crate::route::RouteTable;
+use crate::tls::CertResolver;
 
 /// How long idle upstream connections stay pooled.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -23,21 +26,52 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Default [`GatewayConfig::max_header_bytes`]: 64 KiB, like HAProxy's `tune.bufsize` order.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Smallest request-head buffer hyper accepts.
+pub const MIN_MAX_HEADER_BYTES: usize = 8 * 1024;
+/// How long a client gets to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`GatewayConfig::max_headers`].
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default [`GatewayConfig::header_read_timeout`] (nginx's `client_header_timeout` is 60 s,
+/// HAProxy's `timeout http-request` commonly 10 s).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The upstream client: pooled keep-alive connections per instance address.
+type UpstreamClient = Client<HttpConnector, RequestBody>;
 
 /// Static gateway settings.
 #[derive(Clone)]
 pub struct GatewayConfig {
-    /// The scheme clients used, sent upstream as `x-forwarded-proto` (`"http"` or `"https"`).
+    /// The scheme clients used on the plain listener, sent upstream as `x-forwarded-proto`
+    /// (`"http"`, or `"https"` behind a TLS-terminating proxy). The TLS listener always says
+    /// `"https"`.
     pub proto: &'static str,
+    /// Answer every request on the plain listener with a permanent redirect to HTTPS on this
+    /// port (`--redirect-https`).
+    pub redirect_https: Option<u16>,
     /// Told about every finished request (metrics, metering, access log).
     pub observer: Option<Arc<dyn RequestObserver>>,
+    /// Largest request head (request line + headers) over HTTP/1.1, and header list over
+    /// HTTP/2; a bigger one gets 431. At least 8 KiB.
+    pub max_header_bytes: usize,
+    /// Most header fields in one HTTP/1.1 request (431 past it).
+    pub max_headers: usize,
+    /// How long a client may take to send a whole request head; a slower one (slowloris) is
+    /// disconnected.
+    pub header_read_timeout: Duration,
 }
 
 impl std::fmt::Debug for GatewayConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewayConfig")
             .field("proto", &self.proto)
+            .field("redirect_https", &self.redirect_https)
             .field("observer", &self.observer.is_some())
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("max_headers", &self.max_headers)
+            .field("header_read_timeout", &self.header_read_timeout)
             .finish()
     }
 }
@@ -49,7 +83,11 @@ pub struct Gateway {
     /// The current table. Each request loads one snapshot; swaps never block requests.
     routes: ArcSwap<RouteTable>,
     /// Keep-alive connections to instances, pooled per address.
-    client: Client<HttpConnector, Incoming>,
+    client: UpstreamClient,
+    /// HTTP/2 with prior knowledge to instances of services with `upstream_protocol = h2c`.
+    h2c_client: UpstreamClient,
+    /// Certificates for [`Gateway::serve_tls`].
+    tls: Arc<CertResolver>,
 }
 
 // === impl GatewayConfig ===
@@ -58,7 +96,11 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             proto: "http",
+            redirect_https: None,
             observer: None,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -72,11 +114,19 @@ impl Gateway {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
+            .build(connector.clone());
+        let h2c_client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(true)
             .build(connector);
         Arc::new(Self {
             config,
             routes: ArcSwap::from_pointee(RouteTable::default()),
             client,
+            h2c_client,
+            tls: Arc::new(CertResolver::default()),
         })
     }
 
@@ -100,8 +150,36 @@ impl Gateway {
         &self.routes
     }
 
-    pub(crate) fn client(&self) -> &Client<HttpConnector, Incoming> {
+    pub(crate) fn client(&self) -> &UpstreamClient {
         &self.client
+    }
+
+    pub(crate) fn h2c_client(&self) -> &UpstreamClient {
+        &self.h2c_client
+    }
+
+    /// The hyper connection settings: header size and count limits, header read timeout.
+    fn connection_builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        let max_header_bytes = self.config.max_header_bytes.max(MIN_MAX_HEADER_BYTES);
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .max_buf_size(max_header_bytes)
+            .header_read_timeout(self.config.header_read_timeout)
+            // Small heads and bodies: one flattened `send` is cheaper than `writev`, which
+            // goes through the VFS layer.
+            .writev(false);
+        if self.config.max_headers != DEFAULT_MAX_HEADERS {
+            // hyper parses up to 100 headers into a stack array; any other count costs a
+            // heap buffer filled on every request.
+            builder.http1().max_headers(self.config.max_headers.max(1));
+        }
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+        builder
     }
 
     /// Serves HTTP/1.1 (with upgrades) and h2c on `listener` until `shutdown` resolves; then stops
@@ -112,11 +190,30 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_with(listener, None, shutdown).await
+    }
+
+    /// Like [`serve`](Self::serve), over TLS: certificates from [`Gateway::tls`] by SNI, ALPN
+    /// `h2` and `http/1.1`, HTTP/2 or HTTP/1.1 to the client as negotiated.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let acceptor = TlsAcceptor::from(crate::tls::server_config(self.tls.clone()));
+        self.serve_with(listener, Some(acceptor), shutdown).await
+    }
+
+    async fn serve_with(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let local = listener.local_addr()?;
-        info!(addr = %local, "Gateway listening.");
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new());
-        builder.http2().timer(TokioTimer::new());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        info!(addr = %local, scheme, "Gateway listening.");
+        let builder = self.connection_builder();
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
@@ -134,23 +231,59 @@ impl Gateway {
             if let Err(error) = stream.set_nodelay(true) {
                 debug!(%error, "Could not set TCP_NODELAY.");
             }
-            let gateway = Arc::clone(&self);
-            let service = hyper::service::service_fn(move |req| {
-                crate::proxy::handle(Arc::clone(&gateway), client, req)
-            });
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let conn = graceful.watch(conn);
             let span = tracing::debug_span!("accept", client.addr = %client, server.addr = %local);
-            tokio::spawn(
-                async move {
-                    if let Err(error) = conn.await {
-                        debug!(%error, "Connection closed with an error.");
-                    }
+            let gateway = Arc::clone(&self);
+            let conn = Arc::new(crate::proxy::Conn::new(client));
+            let service = hyper::service::service_fn(move |req| {
+                crate::proxy::handle(Arc::clone(&gateway), Arc::clone(&conn), scheme, req)
+            });
+            match &tls {
+                None => {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(
+                        async move {
+                            if let Err(error) = conn.await {
+                                debug!(%error, "Connection closed with an error.");
+                            }
+                        }
+                        .instrument(span),
+                    );
                 }
-                .instrument(span),
-            );
+                Some(acceptor) => {
+                    let acceptor = acceptor.clone();
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(
+                        async move {
+                            let handshake = tokio::time::timeout(
+                                TLS_HANDSHAKE_TIMEOUT,
+                                acceptor.accept(stream),
+                            )
+                            .await;
+                            let stream = match handshake {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(error)) => {
+                                    debug!(%error, "TLS handshake failed.");
+                                    return;
+                                }
+                                Err(_) => {
+                                    debug!("TLS handshake timed out.");
+                                    return;
+                                }
+                            };
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            if let Err(error) = watcher.watch(conn).await {
+                                debug!(%error, "Connection closed with an error.");
+                            }
+                        }
+                        .instrument(span),
+                    );
+                }
+            }
         }
         drop(listener);
         info!(addr = %local, "Gateway draining connections.");
@@ -161,6 +294,11 @@ impl Gateway {
             warn!(addr = %local, "Connections still open after the drain timeout; closing them.");
         }
         Ok(())
+    }
+
+    /// The certificates the HTTPS listener serves, by SNI.
+    pub fn tls(&self) -> &Arc<CertResolver> {
+        &self.tls
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`traffic`]: the traffic policy (percent split + ordered rules), validation, evaluation,
 //!   explanation, and the CLI's `v1=90,v2=10` / `k=v:version` syntax.
 //! - [`glob`]: the `*` glob used by traffic rules.
+//! - [`gateway`]: a service's gateway policy (balancing, affinity, limits, access rules) as data.
 //! - [`domains`]: generated hosts, custom domain validation, `Host` header normalisation.
 //! - [`status`]: live instance/version status shared by the reconciler, API and CLI.
 
@@ -21,6 +22,7 @@
 pub mod domains;
 pub mod error;
 pub mod function;
+pub mod gateway;
 pub mod glob;
 pub mod names;
 pub mod spec;
@@ -28,6 +30,7 @@ pub mod status;
 pub mod traffic;
 
 pub use error::{ErrorKind, ModelError};
+pub use gateway::GatewaySpec;
 pub use spec::{
     BuildInfo, ByteSize, Runtime, ScalingInput, ScalingUpdate, VersionInput, VersionSpec,
     VolumeMount,

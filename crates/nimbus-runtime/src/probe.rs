@@ -86,6 +86,15 @@ pub async fn wait_ready(
 }
 
 /// One HTTP/1.1 request on a fresh connection; the status code, or why there was none.
+/// One health check: `GET path` on `127.0.0.1:port` within `timeout`; the status, or why there
+/// was none.
+pub async fn check_once(port: u16, path: &str, timeout: Duration) -> Result<u16, String> {
+    match tokio::time::timeout(timeout, probe_once(port, path)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no response within {timeout:?}")),
+    }
+}
+
 async fn probe_once(port: u16, path: &str) -> Result<u16, String> {
     let stream = TcpStream::connect(("127.0.0.1", port))
         .await

@@ -20,7 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use nimbus_model::names::{validate_name, version_name};
 use nimbus_model::{
-    ModelError, ScalingUpdate, TrafficPolicy, TrafficTarget, VersionSpec, DEFAULT_NAMESPACE,
+    GatewaySpec, ModelError, ScalingUpdate, TrafficPolicy, TrafficTarget, VersionSpec,
+    DEFAULT_NAMESPACE,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
@@ -147,6 +148,37 @@ pub struct DesiredState {
     pub services: Vec<ServiceRecord>,
     pub versions: Vec<VersionRecord>,
     pub schedules: Vec<ScheduleRecord>,
+    /// Gateway policies of the services that have one (others use the default).
+    pub gateway: Vec<GatewayRecord>,
+    /// TLS certificates per host, sorted by host.
+    pub certificates: Vec<CertificateRecord>,
+}
+
+/// A TLS certificate (chain and key, PEM) the gateway serves for `host` (or `*.parent`).
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct CertificateRecord {
+    pub host: String,
+    pub cert_pem: String,
+    #[serde(skip)]
+    pub key_pem: String,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for CertificateRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateRecord")
+            .field("host", &self.host)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A service's gateway policy as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GatewayRecord {
+    pub namespace: String,
+    pub service: String,
+    pub spec: GatewaySpec,
 }
 
 /// What a deploy did.
@@ -968,11 +1000,125 @@ impl Store {
         }
         let versions = versions_of(&tx, None)?;
         let schedules = schedules_of(&tx, None)?;
+        let gateway = gateway_policies(&tx)?;
+        let certificates = certificates(&tx)?;
         Ok(DesiredState {
             services,
             versions,
             schedules,
+            gateway,
+            certificates,
         })
+    }
+
+    /// A service's gateway policy; the default when none was set.
+    pub fn gateway_policy(&self, namespace: &str, service: &str) -> Result<GatewaySpec> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if load_service(&tx, namespace, service)?.is_none() {
+            return Err(not_found_service(namespace, service));
+        }
+        let spec: Option<String> = tx
+            .query_row(
+                "SELECT spec FROM gateway_policies WHERE namespace = ?1 AND service = ?2",
+                params![namespace, service],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match spec {
+            None => Ok(GatewaySpec::default()),
+            Some(json) => parse_gateway(namespace, service, &json),
+        }
+    }
+
+    /// Replaces a service's gateway policy (validated by the caller, numbers re-checked here).
+    /// The default spec removes the row.
+    pub fn set_gateway_policy(
+        &self,
+        namespace: &str,
+        service: &str,
+        spec: &GatewaySpec,
+    ) -> Result<GatewaySpec> {
+        spec.validate()?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if load_service(&tx, namespace, service)?.is_none() {
+            return Err(not_found_service(namespace, service));
+        }
+        if *spec == GatewaySpec::default() {
+            tx.execute(
+                "DELETE FROM gateway_policies WHERE namespace = ?1 AND service = ?2",
+                params![namespace, service],
+            )?;
+        } else {
+            let json = serde_json::to_string(spec).map_err(|e| StoreError::Corrupt {
+                what: "gateway policy",
+                detail: e.to_string(),
+            })?;
+            tx.execute(
+                "INSERT INTO gateway_policies (namespace, service, spec, updated_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (namespace, service) DO UPDATE SET spec = ?3, updated_at = ?4",
+                params![namespace, service, json, now()],
+            )?;
+        }
+        record_event(
+            &tx,
+            namespace,
+            service,
+            "gateway",
+            &format!("gateway policy set: {}", describe_gateway(spec)),
+        )?;
+        tx.commit()?;
+        Ok(spec.clone())
+    }
+
+    /// Adds or replaces the certificate of `host` (already validated by the caller).
+    pub fn put_certificate(
+        &self,
+        host: &str,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<CertificateRecord> {
+        let conn = self.lock();
+        let created_at = now();
+        conn.execute(
+            "INSERT INTO gateway_certificates (host, cert_pem, key_pem, created_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (host) DO UPDATE SET cert_pem = ?2, key_pem = ?3, created_at = ?4",
+            params![host, cert_pem, key_pem, created_at],
+        )?;
+        Ok(CertificateRecord {
+            host: host.to_string(),
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+            created_at,
+        })
+    }
+
+    /// Every certificate, sorted by host.
+    pub fn list_certificates(&self) -> Result<Vec<CertificateRecord>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        certificates(&tx)
+    }
+
+    /// Removes the certificate of `host`.
+    pub fn remove_certificate(&self, host: &str) -> Result<()> {
+        let conn = self.lock();
+        let removed = conn.execute(
+            "DELETE FROM gateway_certificates WHERE host = ?1",
+            params![host],
+        )?;
+        if removed == 0 {
+            return Err(ModelError::not_found(
+                "certificate_not_found",
+                "host",
+                format!("no certificate for host {host}"),
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// Appends to the events timeline (e.g. crashes seen by the reconciler).
@@ -1070,6 +1216,76 @@ fn schedules_of(
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn gateway_policies(tx: &Transaction<'_>) -> Result<Vec<GatewayRecord>> {
+    let mut stmt = tx.prepare(
+        "SELECT namespace, service, spec FROM gateway_policies ORDER BY namespace, service",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter()
+        .map(|(namespace, service, json)| {
+            let spec = parse_gateway(&namespace, &service, &json)?;
+            Ok(GatewayRecord {
+                namespace,
+                service,
+                spec,
+            })
+        })
+        .collect()
+}
+
+fn certificates(tx: &Transaction<'_>) -> Result<Vec<CertificateRecord>> {
+    let mut stmt = tx.prepare(
+        "SELECT host, cert_pem, key_pem, created_at FROM gateway_certificates ORDER BY host",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(CertificateRecord {
+            host: r.get(0)?,
+            cert_pem: r.get(1)?,
+            key_pem: r.get(2)?,
+            created_at: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn parse_gateway(namespace: &str, service: &str, json: &str) -> Result<GatewaySpec> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        what: "gateway policy",
+        detail: format!("{namespace}/{service}: {e}"),
+    })
+}
+
+/// A one-line summary for the events timeline, e.g. `lb=hash:ip rate=100/s`.
+fn describe_gateway(spec: &GatewaySpec) -> String {
+    let json = serde_json::to_value(spec).unwrap_or_default();
+    let parts: Vec<String> = json
+        .as_object()
+        .map(|fields| {
+            fields
+                .iter()
+                .filter(|(_, v)| !matches!(v, serde_json::Value::Null))
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => format!("{k}={s}"),
+                    other => format!("{k}={other}"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if parts.is_empty() {
+        "defaults".to_string()
+    } else {
+        parts.join(" ")
+    }
 }
 
 fn policy_json(policy: &TrafficPolicy) -> Result<String> {

@@ -88,6 +88,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, function, name),
         FOREIGN KEY (namespace, function) REFERENCES services(namespace, name)
     );",
+    // 5: per-service gateway policy (load balancing, affinity, limits, access rules) as the
+    // JSON of `nimbus_model::GatewaySpec`; one row per service that has one, gone with it.
+    "CREATE TABLE IF NOT EXISTS gateway_policies (
+        namespace TEXT NOT NULL,
+        service TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, service),
+        FOREIGN KEY (namespace, service) REFERENCES services(namespace, name) ON DELETE CASCADE
+    );",
+    // 6: TLS certificates per host for the gateway's HTTPS listener (chosen by SNI). The key is
+    // stored as PEM, like the S3 secrets: the database file lives in the 0700 data dir.
+    "CREATE TABLE IF NOT EXISTS gateway_certificates (
+        host TEXT PRIMARY KEY,
+        cert_pem TEXT NOT NULL,
+        key_pem TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

@@ -426,3 +426,74 @@ fn old_events_are_pruned() {
     assert!(removed >= 1);
     assert!(store.list_events(None, 10, None).unwrap().is_empty());
 }
+
+#[test]
+fn gateway_policy_round_trip_and_cascade() {
+    let (_dir, store) = open();
+    let missing = rejected(store.gateway_policy("default", "hello").unwrap_err());
+    assert_eq!(missing.kind, ErrorKind::NotFound);
+    created(store.deploy_version("default", "hello", &spec(), true, false));
+    assert_eq!(
+        store.gateway_policy("default", "hello").unwrap(),
+        GatewaySpec::default()
+    );
+    let policy = GatewaySpec {
+        lb: Some("round-robin".into()),
+        rate: Some("100/s".into()),
+        burst: Some(200),
+        ..GatewaySpec::default()
+    };
+    store
+        .set_gateway_policy("default", "hello", &policy)
+        .unwrap();
+    assert_eq!(store.gateway_policy("default", "hello").unwrap(), policy);
+    let snapshot = store.snapshot().unwrap();
+    assert_eq!(snapshot.gateway.len(), 1);
+    assert_eq!(snapshot.gateway[0].spec, policy);
+    // Bad numbers change nothing.
+    let bad = GatewaySpec {
+        burst: Some(0),
+        ..policy.clone()
+    };
+    assert!(store.set_gateway_policy("default", "hello", &bad).is_err());
+    assert_eq!(store.gateway_policy("default", "hello").unwrap(), policy);
+    // The default removes the row; deleting the service removes it too.
+    store
+        .set_gateway_policy("default", "hello", &GatewaySpec::default())
+        .unwrap();
+    assert!(store.snapshot().unwrap().gateway.is_empty());
+    store
+        .set_gateway_policy("default", "hello", &policy)
+        .unwrap();
+    store.delete_service("default", "hello").unwrap();
+    assert!(store.snapshot().unwrap().gateway.is_empty());
+    created(store.deploy_version("default", "hello", &spec(), true, false));
+    assert_eq!(
+        store.gateway_policy("default", "hello").unwrap(),
+        GatewaySpec::default()
+    );
+}
+
+#[test]
+fn certificates_round_trip() {
+    let (_dir, store) = open();
+    store
+        .put_certificate("www.example.com", "CERT", "KEY")
+        .unwrap();
+    store.put_certificate("*.example.com", "C2", "K2").unwrap();
+    store
+        .put_certificate("www.example.com", "CERT2", "KEY2")
+        .unwrap();
+    let all = store.list_certificates().unwrap();
+    let hosts: Vec<&str> = all.iter().map(|c| c.host.as_str()).collect();
+    assert_eq!(hosts, ["*.example.com", "www.example.com"]);
+    assert_eq!(all[1].cert_pem, "CERT2");
+    assert_eq!(store.snapshot().unwrap().certificates, all);
+    assert!(
+        !format!("{:?}", all[1]).contains("KEY2"),
+        "Debug hides the key"
+    );
+    store.remove_certificate("*.example.com").unwrap();
+    let missing = rejected(store.remove_certificate("*.example.com").unwrap_err());
+    assert_eq!(missing.kind, ErrorKind::NotFound);
+}

@@ -52,6 +52,10 @@ enum Command {
     Version(cli::versions::VersionCmd),
     /// Show or change a service's traffic split and routing rules, or explain a request.
     Traffic(cli::traffic::TrafficArgs),
+    /// Show or change a service's gateway policy: load balancing, affinity, rate limits,
+    /// access rules, body and time limits.
+    #[command(subcommand)]
+    Gateway(cli::gateway::GatewayCmd),
     /// List instances, optionally of one service.
     Instances {
         /// Service name.
@@ -61,6 +65,8 @@ enum Command {
     Logs(cli::logs::LogsArgs),
     /// List, add or remove custom domains.
     Domains(cli::domains::DomainsArgs),
+    /// List, add or remove the TLS certificates the HTTPS listener serves by SNI.
+    Certs(cli::certs::CertsArgs),
     /// Change a version's instance range or concurrency in place (no new version).
     Scale(cli::scaling::ScaleArgs),
     /// Scheduled scaling: raise (or cap) instance counts on a cron schedule.
@@ -97,10 +103,23 @@ fn main() -> ExitCode {
             };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `nimbus server` on one worker thread (`--worker-threads 1`, or a process allowed one CPU,
+    // e.g. under `taskset`) runs on the current-thread scheduler: the same single thread without
+    // the work-stealing machinery.
+    let workers = match &cli.command {
+        Command::Server(args) => args.worker_threads(),
+        _ => None,
+    };
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -138,6 +157,14 @@ fn parse() -> Result<Cli, clap::Error> {
     {
         args.routes = cli::traffic::ordered_routes(sub);
     }
+    if let (Command::Gateway(cli::gateway::GatewayCmd::Set(args)), Some(sub)) = (
+        &mut cli.command,
+        matches
+            .subcommand_matches("gateway")
+            .and_then(|m| m.subcommand_matches("set")),
+    ) {
+        args.access = cli::gateway::ordered_access(sub);
+    }
     Ok(cli)
 }
 
@@ -158,9 +185,11 @@ async fn run_client(
         Command::Versions { service } => cli::versions::list(&ctx, &service).await,
         Command::Version(cmd) => cli::versions::run(&ctx, cmd).await,
         Command::Traffic(args) => cli::traffic::run(&ctx, args).await,
+        Command::Gateway(cmd) => cli::gateway::run(&ctx, cmd).await,
         Command::Instances { service } => cli::instances::list(&ctx, service.as_deref()).await,
         Command::Logs(args) => cli::logs::run(&ctx, args).await,
         Command::Domains(args) => cli::domains::run(&ctx, args).await,
+        Command::Certs(args) => cli::certs::run(&ctx, args).await,
         Command::Scale(args) => cli::scaling::scale(&ctx, args).await,
         Command::Scaling(cmd) => cli::scaling::run(&ctx, cmd).await,
         Command::Events(args) => cli::events::run(&ctx, args).await,

@@ -14,6 +14,10 @@
 //!   (metering tests).
 //! - `GET /bytes?n=N`: answers exactly `N` bytes of `x` (egress tests).
 //! - `GET /log?msg=TEXT`: prints `TEXT` on stdout (log tests), answers `logged`.
+//! - `POST /upload`: reads the request body and answers `got N bytes` (body limit tests).
+//! - `GET /proto`: the HTTP version the request arrived with, e.g. `HTTP/2.0`.
+//!
+//! With `H2C=1` it also speaks HTTP/2 without TLS (prior knowledge), like a gRPC server.
 //!
 //! With `FAIL_START=1` it refuses to start (exit 1), so tests can watch a crashing version. It
 //! prints `listening on 127.0.0.1:PORT` once bound and exits promptly on SIGTERM or Ctrl-C.
@@ -122,11 +126,22 @@ async fn serve(addr: SocketAddr) -> std::io::Result<()> {
                         continue;
                     }
                 };
+                let h2c = std::env::var("H2C").is_ok_and(|v| v == "1");
                 tokio::spawn(async move {
-                    let conn = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service_fn(handle))
-                        .with_upgrades();
-                    if let Err(err) = conn.await {
+                    let result = if h2c {
+                        hyper_util::server::conn::auto::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service_fn(handle))
+                        .await
+                    } else {
+                        http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service_fn(handle))
+                            .with_upgrades()
+                            .await
+                            .map_err(Into::into)
+                    };
+                    if let Err(err) = result {
                         eprintln!("sample app: connection error: {err}");
                     }
                 });
@@ -141,6 +156,13 @@ async fn serve(addr: SocketAddr) -> std::io::Result<()> {
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let count = InflightCount::enter();
+    if req.method() == Method::POST && req.uri().path() == "/upload" {
+        let got = match req.into_body().collect().await {
+            Ok(body) => format!("got {} bytes\n", body.to_bytes().len()),
+            Err(err) => format!("body failed: {err}\n"),
+        };
+        return Ok(text(StatusCode::OK, got));
+    }
     if req.method() != Method::GET {
         return Ok(text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -158,6 +180,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         "/" => text(StatusCode::OK, greeting()),
         "/env" => json(&env_report()),
         "/headers" => json(&headers_report(&req)),
+        "/proto" => text(StatusCode::OK, format!("{:?}\n", req.version())),
         "/stream" => stream(
             number("chunks", 5).min(MAX_CHUNKS),
             number("delay_ms", 100).min(MAX_DELAY_MS),

@@ -60,12 +60,14 @@ fn table() -> RouteTable {
             version("v2", vec![endpoint("hello-v2-a", 2001)]),
             version("v3", vec![]),
         ]),
+        gateway: Default::default(),
     });
     let empty = Arc::new(ServiceRoute {
         namespace: "default".into(),
         name: "empty".into(),
         policy: TrafficPolicy::default(),
         versions: HashMap::new(),
+        gateway: Default::default(),
     });
     let mut table = RouteTable::default();
     table.insert(
@@ -320,4 +322,43 @@ fn error_shapes() {
         GatewayError::UnknownHost { host: "x".into() }.retry_after(),
         None
     );
+}
+
+#[test]
+fn affinity_cookie_overrides_the_split_not_the_rules() {
+    let policy = TrafficPolicy {
+        split: vec![
+            TrafficTarget {
+                version: "v1".into(),
+                percent: 100,
+            },
+            TrafficTarget {
+                version: "v2".into(),
+                percent: 0,
+            },
+        ],
+        rules: vec![rule(MatchSource::Header, "x-canary", "1", "v3")],
+    };
+    // (cookie, canary header?, roll, expected version, from the cookie?)
+    let cases: &[(Option<&str>, bool, u32, &str, bool)] = &[
+        (None, false, 50, "v1", false),       // no cookie: the split
+        (Some("v1"), false, 50, "v1", true),  // cookie honoured
+        (Some("v2"), false, 50, "v1", false), // v2 has 0%: takes no traffic, cookie ignored
+        (Some("v9"), false, 50, "v1", false), // unknown version
+        (Some("v1"), true, 50, "v3", false),  // a rule still wins
+    ];
+    for (cookie, canary, roll, want, pinned) in cases {
+        let mut headers = HeaderMap::new();
+        if *canary {
+            headers.insert("x-canary", HeaderValue::from_static("1"));
+        }
+        let view = RequestView {
+            query: None,
+            headers: &headers,
+        };
+        let (decision, from_cookie) =
+            evaluate_with_affinity(&policy, &view, *roll, *cookie).unwrap();
+        assert_eq!(decision.version, *want, "{cookie:?} {canary}");
+        assert_eq!(from_cookie, *pinned, "{cookie:?} {canary}");
+    }
 }

@@ -338,6 +338,7 @@ pub fn service_with(
             .into_iter()
             .map(|v| (v.version.clone(), v))
             .collect(),
+        gateway: Default::default(),
     })
 }
 

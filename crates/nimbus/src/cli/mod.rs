@@ -26,11 +26,13 @@ macro_rules! outln {
     };
 }
 
+pub mod certs;
 pub mod client;
 pub mod deploy;
 pub mod domains;
 pub mod events;
 pub mod functions;
+pub mod gateway;
 pub mod instances;
 pub mod logs;
 pub mod scaling;

@@ -43,6 +43,14 @@ pub struct ServerArgs {
     /// Address of the HTTP gateway (the front door for services).
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub http: SocketAddr,
+    /// Also serve the gateway over HTTPS here (HTTP/2 and HTTP/1.1 by ALPN). Hosts without a
+    /// certificate from `nimbus certs add` get a self-signed wildcard certificate for the base
+    /// domain, made on first start in DATA/tls/.
+    #[arg(long, value_name = "ADDR")]
+    pub https: Option<SocketAddr>,
+    /// Answer plain-HTTP gateway requests with a redirect to HTTPS (needs --https).
+    #[arg(long, requires = "https")]
+    pub redirect_https: bool,
     /// Base domain of generated service and version hosts.
     #[arg(long, default_value = nimbus_model::domains::DEFAULT_BASE_DOMAIN)]
     pub base_domain: String,
@@ -90,9 +98,73 @@ pub struct ServerArgs {
     /// JSON access log, one line per request: `off`, `stdout` or a file path.
     #[arg(long, value_name = "TARGET", default_value = "off")]
     pub access_log: AccessLog,
+    /// Async worker threads [default: the CPUs this process may run on]. With 1 the server
+    /// runs on a single-threaded scheduler.
+    #[arg(long, value_name = "N")]
+    pub worker_threads: Option<usize>,
+    /// Gateway: largest request head (request line and headers); 431 past it. At least 8Ki.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "64Ki",
+        help_heading = "Gateway"
+    )]
+    pub max_header_size: String,
+    /// Gateway: most header fields in one request; 431 past it.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        help_heading = "Gateway"
+    )]
+    pub max_headers: usize,
+    /// Gateway: a client that takes longer than this to send its request head is disconnected
+    /// (slowloris).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        help_heading = "Gateway"
+    )]
+    pub header_read_timeout: String,
 }
 
 impl ServerArgs {
+    /// Worker threads for the runtime: the flag (at least 1), else the CPUs this process may
+    /// use (`taskset` counts).
+    pub fn worker_threads(&self) -> Option<usize> {
+        self.worker_threads
+            .map(|n| n.clamp(1, 1024))
+            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+    }
+
+    fn gateway_config(
+        &self,
+        observer: Option<Arc<dyn nimbus_gateway::RequestObserver>>,
+    ) -> anyhow::Result<GatewayConfig> {
+        let max_header_bytes = nimbus_model::gateway::parse_size(&self.max_header_size)
+            .map_err(|e| anyhow::anyhow!("--max-header-size: {e}"))?;
+        let max_header_bytes = usize::try_from(max_header_bytes)
+            .ok()
+            .filter(|n| (8 * 1024..=16 * 1024 * 1024).contains(n))
+            .ok_or_else(|| anyhow::anyhow!("--max-header-size must be between 8Ki and 16Mi"))?;
+        let timeout_ms = nimbus_model::gateway::parse_duration_ms(&self.header_read_timeout)
+            .map_err(|e| anyhow::anyhow!("--header-read-timeout: {e}"))?;
+        if !(100..=3_600_000).contains(&timeout_ms) {
+            anyhow::bail!("--header-read-timeout must be between 100ms and 1h");
+        }
+        if !(1..=10_000).contains(&self.max_headers) {
+            anyhow::bail!("--max-headers must be between 1 and 10000");
+        }
+        Ok(GatewayConfig {
+            observer,
+            max_header_bytes,
+            max_headers: self.max_headers,
+            header_read_timeout: Duration::from_millis(timeout_ms),
+            ..GatewayConfig::default()
+        })
+    }
+
     fn scaling_timings(&self) -> anyhow::Result<ScalingTimings> {
         let secs = |value: f64, flag: &str, min: f64| {
             if value.is_finite() && value >= min && value <= 86_400.0 {
@@ -182,13 +254,26 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     let api_listener = bind(args.api, "--api").await?;
     let http_listener = bind(args.http, "--http").await?;
+    let https_listener = match args.https {
+        Some(addr) => Some(bind(addr, "--https").await?),
+        None => None,
+    };
     let api_addr = api_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    let https_addr = match &https_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
 
-    let gateway = Gateway::new(GatewayConfig {
-        observer: Some(telemetry.clone()),
-        ..GatewayConfig::default()
-    });
+    let mut gateway_config = args.gateway_config(Some(telemetry.clone()))?;
+    if args.redirect_https {
+        gateway_config.redirect_https = https_addr.map(|a| a.port());
+    }
+    let gateway = Gateway::new(gateway_config);
+    if https_addr.is_some() {
+        let key = default_certificate(&data, &args.base_domain)?;
+        gateway.tls().set_default(Arc::new(key));
+    }
     let (mut reconciler, status) = Reconciler::new(
         store.clone(),
         driver.clone(),
@@ -278,6 +363,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     let reconciler_task = tokio::spawn(reconciler.run(changed, shutdown_rx.clone()));
+    let https_task = https_listener.map(|listener| {
+        tokio::spawn(
+            gateway
+                .clone()
+                .serve_tls(listener, wait_for(shutdown_rx.clone())),
+        )
+    });
     let gateway_task = tokio::spawn(gateway.serve(http_listener, wait_for(shutdown_rx.clone())));
     let api_task = tokio::spawn(async move {
         axum::serve(
@@ -290,8 +382,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 
     info!(api = %api_addr, gateway = %http_addr, data = %data.display(), "Nimbus is up.");
     let s3_field = s3_addr.map_or(String::new(), |a| format!(" s3=http://{a}"));
+    let https_field = https_addr.map_or(String::new(), |a| format!(" https=https://{a}"));
     println!(
-        "nimbus ready: api=http://{api_addr} gateway=http://{http_addr}{s3_field} data={}",
+        "nimbus ready: api=http://{api_addr} gateway=http://{http_addr}{https_field}{s3_field} data={}",
         data.display()
     );
     use std::io::Write;
@@ -308,6 +401,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     // Both listeners stop accepting at once; give open connections a bounded moment.
     let _ = tokio::time::timeout(Duration::from_secs(5), gateway_task).await;
+    if let Some(task) = https_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
     if let Some(task) = s3_task {
         let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
@@ -324,6 +420,51 @@ async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr} ({flag}): is another nimbus server running? Pick another address with {flag}")
     })
+}
+
+/// The HTTPS listener's default certificate: `DATA/tls/default.{crt,key}`, a self-signed
+/// wildcard for the base domain made on first start (and again if the base domain changes).
+fn default_certificate(
+    data: &Path,
+    base_domain: &str,
+) -> anyhow::Result<rustls::sign::CertifiedKey> {
+    let dir = data.join("tls");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (cert_path, key_path, domain_path) = (
+        dir.join("default.crt"),
+        dir.join("default.key"),
+        dir.join("default.domain"),
+    );
+    let same_domain = std::fs::read_to_string(&domain_path).is_ok_and(|d| d.trim() == base_domain);
+    if same_domain {
+        if let (Ok(cert), Ok(key)) = (std::fs::read(&cert_path), std::fs::read(&key_path)) {
+            match nimbus_gateway::tls::certified_key(&cert, &key) {
+                Ok(key) => return Ok(key),
+                Err(error) => {
+                    warn!(%error, "The stored default certificate is unusable; making a new one.")
+                }
+            }
+        }
+    }
+    let (cert, key) = nimbus_gateway::tls::self_signed(base_domain)
+        .context("generating the default TLS certificate")?;
+    std::fs::write(&cert_path, &cert)
+        .with_context(|| format!("writing {}", cert_path.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&key_path)
+        .with_context(|| format!("writing {}", key_path.display()))?;
+    use std::io::Write;
+    file.write_all(key.as_bytes())
+        .with_context(|| format!("writing {}", key_path.display()))?;
+    std::fs::write(&domain_path, base_domain)
+        .with_context(|| format!("writing {}", domain_path.display()))?;
+    info!(path = %cert_path.display(), "Made a self-signed certificate for *.{base_domain}.");
+    nimbus_gateway::tls::certified_key(cert.as_bytes(), key.as_bytes())
+        .context("loading the new default TLS certificate")
 }
 
 /// Reads the admin token, creating it (random, mode 0600) on first start.

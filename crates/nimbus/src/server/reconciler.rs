@@ -15,8 +15,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nimbus_gateway::outlier::{ActiveCheck, HealthState};
 use nimbus_gateway::{
-    Endpoint, GateLimits, Gateway, HostRoute, RouteTable, ServiceRoute, VersionGate, VersionRoute,
+    Endpoint, GateLimits, Gateway, HostRoute, RouteTable, ServicePolicy, ServiceRoute, VersionGate,
+    VersionRoute,
 };
 use nimbus_model::domains::{service_host, version_host};
 use nimbus_model::status::{
@@ -46,11 +48,30 @@ const FAILURE_LOG_LINES: usize = 10;
 /// What watcher and drainer tasks report.
 #[derive(Debug)]
 enum Report {
-    Ready { id: String },
-    NeverReady { id: String, error: String },
-    Exited { id: String, status: String },
-    Stopped { id: String },
+    Ready {
+        id: String,
+    },
+    NeverReady {
+        id: String,
+        error: String,
+    },
+    Exited {
+        id: String,
+        status: String,
+    },
+    Stopped {
+        id: String,
+    },
+    /// Active health checks moved the instance out of (or back into) rotation.
+    Health {
+        id: String,
+        healthy: bool,
+        detail: String,
+    },
 }
+
+/// The services' active health checks, by (namespace, service), for the watchers.
+type ActiveChecks = Arc<HashMap<(String, String), ActiveCheck>>;
 
 struct Instance {
     info: InstanceInfo,
@@ -60,6 +81,8 @@ struct Instance {
     spawned: Instant,
     /// Started while requests were held for a version with no ready instance.
     cold: bool,
+    /// Failed its active health checks: out of the routes while it stays `Ready`.
+    unhealthy: bool,
 }
 
 /// Cold-start figures per version since the server started.
@@ -97,6 +120,13 @@ pub struct Reconciler {
     cold_tx: mpsc::UnboundedSender<VersionKey>,
     cold_rx: mpsc::UnboundedReceiver<VersionKey>,
     cold: HashMap<VersionKey, ColdStats>,
+    /// Each service's compiled gateway policy, kept while its spec is unchanged so rate-limit
+    /// buckets survive table rebuilds.
+    policies: HashMap<(String, String), Arc<ServicePolicy>>,
+    /// Active health checks per service, watched by every instance's watcher.
+    checks_tx: watch::Sender<ActiveChecks>,
+    /// The certificates last handed to the gateway's TLS resolver (rebuilt when they change).
+    certificates: Vec<nimbus_store::CertificateRecord>,
     /// Cold starts that became ready since the last publish: (version, instance, spawn → ready).
     cold_ready: Vec<(VersionKey, String, Duration)>,
     /// Set after the first reconcile: versions seen later are new deploys.
@@ -107,6 +137,60 @@ pub struct Reconciler {
     /// Instances to replace at once (a function invocation timed out on them).
     recycle_tx: mpsc::UnboundedSender<String>,
     recycle_rx: mpsc::UnboundedReceiver<String>,
+}
+
+/// Runs a ready instance's active health checks for as long as its service has them (waiting
+/// while it has none) and reports each change of its health. Never returns: the watcher stops
+/// it when the instance exits.
+async fn health_checks(
+    id: String,
+    port: u16,
+    service: (String, String),
+    mut checks: watch::Receiver<ActiveChecks>,
+    reports: mpsc::UnboundedSender<Report>,
+) {
+    let mut state = HealthState::default();
+    loop {
+        let check = checks.borrow_and_update().get(&service).cloned();
+        let Some(check) = check else {
+            if !state.healthy {
+                // Checks were turned off: back in rotation.
+                state = HealthState::default();
+                let _ = reports.send(Report::Health {
+                    id: id.clone(),
+                    healthy: true,
+                    detail: "checks turned off".into(),
+                });
+            }
+            if checks.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            continue;
+        };
+        tokio::select! {
+            () = tokio::time::sleep(check.interval) => {}
+            changed = checks.changed() => {
+                if changed.is_err() {
+                    return std::future::pending().await;
+                }
+                continue;
+            }
+        }
+        let timeout = check.interval.min(Duration::from_secs(2));
+        let result = nimbus_runtime::check_once(port, &check.path, timeout).await;
+        let passed = matches!(result, Ok(status) if status < 500);
+        if let Some(healthy) = state.record(&check, passed) {
+            let detail = match result {
+                Ok(status) => format!("HTTP {status} from {}", check.path),
+                Err(error) => format!("{}: {error}", check.path),
+            };
+            let _ = reports.send(Report::Health {
+                id: id.clone(),
+                healthy,
+                detail,
+            });
+        }
+    }
 }
 
 fn describe_exit(status: &ExitStatus) -> String {
@@ -146,6 +230,9 @@ impl Reconciler {
             cold_tx,
             cold_rx,
             cold: HashMap::new(),
+            policies: HashMap::new(),
+            checks_tx: watch::channel(ActiveChecks::default()).0,
+            certificates: Vec::new(),
             cold_ready: Vec::new(),
             booted: false,
             store_changed: true,
@@ -323,11 +410,13 @@ impl Reconciler {
         let reports = self.reports_tx.clone();
         let id = info.id.clone();
         let port = info.port;
+        let checks = self.checks_tx.subscribe();
+        let service = (key.0.clone(), key.1.clone());
         tokio::spawn(async move {
             let wait_id = id.clone();
             let exit = driver.wait(&wait_id);
             tokio::pin!(exit);
-            tokio::select! {
+            let ready = tokio::select! {
                 ready = nimbus_runtime::wait_ready(port, &health_path, STARTUP_TIMEOUT) => {
                     let report = match ready {
                         Ok(took) => {
@@ -336,16 +425,26 @@ impl Reconciler {
                         }
                         Err(error) => Report::NeverReady { id: id.clone(), error: error.to_string() },
                     };
+                    let ready = matches!(report, Report::Ready { .. });
                     let _ = reports.send(report);
+                    ready
                 }
                 status = &mut exit => {
                     let status = status.map(|s| describe_exit(&s)).unwrap_or_else(|e| e.to_string());
                     let _ = reports.send(Report::Exited { id, status });
                     return;
                 }
-            }
-            let status = exit
-                .await
+            };
+            let status = if ready {
+                // Ready: active health checks (when the service has them) until it exits.
+                tokio::select! {
+                    status = &mut exit => status,
+                    () = health_checks(id.clone(), port, service, checks, reports.clone()) => exit.await,
+                }
+            } else {
+                exit.await
+            };
+            let status = status
                 .map(|s| describe_exit(&s))
                 .unwrap_or_else(|e| e.to_string());
             let _ = reports.send(Report::Exited { id, status });
@@ -359,6 +458,7 @@ impl Reconciler {
                 endpoint,
                 spawned: Instant::now(),
                 cold: false,
+                unhealthy: false,
             },
         );
     }
@@ -497,6 +597,33 @@ impl Reconciler {
             Report::Stopped { id } => {
                 self.instances.remove(&id);
             }
+            Report::Health {
+                id,
+                healthy,
+                detail,
+            } => {
+                let Some(instance) = self.instances.get_mut(&id) else {
+                    return;
+                };
+                if instance.unhealthy != healthy {
+                    return; // no change
+                }
+                instance.unhealthy = !healthy;
+                let key = instance.key.clone();
+                let message = if healthy {
+                    format!(
+                        "instance {id} of {} passes its health checks again; back in rotation",
+                        key.2
+                    )
+                } else {
+                    format!(
+                        "instance {id} of {} fails its health checks ({detail}); out of rotation",
+                        key.2
+                    )
+                };
+                warn!(service = %key.1, "{message}");
+                let _ = self.store.record_event(&key.0, &key.1, "health", &message);
+            }
         }
     }
 
@@ -511,7 +638,7 @@ impl Reconciler {
     fn publish(&mut self) {
         let mut ready: HashMap<&VersionKey, Vec<Arc<Endpoint>>> = HashMap::new();
         for instance in self.instances.values() {
-            if instance.state == InstanceState::Ready {
+            if instance.state == InstanceState::Ready && !instance.unhealthy {
                 ready
                     .entry(&instance.key)
                     .or_default()
@@ -520,7 +647,11 @@ impl Reconciler {
         }
         let mut gates = HashMap::new();
         let mut table = RouteTable::default();
+        let mut policies = HashMap::new();
         for service in &self.desired.services {
+            let service_key = (service.namespace.clone(), service.name.clone());
+            let policy = self.gateway_policy(&service_key);
+            policies.insert(service_key, policy.clone());
             let mut versions = HashMap::new();
             for v in self
                 .desired
@@ -554,6 +685,7 @@ impl Reconciler {
                         timeout: Duration::from_secs(v.spec.timeout_secs),
                     },
                 );
+                gate.set_algorithm(policy.algorithm.as_ref());
                 versions.insert(v.name.clone(), Arc::new(VersionRoute::new(gate.clone())));
                 gates.insert(key, gate);
             }
@@ -562,6 +694,7 @@ impl Reconciler {
                 name: service.name.clone(),
                 policy: service.traffic.clone(),
                 versions,
+                gateway: policy,
             });
             table.insert(
                 service_host(&service.name, &service.namespace, &self.base_domain),
@@ -587,9 +720,70 @@ impl Reconciler {
         }
         // Gates of deleted versions go with their last table; their held requests time out.
         self.gates = gates;
+        let checks: HashMap<(String, String), ActiveCheck> = policies
+            .iter()
+            .filter_map(|(service, p)| p.active.clone().map(|c| (service.clone(), c)))
+            .collect();
+        self.checks_tx.send_if_modified(|current| {
+            let changed = **current != checks;
+            if changed {
+                *current = Arc::new(checks);
+            }
+            changed
+        });
+        self.policies = policies;
+        self.publish_certificates();
         self.gateway.swap(table);
         self.record_cold_starts();
         self.status_tx.send_replace(Arc::new(self.status()));
+    }
+
+    /// Hands the stored TLS certificates to the gateway when they changed. One that does not
+    /// parse (the API checks before storing) is skipped with a warning.
+    fn publish_certificates(&mut self) {
+        if self.desired.certificates == self.certificates {
+            return;
+        }
+        let mut hosts = HashMap::new();
+        for cert in &self.desired.certificates {
+            match nimbus_gateway::tls::certified_key(
+                cert.cert_pem.as_bytes(),
+                cert.key_pem.as_bytes(),
+            ) {
+                Ok(key) => {
+                    hosts.insert(cert.host.clone(), Arc::new(key));
+                }
+                Err(error) => warn!(host = %cert.host, %error, "Skipping an unusable certificate."),
+            }
+        }
+        info!(count = hosts.len(), "TLS certificates loaded.");
+        self.gateway.tls().set_hosts(hosts);
+        self.certificates = self.desired.certificates.clone();
+    }
+
+    /// The compiled gateway policy of a service: the one already in use while its spec is
+    /// unchanged, else compiled afresh. A spec that no longer compiles (the API checks before
+    /// storing, so only a hand-edited database) falls back to the default policy.
+    fn gateway_policy(&self, key: &(String, String)) -> Arc<ServicePolicy> {
+        let spec = self
+            .desired
+            .gateway
+            .iter()
+            .find(|g| g.namespace == key.0 && g.service == key.1)
+            .map(|g| g.spec.clone())
+            .unwrap_or_default();
+        if let Some(current) = self.policies.get(key) {
+            if *current.spec() == spec {
+                return current.clone();
+            }
+        }
+        match ServicePolicy::compile(&spec) {
+            Ok(policy) => Arc::new(policy),
+            Err(error) => {
+                warn!(service = %key.1, %error, "Stored gateway policy does not compile; using the default.");
+                Arc::new(ServicePolicy::default())
+            }
+        }
     }
 
     /// Events for cold starts that just became ready, with how long the held requests waited

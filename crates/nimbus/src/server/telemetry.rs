@@ -2,7 +2,7 @@
 //! per-request hook the gateway calls (metrics, metered egress, the JSON access log), and the
 //! metering loop that samples each instance's CPU and memory from `/proc` into the usage tables.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -58,8 +58,82 @@ impl std::str::FromStr for AccessLog {
 enum LogSink {
     Off,
     Stdout,
-    File(std::fs::File),
+    /// Buffered; flushed at most [`ACCESS_LOG_FLUSH`] after a line was written (on the next
+    /// line, or the next metering tick), and at shutdown.
+    File {
+        file: std::io::BufWriter<std::fs::File>,
+        flushed: std::time::Instant,
+    },
 }
+
+/// Longest an access log line waits in the buffer while requests keep coming.
+const ACCESS_LOG_FLUSH: Duration = Duration::from_secs(1);
+
+/// The access log sink and a line buffer reused for every line.
+struct AccessLogState {
+    sink: LogSink,
+    line: Vec<u8>,
+}
+
+/// Writes one access log line (JSON, keys in alphabetical order, the order the lines always had)
+/// into `buf`: the keys are literals and only the values go through serde_json.
+fn write_access_line(buf: &mut Vec<u8>, record: &RequestRecord) -> serde_json::Result<()> {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    buf.extend_from_slice(b"{\"bytes\":");
+    serde_json::to_writer(&mut *buf, &record.bytes_out)?;
+    buf.extend_from_slice(b",\"duration_ms\":");
+    serde_json::to_writer(&mut *buf, &ms(record.duration))?;
+    buf.extend_from_slice(b",\"host\":");
+    serde_json::to_writer(&mut *buf, &record.host)?;
+    buf.extend_from_slice(b",\"instance\":");
+    serde_json::to_writer(&mut *buf, &record.instance.as_deref())?;
+    buf.extend_from_slice(b",\"method\":");
+    serde_json::to_writer(&mut *buf, record.method.as_str())?;
+    buf.extend_from_slice(b",\"namespace\":");
+    serde_json::to_writer(&mut *buf, &*record.namespace)?;
+    buf.extend_from_slice(b",\"path\":");
+    serde_json::to_writer(&mut *buf, &record.path)?;
+    buf.extend_from_slice(b",\"request_id\":");
+    serde_json::to_writer(&mut *buf, &record.request_id)?;
+    buf.extend_from_slice(b",\"service\":");
+    serde_json::to_writer(&mut *buf, &*record.service)?;
+    buf.extend_from_slice(b",\"status\":");
+    serde_json::to_writer(&mut *buf, &record.status)?;
+    buf.extend_from_slice(b",\"time_ms\":");
+    serde_json::to_writer(&mut *buf, &record.at_ms)?;
+    buf.extend_from_slice(b",\"upstream_ms\":");
+    serde_json::to_writer(&mut *buf, &record.upstream.map(ms))?;
+    buf.extend_from_slice(b",\"version\":");
+    serde_json::to_writer(&mut *buf, &*record.version)?;
+    buf.extend_from_slice(b"}\n");
+    Ok(())
+}
+
+/// One version's request metrics, resolved once so a request costs no label allocation or
+/// family lookup, and its metered requests of the current minute, folded into the meter when
+/// the minute changes or the metering loop samples.
+struct VersionHot {
+    duration: Histogram,
+    egress: Counter,
+    /// `requests` by status; a version sees few distinct statuses.
+    by_status: Vec<(u16, Counter)>,
+    key: UsageKey,
+    pending: Option<PendingUsage>,
+}
+
+/// Requests of one version within one minute, not yet in the meter.
+#[derive(Clone, Copy)]
+struct PendingUsage {
+    minute: u64,
+    at_ms: u64,
+    requests: u64,
+    egress: u64,
+    ingress: u64,
+}
+
+/// Per-version hot entries by namespace, service and version (nested, so a lookup borrows the
+/// record's strings instead of building a key).
+type HotMap = HashMap<Arc<str>, HashMap<Arc<str>, HashMap<Arc<str>, VersionHot>>>;
 
 /// Metrics families, the meter and the access log, shared by the gateway hook, the reconciler,
 /// the metering loop and the API.
@@ -81,7 +155,9 @@ pub struct Telemetry {
     usage_requests: Family<Labels, Gauge>,
     meter: Mutex<Meter>,
     usage: Arc<UsageStore>,
-    access_log: Mutex<LogSink>,
+    access_log: Mutex<AccessLogState>,
+    /// The request path's per-version state; lock order: `hot`, then `meter`.
+    hot: Mutex<HotMap>,
 }
 
 impl Telemetry {
@@ -172,15 +248,19 @@ impl Telemetry {
         let sink = match access_log {
             AccessLog::Off => LogSink::Off,
             AccessLog::Stdout => LogSink::Stdout,
-            AccessLog::File(path) => LogSink::File(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot open the access log {}: {e}", path.display())
-                    })?,
-            ),
+            AccessLog::File(path) => LogSink::File {
+                file: std::io::BufWriter::with_capacity(
+                    64 * 1024,
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .map_err(|e| {
+                            anyhow::anyhow!("cannot open the access log {}: {e}", path.display())
+                        })?,
+                ),
+                flushed: std::time::Instant::now(),
+            },
         };
         Ok(Self {
             registry,
@@ -200,7 +280,11 @@ impl Telemetry {
             usage_requests,
             meter: Mutex::new(meter),
             usage,
-            access_log: Mutex::new(sink),
+            access_log: Mutex::new(AccessLogState {
+                sink,
+                line: Vec::with_capacity(512),
+            }),
+            hot: Mutex::new(HashMap::new()),
         })
     }
 
@@ -309,38 +393,100 @@ impl Telemetry {
     }
 
     fn log_access(&self, record: &RequestRecord) {
-        let mut sink = self
+        let mut state = self
             .access_log
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if matches!(*sink, LogSink::Off) {
+        if matches!(state.sink, LogSink::Off) {
             return;
         }
-        let line = serde_json::json!({
-            "time_ms": record.at_ms,
-            "host": record.host,
-            "method": record.method,
-            "path": record.path,
-            "service": record.service,
-            "namespace": record.namespace,
-            "version": record.version,
-            "instance": record.instance,
-            "status": record.status,
-            "bytes": record.bytes_out,
-            "duration_ms": record.duration.as_secs_f64() * 1000.0,
-            "upstream_ms": record.upstream.map(|u| u.as_secs_f64() * 1000.0),
-            "request_id": record.request_id,
-        })
-        .to_string();
-        let written = match &mut *sink {
+        let AccessLogState { sink, line: buf } = &mut *state;
+        buf.clear();
+        if write_access_line(buf, record).is_err() {
+            return;
+        }
+        let written = match sink {
             LogSink::Off => Ok(()),
-            LogSink::Stdout => writeln!(std::io::stdout().lock(), "{line}"),
-            LogSink::File(file) => writeln!(file, "{line}"),
+            LogSink::Stdout => std::io::stdout().lock().write_all(buf),
+            LogSink::File { file, flushed } => file.write_all(buf).and_then(|()| {
+                if flushed.elapsed() >= ACCESS_LOG_FLUSH {
+                    *flushed = std::time::Instant::now();
+                    file.flush()
+                } else {
+                    Ok(())
+                }
+            }),
         };
         if let Err(error) = written {
             warn!(%error, "Cannot write the access log; turning it off.");
             *sink = LogSink::Off;
         }
+    }
+
+    /// Writes out buffered access log lines.
+    fn flush_access_log(&self) {
+        let mut state = self
+            .access_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let LogSink::File { file, flushed } = &mut state.sink {
+            *flushed = std::time::Instant::now();
+            if let Err(error) = file.flush() {
+                warn!(%error, "Cannot write the access log.");
+            }
+        }
+    }
+
+    /// Moves the requests counted on the request path into the meter.
+    fn drain_pending_usage(&self) {
+        let pending: Vec<(UsageKey, PendingUsage)> = {
+            let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
+            hot.values_mut()
+                .flat_map(|services| services.values_mut())
+                .flat_map(|versions| versions.values_mut())
+                .filter_map(|v| v.pending.take().map(|p| (v.key.clone(), p)))
+                .collect()
+        };
+        if pending.is_empty() {
+            return;
+        }
+        let mut meter = self.meter();
+        for (key, p) in pending {
+            meter.add_requests(&key, p.at_ms, p.requests, p.egress, p.ingress);
+        }
+    }
+
+    /// The request metrics of one version, created on its first request. Looked up by `&str`,
+    /// so only a version's first request allocates.
+    fn version_hot<'a>(
+        &self,
+        hot: &'a mut HotMap,
+        record: &RequestRecord,
+    ) -> Option<&'a mut VersionHot> {
+        let (ns, service, version): (&str, &str, &str) =
+            (&record.namespace, &record.service, &record.version);
+        let known = hot
+            .get(ns)
+            .and_then(|services| services.get(service))
+            .is_some_and(|versions| versions.contains_key(version));
+        if !known {
+            let labels = version_labels(ns, service, version);
+            let entry = VersionHot {
+                duration: self.duration.get_or_create(&labels).clone(),
+                egress: self.egress.get_or_create(&labels).clone(),
+                by_status: Vec::new(),
+                key: UsageKey::new(ns, service, version),
+                pending: None,
+            };
+            hot.entry(Arc::clone(&record.namespace))
+                .or_default()
+                .entry(Arc::clone(&record.service))
+                .or_default()
+                .insert(Arc::clone(&record.version), entry);
+        }
+        hot.get_mut(ns)
+            .and_then(|services| services.get_mut(service))
+            .and_then(|versions| versions.get_mut(version))
     }
 
     /// One sampling pass over the running instances, then a flush of the meter into the store.
@@ -354,6 +500,8 @@ impl Telemetry {
             }
         };
         let now = unix_ms();
+        self.drain_pending_usage();
+        self.flush_access_log();
         let mut meter = self.meter();
         let live: std::collections::HashSet<&str> =
             status.instances.iter().map(|i| i.id.as_str()).collect();
@@ -395,6 +543,8 @@ impl Telemetry {
 
     /// Final flush at shutdown.
     pub fn flush(&self) {
+        self.drain_pending_usage();
+        self.flush_access_log();
         let flush = self.meter().flush(unix_ms());
         if let Err(error) = self.usage.commit(&flush) {
             warn!(%error, "Cannot write usage at shutdown.");
@@ -404,18 +554,63 @@ impl Telemetry {
 
 impl RequestObserver for Telemetry {
     fn finished(&self, record: RequestRecord) {
-        let mut labels = version_labels(&record.namespace, &record.service, &record.version);
-        self.duration
-            .get_or_create(&labels)
-            .observe(record.duration.as_secs_f64());
-        self.egress.get_or_create(&labels).inc_by(record.bytes_out);
-        if !record.service.is_empty() {
-            let key = UsageKey::new(&record.namespace, &record.service, &record.version);
+        let closed_minute = {
+            let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(version) = self.version_hot(&mut hot, &record) else {
+                return; // never: the entry was just made
+            };
+            version.duration.observe(record.duration.as_secs_f64());
+            version.egress.inc_by(record.bytes_out);
+            match version
+                .by_status
+                .iter()
+                .find(|(status, _)| *status == record.status)
+            {
+                Some((_, counter)) => {
+                    counter.inc();
+                }
+                None => {
+                    let mut labels =
+                        version_labels(&record.namespace, &record.service, &record.version);
+                    labels.push(("status".into(), record.status.to_string()));
+                    let counter = self.requests.get_or_create(&labels).clone();
+                    counter.inc();
+                    version.by_status.push((record.status, counter));
+                }
+            }
+            if record.service.is_empty() {
+                None
+            } else {
+                // Metered per minute: count here, fold into the meter when the minute turns.
+                let minute = nimbus_metering::minute_of(record.at_ms);
+                let pending = version.pending.get_or_insert(PendingUsage {
+                    minute,
+                    at_ms: record.at_ms,
+                    requests: 0,
+                    egress: 0,
+                    ingress: 0,
+                });
+                let closed = (pending.minute != minute).then(|| {
+                    let closed = *pending;
+                    *pending = PendingUsage {
+                        minute,
+                        at_ms: record.at_ms,
+                        requests: 0,
+                        egress: 0,
+                        ingress: 0,
+                    };
+                    (version.key.clone(), closed)
+                });
+                pending.requests += 1;
+                pending.egress += record.bytes_out;
+                pending.ingress += record.bytes_in;
+                closed
+            }
+        };
+        if let Some((key, p)) = closed_minute {
             self.meter()
-                .add_requests(&key, record.at_ms, 1, record.bytes_out, record.bytes_in);
+                .add_requests(&key, p.at_ms, p.requests, p.egress, p.ingress);
         }
-        labels.push(("status".into(), record.status.to_string()));
-        self.requests.get_or_create(&labels).inc();
         self.log_access(&record);
     }
 }
@@ -474,5 +669,41 @@ mod tests {
             assert_eq!(text.parse::<AccessLog>(), expected, "{text}");
         }
         assert!("".parse::<AccessLog>().is_err());
+    }
+
+    #[test]
+    fn access_line_is_the_json_object_with_sorted_keys() {
+        let record = |instance: Option<&str>, upstream| RequestRecord {
+            at_ms: 1_764_000_000_123,
+            host: "hello--default.nimbus.localhost".into(),
+            method: axum::http::Method::POST,
+            path: "/a \"quoted\" path\\".into(),
+            namespace: Arc::from("default"),
+            service: Arc::from("hello"),
+            version: Arc::from("v1"),
+            instance: instance.map(Arc::from),
+            status: 201,
+            bytes_out: 42,
+            bytes_in: 7,
+            duration: Duration::from_micros(1500),
+            upstream,
+            request_id: "abc".into(),
+        };
+        // (record, what serde_json makes of the same fields)
+        for r in [
+            record(Some("hello-v1-a"), Some(Duration::from_micros(1200))),
+            record(None, None), // no instance answered
+        ] {
+            let mut buf = Vec::new();
+            write_access_line(&mut buf, &r).unwrap();
+            let want = serde_json::json!({
+                "time_ms": r.at_ms, "host": r.host, "method": "POST", "path": r.path,
+                "service": "hello", "namespace": "default", "version": "v1",
+                "instance": r.instance.as_deref(), "status": 201, "bytes": 42,
+                "duration_ms": 1.5, "upstream_ms": r.upstream.map(|u| u.as_secs_f64() * 1000.0),
+                "request_id": "abc",
+            });
+            assert_eq!(String::from_utf8(buf).unwrap(), format!("{want}\n"));
+        }
     }
 }

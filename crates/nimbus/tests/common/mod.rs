@@ -247,6 +247,8 @@ pub struct Server {
     pub gateway: String,
     /// `http://127.0.0.1:PORT` of the S3 endpoint, when started with `--s3`.
     pub s3: Option<String>,
+    /// `127.0.0.1:PORT` of the HTTPS gateway, when started with `--https`.
+    pub https: Option<String>,
     pub token: String,
     child: Option<Child>,
     /// Extra `nimbus server` flags, kept across restarts.
@@ -263,6 +265,7 @@ struct Ready {
     api: String,
     gateway: String,
     s3: Option<String>,
+    https: Option<String>,
 }
 
 impl Server {
@@ -295,6 +298,7 @@ impl Server {
             api: String::new(),
             gateway: String::new(),
             s3: None,
+            https: None,
             token: String::new(),
             child: None,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
@@ -376,6 +380,7 @@ impl Server {
         self.api = ready.api;
         self.gateway = ready.gateway;
         self.s3 = ready.s3;
+        self.https = ready.https;
         let token_path = self.data.join("admin.token");
         self.token = match std::fs::read_to_string(&token_path) {
             Ok(token) => token.trim().to_string(),
@@ -704,11 +709,18 @@ fn parse_ready(line: &str) -> Option<Ready> {
     let mut api = None;
     let mut gateway = None;
     let mut s3 = None;
+    let mut https = None;
     for part in rest.split_whitespace() {
         if let Some(v) = part.strip_prefix("api=") {
             api = Some(v.trim_end_matches('/').to_string());
         } else if let Some(v) = part.strip_prefix("s3=") {
             s3 = Some(v.trim_end_matches('/').to_string());
+        } else if let Some(v) = part.strip_prefix("https=") {
+            https = Some(
+                v.trim_start_matches("https://")
+                    .trim_end_matches('/')
+                    .to_string(),
+            );
         } else if let Some(v) = part.strip_prefix("gateway=") {
             gateway = Some(
                 v.trim_start_matches("http://")
@@ -721,6 +733,7 @@ fn parse_ready(line: &str) -> Option<Ready> {
         api: api?,
         gateway: gateway?,
         s3,
+        https,
     })
 }
 
