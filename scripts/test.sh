@@ -104,6 +104,7 @@ need_py() {
   python3 -m pip install -q "$2"
 }
 need_pkg python3
+need_pkg curl         # the TLS tests talk HTTPS and HTTP/2 with curl (--resolve, --cacert)
 need_pkg node nodejs   # the Node function runtime shim and its tests
 need_py prometheus_client prometheus_client
 need_py boto3 boto3

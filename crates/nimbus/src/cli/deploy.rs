@@ -135,6 +135,9 @@ pub struct DeployFile {
     pub no_traffic: Option<bool>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The service's gateway policy (`[gateway]`, the keys of `nimbus gateway set` as in the
+    /// API's `GatewayPolicy`); replaces the current one when given.
+    pub gateway: Option<nimbus_model::GatewaySpec>,
 }
 
 impl DeployFile {
@@ -181,6 +184,8 @@ pub struct DeployPlan {
     pub source: Option<SourcePlan>,
     pub no_traffic: bool,
     pub new_version: bool,
+    /// The file's `[gateway]` table, set after the version is created.
+    pub gateway: Option<nimbus_model::GatewaySpec>,
 }
 
 impl DeployPlan {
@@ -242,6 +247,9 @@ impl DeployPlan {
             check.image = Some(format!("nimbus/{namespace}/{service}:build"));
         }
         check.resolve()?;
+        if let Some(gateway) = &file.gateway {
+            gateway.validate()?;
+        }
         Ok(Self {
             namespace,
             service,
@@ -249,6 +257,7 @@ impl DeployPlan {
             source,
             no_traffic: args.no_traffic || file.no_traffic.unwrap_or(false),
             new_version: args.new_version,
+            gateway: file.gateway,
         })
     }
 
@@ -341,6 +350,19 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> Result<(), CliError> {
             return Err(e);
         }
     };
+    if let Some(gateway) = &plan.gateway {
+        spinner.set_message(format!("{svc}: setting the gateway policy"));
+        let body = serde_json::to_value(gateway)
+            .map_err(|e| CliError::Other(format!("cannot encode the gateway policy: {e}")))?;
+        if let Err(e) = ctx
+            .client
+            .put(&["v1", "namespaces", ns, "services", svc, "gateway"], &body)
+            .await
+        {
+            spinner.finish_and_clear();
+            return Err(e);
+        }
+    }
     let service: ServiceView = decode(&created["service"])?;
     let mut version_json = created["version"].clone();
     let mut version: VersionView = decode(&version_json)?;
@@ -783,11 +805,18 @@ GREETING = "hello"
             ("port = \"8080\"", "invalid type"), // numbers are numbers
             ("[limits]\ncpu = 1", "limits"),     // unknown table, named
             ("service = ", "TOML parse error"),  // not TOML
+            ("[gateway]\nlbb = \"x\"", "lbb"),   // unknown gateway key, named
         ];
         for (text, needle) in errors {
             let err = DeployFile::parse(text).unwrap_err();
             assert!(err.contains(needle), "{text:?}: {err}");
         }
+        let with_gateway =
+            DeployFile::parse("[gateway]\nlb = \"round-robin\"\naccess = [\"deny path=/admin\"]")
+                .unwrap();
+        let gateway = with_gateway.gateway.unwrap();
+        assert_eq!(gateway.lb.as_deref(), Some("round-robin"));
+        assert_eq!(gateway.access, ["deny path=/admin"]);
     }
 
     #[test]

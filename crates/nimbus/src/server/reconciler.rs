@@ -686,6 +686,7 @@ impl Reconciler {
                     },
                 );
                 gate.set_algorithm(policy.algorithm.as_ref());
+                self.scaler.attach_gate(&key, &gate);
                 versions.insert(v.name.clone(), Arc::new(VersionRoute::new(gate.clone())));
                 gates.insert(key, gate);
             }
@@ -866,28 +867,39 @@ impl Reconciler {
             .count()
     }
 
-    fn running_count(&self, key: &VersionKey) -> u32 {
-        self.instances
-            .values()
-            .filter(|i| {
-                &i.key == key && matches!(i.state, InstanceState::Starting | InstanceState::Ready)
-            })
-            .count() as u32
+    /// Ready and running (starting or ready) instances of every version, in one pass over the
+    /// instances (per-version scans are O(versions × instances), which a table of thousands of
+    /// versions cannot afford every tick).
+    fn counts(&self) -> HashMap<&VersionKey, (usize, u32)> {
+        let mut counts: HashMap<&VersionKey, (usize, u32)> = HashMap::new();
+        for i in self.instances.values() {
+            let entry = counts.entry(&i.key).or_default();
+            if i.state == InstanceState::Ready {
+                entry.0 += 1;
+            }
+            if matches!(i.state, InstanceState::Starting | InstanceState::Ready) {
+                entry.1 += 1;
+            }
+        }
+        counts
     }
 
     /// Feeds each version's demand since the last sample into its window.
     fn sample_demand(&mut self) {
-        for (key, gate) in &self.gates {
-            self.scaler.record(key, gate.take_average_demand());
-        }
+        self.scaler.sample_gates();
     }
 
     /// Runs the decider for every version; true when any count changed.
     fn decide_all(&mut self) -> bool {
         let local_now = chrono::Local::now();
         let mut changes = Vec::new();
+        let running: HashMap<VersionKey, u32> = self
+            .counts()
+            .into_iter()
+            .map(|(key, (_, running))| (key.clone(), running))
+            .collect();
         for key in self.scaler.keys() {
-            let mut current = self.running_count(&key);
+            let mut current = running.get(&key).copied().unwrap_or(0);
             if self
                 .health
                 .get(&key)
@@ -957,13 +969,14 @@ impl Reconciler {
                 &b.id,
             ))
         });
+        let counts = self.counts();
         let versions = self
             .desired
             .versions
             .iter()
             .map(|v| {
                 let key = (v.namespace.clone(), v.service.clone(), v.name.clone());
-                let ready = self.ready_count(&key) as u32;
+                let ready = counts.get(&key).map_or(0, |c| c.0) as u32;
                 let desired = self.scaler.desired(&key).unwrap_or(0);
                 let gate = self.gates.get(&key).map(|g| g.stats()).unwrap_or_default();
                 let cold = self.cold.get(&key);

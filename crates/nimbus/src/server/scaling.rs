@@ -3,6 +3,7 @@
 //! `nimbus-autoscaler`; this module only keeps its inputs and outputs per version.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nimbus_autoscaler::schedule::{self, Schedule};
@@ -67,6 +68,10 @@ struct VersionScaling {
     state: DeciderState,
     desired: u32,
     reason: &'static str,
+    /// The version's gateway gate, sampled by [`Scaler::sample_gates`] without a map lookup.
+    gate: Option<Arc<nimbus_gateway::VersionGate>>,
+    /// A sample was recorded since the entry was made.
+    sampled: bool,
 }
 
 /// Per-version autoscaler state, owned by the reconciler.
@@ -141,6 +146,8 @@ impl Scaler {
                             state: DeciderState::default(),
                             desired,
                             reason: "initial",
+                            gate: None,
+                            sampled: false,
                         },
                     );
                 }
@@ -150,11 +157,37 @@ impl Scaler {
         self.versions.retain(|key, _| seen.contains_key(key));
     }
 
-    /// Adds one demand sample (time-weighted average since the previous one).
-    pub fn record(&mut self, key: &VersionKey, demand: f64) {
-        let now = self.now();
+    /// Remembers the gate whose demand [`Scaler::sample_gates`] feeds into `key`'s window.
+    pub fn attach_gate(&mut self, key: &VersionKey, gate: &Arc<nimbus_gateway::VersionGate>) {
         if let Some(v) = self.versions.get_mut(key) {
-            v.window.record(now, demand);
+            if !v.gate.as_ref().is_some_and(|g| Arc::ptr_eq(g, gate)) {
+                v.gate = Some(Arc::clone(gate));
+            }
+        }
+    }
+
+    /// Feeds every attached gate's demand since the previous sample into its window: one pass,
+    /// one clock read, no key hashing, however many versions there are. A zero for a version
+    /// whose window has held nothing but zeros for longer than the stable window is not
+    /// recorded: a missing bucket averages as zero, so the decider sees the same numbers, and a
+    /// table of thousands of idle versions costs next to nothing.
+    pub fn sample_gates(&mut self) {
+        let now = self.now();
+        for v in self.versions.values_mut() {
+            let Some(gate) = &v.gate else {
+                continue;
+            };
+            let demand = gate.take_average_demand();
+            let quiet_for = v.config.stable_window + SampleWindow::DEFAULT_BUCKET * 2;
+            let quiet = demand == 0.0
+                && v.sampled
+                && v.window
+                    .last_nonzero()
+                    .is_none_or(|at| now.saturating_sub(at) > quiet_for);
+            if !quiet {
+                v.window.record(now, demand);
+                v.sampled = true;
+            }
         }
     }
 
