@@ -223,12 +223,7 @@ async fn metrics(State(state): State<ApiState>, request: Request) -> Response {
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .is_some_and(|c| c.0.ip().is_loopback());
-    let presented = request
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let presented = bearer_token(request.headers());
     let authorized =
         presented.is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes()));
     if !loopback && !authorized {
@@ -247,14 +242,18 @@ async fn metrics(State(state): State<ApiState>, request: Request) -> Response {
         .into_response()
 }
 
-async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    use axum::response::IntoResponse;
-    let presented = request
-        .headers()
+/// The token of an `Authorization: Bearer TOKEN` header, if any.
+fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(str::trim)
+}
+
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    let presented = bearer_token(request.headers());
     match presented {
         Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
             next.run(request).await
