@@ -8,7 +8,9 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, RestartPolicy,
     RestartPolicyNameEnum,
 };
-use nimbus_runtime::{ContainerSpec, DriverError, ExitStatus, InstanceInfo, InstanceSpec};
+use nimbus_runtime::{
+    check_component, ContainerSpec, DriverError, ExitStatus, InstanceInfo, InstanceSpec,
+};
 
 #[cfg(test)]
 mod tests;
@@ -279,25 +281,6 @@ fn check_mount_path(path: &str) -> Result<(), String> {
         return Ok(());
     };
     Err(format!("mount path {path:?} {reason}"))
-}
-
-/// `[A-Za-z0-9._-]{1,128}`, not starting with `.`: safe as a path component and a container name.
-pub fn check_component(field: &'static str, value: &str) -> Result<(), DriverError> {
-    let reason = if value.is_empty() {
-        "must not be empty"
-    } else if value.len() > 128 {
-        "must be at most 128 characters"
-    } else if value.starts_with('.') {
-        "must not start with '.'"
-    } else if !value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        "may only contain letters, digits, '.', '_' and '-'"
-    } else {
-        return Ok(());
-    };
-    Err(invalid(field, format!("{reason} (got {value:?})")))
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> DriverError {

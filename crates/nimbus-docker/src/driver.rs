@@ -28,15 +28,16 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use nimbus_runtime::{logs, Driver, DriverError, ExitStatus, InstanceInfo, InstanceSpec};
+use nimbus_runtime::{
+    check_component, logs, Driver, DriverError, ExitStatus, InstanceInfo, InstanceSpec,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
 use crate::container::{
-    check_component, container_name, create_body, exit_status, info_from_labels, stop_timeout_secs,
-    LABEL_DATA,
+    container_name, create_body, exit_status, info_from_labels, stop_timeout_secs, LABEL_DATA,
 };
 use crate::error::{status_code, DockerError};
 use crate::timestamp::{split_entry, LogTimestamp};
@@ -160,12 +161,7 @@ impl DockerDriver {
 
     /// Where the log of an instance lives (whether or not it runs): the process driver's layout.
     pub fn log_path_for(&self, namespace: &str, service: &str, version: &str, id: &str) -> PathBuf {
-        self.data_dir
-            .join("logs")
-            .join(namespace)
-            .join(service)
-            .join(version)
-            .join(format!("{id}.log"))
+        nimbus_runtime::instance_log_path(&self.data_dir, namespace, service, version, id)
     }
 
     /// The instances this driver tracks (started or adopted, until stopped), sorted by id.

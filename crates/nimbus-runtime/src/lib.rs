@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 pub use error::{DriverError, ProbeError};
 pub use logs::{read_from, tail_lines};
 pub use probe::{check_once, pick_free_port, wait_ready};
-pub use process::{ProcessConfig, ProcessDriver};
+pub use process::{check_component, instance_log_path, ProcessConfig, ProcessDriver};
 pub use router::DriverRouter;
 
 /// What to run for one instance.

@@ -132,12 +132,7 @@ impl ProcessDriver {
 
     /// Where the log of an instance lives (whether or not it runs).
     pub fn log_path_for(&self, namespace: &str, service: &str, version: &str, id: &str) -> PathBuf {
-        self.data_dir
-            .join("logs")
-            .join(namespace)
-            .join(service)
-            .join(version)
-            .join(format!("{id}.log"))
+        instance_log_path(&self.data_dir, namespace, service, version, id)
     }
 
     fn run_dir(&self) -> PathBuf {
@@ -587,8 +582,9 @@ fn validate(spec: &InstanceSpec) -> Result<(), DriverError> {
     Ok(())
 }
 
-/// `[A-Za-z0-9._-]{1,128}`, not starting with `.`.
-fn check_component(field: &'static str, value: &str) -> Result<(), DriverError> {
+/// `[A-Za-z0-9._-]{1,128}`, not starting with `.`: safe as a path component (and a container
+/// name). Every driver checks ids and names with it.
+pub fn check_component(field: &'static str, value: &str) -> Result<(), DriverError> {
     let reason = if value.is_empty() {
         "must not be empty"
     } else if value.len() > 128 {
@@ -607,6 +603,23 @@ fn check_component(field: &'static str, value: &str) -> Result<(), DriverError> 
         field,
         reason: format!("{reason} (got {value:?})"),
     })
+}
+
+/// `DATA/logs/NS/SERVICE/VERSION/ID.log`: where every driver keeps an instance's log, so
+/// `nimbus logs` reads them all the same way.
+pub fn instance_log_path(
+    data_dir: &Path,
+    namespace: &str,
+    service: &str,
+    version: &str,
+    id: &str,
+) -> PathBuf {
+    data_dir
+        .join("logs")
+        .join(namespace)
+        .join(service)
+        .join(version)
+        .join(format!("{id}.log"))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
