@@ -9,8 +9,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::error::BoxError;
 use crate::gate::Permit;
 use crate::observe::Pending;
+use crate::upstream::KeptBody;
 
 /// A response body, without boxing on the hot path. It counts the bytes it sends and, when it is
 /// dropped (sent in full, failed, or abandoned by the client), reports the request to the
@@ -26,7 +28,7 @@ pub struct GatewayBody {
 enum Kind {
     Full(Full<Bytes>),
     Upstream {
-        body: Incoming,
+        body: UpstreamBody,
         /// Dropped at end of stream, on error, or when the client disconnects mid-body; dropping
         /// it frees the slot for the next queued request.
         permit: Option<Permit>,
@@ -52,7 +54,7 @@ impl GatewayBody {
 
     /// The instance's body, streamed; `permit` is released when it is done (at once for an
     /// empty body).
-    pub fn upstream(body: Incoming, permit: Option<Permit>) -> Self {
+    pub(crate) fn upstream(body: UpstreamBody, permit: Option<Permit>) -> Self {
         let permit = if body.is_end_stream() { None } else { permit };
         Self {
             kind: Kind::Upstream { body, permit },
@@ -86,7 +88,7 @@ fn count<E>(sent: &mut u64, polled: &Poll<Option<Result<Frame<Bytes>, E>>>) {
 
 impl Body for GatewayBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -95,12 +97,13 @@ impl Body for GatewayBody {
         let this = self.get_mut();
         match &mut this.kind {
             Kind::Full(full) => {
-                let polled = match Pin::new(full).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-                    Poll::Ready(Some(Err(never))) => match never {},
-                    Poll::Ready(None) => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
-                };
+                let polled: Poll<Option<Result<Frame<Bytes>, BoxError>>> =
+                    match Pin::new(full).poll_frame(cx) {
+                        Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+                        Poll::Ready(Some(Err(never))) => match never {},
+                        Poll::Ready(None) => Poll::Ready(None),
+                        Poll::Pending => Poll::Pending,
+                    };
                 count(&mut this.sent, &polled);
                 polled
             }
@@ -132,6 +135,43 @@ impl Body for GatewayBody {
         match &self.kind {
             Kind::Full(full) => full.size_hint(),
             Kind::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+/// An instance's response body: from the pooled client, or read inline from the client
+/// connection's kept upstream connection.
+#[derive(Debug)]
+pub(crate) enum UpstreamBody {
+    Pooled(Incoming),
+    Kept(KeptBody),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Pooled(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+            Self::Kept(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Pooled(body) => body.is_end_stream(),
+            Self::Kept(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Pooled(body) => body.size_hint(),
+            Self::Kept(body) => body.size_hint(),
         }
     }
 }

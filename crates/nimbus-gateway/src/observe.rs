@@ -13,9 +13,11 @@ use http::Method;
 pub struct RequestRecord {
     /// Unix milliseconds when the request arrived.
     pub at_ms: u64,
-    pub host: String,
+    /// The normalised host (shared with the route table when it matched one).
+    pub host: Arc<str>,
     pub method: Method,
-    pub path: String,
+    /// The request target; [`RequestRecord::path`] is the part that gets logged.
+    pub uri: http::Uri,
     /// Empty when the request matched no service (404) or version.
     pub namespace: Arc<str>,
     pub service: Arc<str>,
@@ -31,7 +33,25 @@ pub struct RequestRecord {
     pub duration: Duration,
     /// Forward to the instance's response headers, when an instance answered.
     pub upstream: Option<Duration>,
-    pub request_id: String,
+    pub request_id: http::HeaderValue,
+}
+
+impl RequestRecord {
+    /// The request's path, without the query.
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    /// The request id as text (ids are checked to be visible ASCII).
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or_default()
+    }
+}
+
+/// An empty name, shared: a record's names before routing (and after a 404) cost no allocation.
+pub(crate) fn no_name() -> Arc<str> {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    Arc::clone(EMPTY.get_or_init(|| Arc::from("")))
 }
 
 /// Receives every finished request. Called on the gateway's request path: keep it cheap and

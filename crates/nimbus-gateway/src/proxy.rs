@@ -36,10 +36,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
-use nimbus_model::domains::normalize_host;
+use nimbus_model::domains::host_key;
 use nimbus_model::RequestView;
 use rand::RngExt;
-use tracing::{debug, field, warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -47,11 +47,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use nimbus_model::gateway::UpstreamProtocol;
 
 use crate::balance::Algorithm;
-use crate::body::{BodyShared, GatewayBody, RequestBody};
+use crate::body::{BodyShared, GatewayBody, RequestBody, UpstreamBody};
 use crate::chooser::PickHint;
 use crate::error::{BoxError, GatewayError};
 use crate::gate::{Permit, Pick};
-use crate::observe::{Pending, RequestRecord};
+use crate::observe::{no_name, Pending, RequestRecord};
 use crate::outlier::Outcome;
 use crate::policy::{Refusal, ServicePolicy};
 use crate::route::{Choice, Endpoint, VersionRoute, AFFINITY_COOKIE};
@@ -78,9 +78,9 @@ impl Conn {
 }
 
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// A client-supplied request id longer than this is replaced by a generated one.
@@ -107,18 +107,18 @@ pub(crate) async fn handle(
     let host = raw_host
         .as_ref()
         .and_then(|v| v.to_str().ok())
-        .map(normalize_host)
+        .map(host_key)
         .unwrap_or_default();
     let request_id = request_id(req.headers());
     let started = std::time::Instant::now();
     let mut record = gateway.config().observer.as_ref().map(|_| RequestRecord {
         at_ms: unix_ms(),
-        host: host.clone(),
+        host: no_name(),
         method: req.method().clone(),
-        path: req.uri().path().to_string(),
-        namespace: Arc::from(""),
-        service: Arc::from(""),
-        version: Arc::from(""),
+        uri: req.uri().clone(),
+        namespace: no_name(),
+        service: no_name(),
+        version: no_name(),
         instance: None,
         status: 0,
         bytes_out: 0,
@@ -130,27 +130,20 @@ pub(crate) async fn handle(
             .unwrap_or(0),
         duration: std::time::Duration::ZERO,
         upstream: None,
-        request_id: request_id.to_str().unwrap_or_default().to_string(),
+        request_id: request_id.clone(),
     });
-    let span = tracing::debug_span!(
-        "request",
-        host = %host,
-        service = field::Empty,
-        version = field::Empty,
-        instance = field::Empty,
-        request_id = request_id.to_str().unwrap_or_default(),
-    );
-    let response = async {
-        if let (false, Some(port)) = (tls, gateway.config().redirect_https) {
-            return redirect_to_https(&req, &host, port, &request_id);
-        }
+    // No per-request span: wrapping the request's future in one costs a copy of it per layer;
+    // debug events carry the host and request id instead.
+    let response = if let (false, Some(port)) = (tls, gateway.config().redirect_https) {
+        redirect_to_https(&req, &host, port, &request_id)
+    } else {
         match proxy(
             &gateway,
             &conn,
             proto,
             req,
             &host,
-            raw_host,
+            raw_host.as_ref(),
             &request_id,
             record.as_mut(),
         )
@@ -158,13 +151,14 @@ pub(crate) async fn handle(
         {
             Ok(response) => response,
             Err(error) => {
-                debug!(%error, code = error.code(), "Request failed.");
+                if let Some(record) = record.as_mut().filter(|r| r.host.is_empty()) {
+                    record.host = Arc::from(&*host);
+                }
+                debug!(%host, ?request_id, %error, code = error.code(), "Request failed.");
                 error.to_response(&request_id)
             }
         }
-    }
-    .instrument(span)
-    .await;
+    };
     let (Some(observer), Some(mut record)) = (gateway.config().observer.clone(), record) else {
         return Ok(response);
     };
@@ -216,15 +210,16 @@ async fn proxy(
     gateway: &Gateway,
     conn: &Conn,
     proto: &'static str,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     host: &str,
-    raw_host: Option<HeaderValue>,
+    raw_host: Option<&HeaderValue>,
     request_id: &HeaderValue,
     mut record: Option<&mut RequestRecord>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let client = conn.client;
     // Phase 2: choose. The table guard is dropped before any await.
     let Choice {
+        host: table_host,
         service,
         version,
         set_affinity,
@@ -237,10 +232,8 @@ async fn proxy(
         let roll = rand::rng().random_range(0..100u32);
         gateway.routes().load().choose(host, &view, roll)?
     };
-    let span = tracing::Span::current();
-    span.record("service", service.name.as_str());
-    span.record("version", version.version.as_str());
     if let Some(record) = record.as_deref_mut() {
+        record.host = table_host;
         let [namespace, service, version] = version.names();
         record.namespace = Arc::clone(namespace);
         record.service = Arc::clone(service);
@@ -282,20 +275,18 @@ async fn proxy(
 
     // Phase 4: rewrite.
     let upgrade = is_upgrade(&req);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    strip_hop_by_hop(&mut parts.headers, upgrade);
-    add_forwarded(
-        &mut parts.headers,
-        &conn.client_ip,
+    let client_upgrade = if upgrade {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+    let forwarded_by = Forwarded {
+        client_ip: &conn.client_ip,
         proto,
-        raw_host.as_ref(),
+        raw_host,
         request_id,
-    );
-    if let Some(raw_host) = raw_host {
-        // HTTP/2 clients send `:authority`, HTTP/1.1 instances expect `Host`.
-        parts.headers.entry(header::HOST).or_insert(raw_host);
-    }
+    };
     let path = parts
         .uri
         .path_and_query()
@@ -309,16 +300,24 @@ async fn proxy(
     parts.version = upstream_version;
     let empty_body = body.is_end_stream();
     // An HTTP/1.x client sends one request at a time: its connection keeps one upstream
-    // connection (see `upstream`). HTTP/2 clients, upgrades and h2c use the pooled client.
+    // connection, driven inline (see `upstream`), for requests without a body. HTTP/2 clients,
+    // upgrades, h2c and requests with a body use the pooled client.
     let kept = (client_version != Version::HTTP_2
         && !upgrade
+        && empty_body
         && policy.upstream == UpstreamProtocol::Http1)
         .then_some(&conn.upstream);
+    if kept.is_none() {
+        // The kept connection applies the same rewrite as it writes the head, in one pass.
+        forwarded_by.rewrite(&mut parts.headers, upgrade);
+    }
     // A retry needs the request again: keep its head (and a way to get an unsent body back)
-    // only when the version has another instance to retry on.
+    // only when the version has another instance to retry on. A request on the kept
+    // connection has no body and is still there after the first try.
     let may_retry = permit.has_alternatives() && !upgrade;
     let idempotent = is_idempotent(&parts.method);
-    let retry_head = may_retry.then(|| (parts.method.clone(), parts.headers.clone()));
+    let retry_head = (may_retry && kept.is_none())
+        .then(|| Box::new((parts.method.clone(), parts.headers.clone())));
     let needs_shared =
         !empty_body && (may_retry || (policy.max_body.is_some() && content_length.is_none()));
     let shared = needs_shared.then(|| Arc::new(BodyShared::default()));
@@ -330,21 +329,23 @@ async fn proxy(
     if let Some(shared) = &shared {
         body = body.shared(Arc::clone(shared));
     }
-    parts.uri = upstream_uri(permit.endpoint(), &path);
-    let upstream_req = Request::from_parts(parts, body);
+    if kept.is_none() {
+        // The pooled client wants the absolute URI; the kept connection sends the path.
+        parts.uri = upstream_uri(permit.endpoint(), &path);
+    }
+    let mut upstream_req = Some(Request::from_parts(parts, body));
 
     // Phase 5: forward, within what is left of the request's time (and the TTFB timeout).
     let forwarded = std::time::Instant::now();
-    let mut sent = send(
+    let attempt = Attempt {
         gateway,
         kept,
+        forwarded_by: &forwarded_by,
         policy,
-        &version,
-        &permit,
-        upstream_req,
-        shared.as_deref(),
-    )
-    .await;
+        version: &version,
+        shared: shared.as_deref(),
+    };
+    let mut sent = attempt.send(&permit, &mut upstream_req).await;
     let retry = match &sent {
         Err(GatewayError::UpstreamUnavailable { .. }) => may_retry,
         Err(GatewayError::UpstreamFailed { .. }) => may_retry && idempotent && empty_body,
@@ -360,56 +361,78 @@ async fn proxy(
         Err(_) => false,
     };
     if retry {
-        // One retry on another ready instance, with the body back unsent (or none at all).
-        let body = if empty_body {
-            Some(RequestBody::empty())
-        } else {
-            shared
-                .as_ref()
-                .and_then(|s| s.take_returned())
-                .map(|b| limit_body(RequestBody::new(b)))
-        };
-        if let (Some(body), Some((method, headers))) = (body, retry_head) {
-            let failed = Arc::clone(permit.endpoint());
-            if version.gate.has_other(&failed) {
-                debug!(instance = %failed.instance, "Retrying on another instance.");
-                drop(sent);
-                drop(permit);
-                permit = version
-                    .gate
-                    .admit_with(Pick {
-                        hint,
-                        avoid: Some(failed),
-                    })
-                    .await
-                    .map_err(not_admitted)?;
+        // One retry on another ready instance, with the same request (the kept connection's
+        // have no body), or its head and the body back unsent (or none at all).
+        if upstream_req.is_none() {
+            let body = if empty_body {
+                Some(RequestBody::empty())
+            } else {
+                shared
+                    .as_ref()
+                    .and_then(|s| s.take_returned())
+                    .map(|b| limit_body(RequestBody::new(b)))
+            };
+            if let (Some(body), Some(head)) = (body, retry_head) {
+                let (method, headers) = *head;
                 let mut retry_req = Request::new(body);
                 *retry_req.method_mut() = method;
                 *retry_req.headers_mut() = headers;
                 *retry_req.version_mut() = upstream_version;
-                *retry_req.uri_mut() = upstream_uri(permit.endpoint(), &path);
-                sent = send(gateway, kept, policy, &version, &permit, retry_req, None).await;
+                upstream_req = Some(retry_req);
             }
         }
+        let failed = Arc::clone(permit.endpoint());
+        if upstream_req.is_some() && version.gate.has_other(&failed) {
+            debug!(
+                ?request_id,
+                instance = %failed.instance,
+                "Retrying on another instance."
+            );
+            drop(sent);
+            drop(permit);
+            // Boxed: the rare path's futures stay out of every request's state.
+            permit = Box::pin(version.gate.admit_with(Pick {
+                hint,
+                avoid: Some(failed),
+            }))
+            .await
+            .map_err(not_admitted)?;
+            if let (None, Some(req)) = (kept, upstream_req.as_mut()) {
+                *req.uri_mut() = upstream_uri(permit.endpoint(), &path);
+            }
+            let attempt = Attempt {
+                shared: None,
+                ..attempt
+            };
+            sent = Box::pin(attempt.send(&permit, &mut upstream_req)).await;
+        }
     }
+    drop(upstream_req);
     let endpoint = permit.endpoint();
-    span.record("instance", endpoint.instance.as_str());
     if let Some(record) = record {
         record.instance = Some(Arc::clone(endpoint.name()));
         record.upstream = Some(forwarded.elapsed());
     }
     let mut response = sent?;
-    debug!(status = response.status().as_u16(), "Instance responded.");
+    debug!(
+        ?request_id,
+        service = %version.service,
+        version = %version.version,
+        instance = %endpoint.instance,
+        status = response.status().as_u16(),
+        "Instance responded."
+    );
 
     // Phase 6: respond.
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
+        if let (Some(client_upgrade), UpstreamBody::Pooled(_)) = (client_upgrade, response.body()) {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             let idle = policy
                 .ws_idle_timeout
                 .unwrap_or_else(|| version.gate.limits().timeout);
             tokio::spawn(
-                tunnel(client_upgrade, upstream_upgrade, permit, idle).instrument(span.clone()),
+                tunnel(client_upgrade, upstream_upgrade, permit, idle)
+                    .instrument(tracing::debug_span!("tunnel", %host, ?request_id)),
             );
             let (mut parts, _empty) = response.into_parts();
             parts.headers.insert(X_REQUEST_ID, request_id.clone());
@@ -434,83 +457,112 @@ async fn proxy(
     ))
 }
 
-/// Sends one attempt to the permit's instance and records its outcome for outlier ejection.
-async fn send(
-    gateway: &Gateway,
-    kept: Option<&ConnUpstream>,
-    policy: &ServicePolicy,
-    version: &VersionRoute,
-    permit: &Permit,
-    req: Request<RequestBody>,
-    shared: Option<&BodyShared>,
-) -> Result<Response<Incoming>, GatewayError> {
-    let endpoint = permit.endpoint();
-    debug!(addr = %endpoint.addr, "Forwarding request.");
-    let deadline = permit.deadline();
-    let (until, ttfb) = match policy.ttfb_timeout {
-        Some(ttfb) if tokio::time::Instant::now() + ttfb < deadline => {
-            (tokio::time::Instant::now() + ttfb, Some(ttfb))
-        }
-        _ => (deadline, None),
-    };
-    let exchange = async {
-        match kept {
-            Some(kept) => kept.send(endpoint, req).await.map_err(|e| match e {
-                UpstreamError::Connect(e) => (true, BoxError::from(e)),
-                UpstreamError::Failed(e) => (false, BoxError::from(e)),
-            }),
-            None => {
-                let client = match policy.upstream {
-                    UpstreamProtocol::H2c => gateway.h2c_client(),
-                    UpstreamProtocol::Http1 => gateway.client(),
-                };
-                client
-                    .request(req)
-                    .await
-                    .map_err(|e| (e.is_connect(), BoxError::from(e)))
+/// What one attempt to send a request upstream needs besides the permit and the request.
+#[derive(Clone, Copy)]
+struct Attempt<'a> {
+    gateway: &'a Gateway,
+    /// The client connection's kept upstream connection, for requests it carries.
+    kept: Option<&'a ConnUpstream>,
+    /// The forwarding headers the kept connection adds as it writes the head.
+    forwarded_by: &'a Forwarded<'a>,
+    policy: &'a ServicePolicy,
+    version: &'a VersionRoute,
+    shared: Option<&'a BodyShared>,
+}
+
+impl Attempt<'_> {
+    /// Sends `req` to the permit's instance and records the outcome for outlier ejection. The
+    /// kept connection sends a borrowed request (it stays in `req` for a retry); the pooled
+    /// client takes it. The request is borrowed through `&mut Option`, not moved in, so it is
+    /// stored once in the caller's future rather than again in this one's.
+    async fn send(
+        self,
+        permit: &Permit,
+        req: &mut Option<Request<RequestBody>>,
+    ) -> Result<Response<UpstreamBody>, GatewayError> {
+        let endpoint = permit.endpoint();
+        debug!(instance = %endpoint.instance, addr = %endpoint.addr, "Forwarding request.");
+        let deadline = permit.deadline();
+        let (until, ttfb) = match self.policy.ttfb_timeout {
+            Some(ttfb) if tokio::time::Instant::now() + ttfb < deadline => {
+                (tokio::time::Instant::now() + ttfb, Some(ttfb))
             }
-        }
-    };
-    let sent = tokio::time::timeout_at(until, exchange).await;
-    let result = match sent {
-        Err(_elapsed) => Err(match ttfb {
-            Some(timeout) => GatewayError::UpstreamTtfbTimeout {
+            _ => (deadline, None),
+        };
+        let exchanged = match (self.kept, req.as_ref()) {
+            (Some(kept), Some(request)) => {
+                match tokio::time::timeout_at(
+                    until,
+                    kept.send(endpoint, request, self.forwarded_by),
+                )
+                .await
+                {
+                    Ok(Ok(response)) => Ok(Ok(response.map(UpstreamBody::Kept))),
+                    Ok(Err(error)) => Ok(Err((
+                        matches!(error, UpstreamError::Connect(_)),
+                        BoxError::from(error),
+                    ))),
+                    Err(elapsed) => Err(elapsed),
+                }
+            }
+            _ => {
+                let Some(request) = req.take() else {
+                    return Err(GatewayError::UpstreamFailed {
+                        instance: endpoint.instance.clone(),
+                        source: "no request to send".into(),
+                    });
+                };
+                let client = match self.policy.upstream {
+                    UpstreamProtocol::H2c => self.gateway.h2c_client(),
+                    UpstreamProtocol::Http1 => self.gateway.client(),
+                };
+                match tokio::time::timeout_at(until, client.request(request)).await {
+                    Ok(Ok(response)) => Ok(Ok(response.map(UpstreamBody::Pooled))),
+                    Ok(Err(error)) => Ok(Err((error.is_connect(), BoxError::from(error)))),
+                    Err(elapsed) => Err(elapsed),
+                }
+            }
+        };
+        let result = match exchanged {
+            Err(_elapsed) => Err(match ttfb {
+                Some(timeout) => GatewayError::UpstreamTtfbTimeout {
+                    instance: endpoint.instance.clone(),
+                    timeout,
+                },
+                None => GatewayError::UpstreamTimeout {
+                    instance: endpoint.instance.clone(),
+                    timeout: self.version.gate.limits().timeout,
+                },
+            }),
+            Ok(Err((true, source))) => Err(GatewayError::UpstreamUnavailable {
                 instance: endpoint.instance.clone(),
-                timeout,
-            },
-            None => GatewayError::UpstreamTimeout {
+                source,
+            }),
+            Ok(Err(_)) if self.shared.is_some_and(BodyShared::too_large) => {
+                return Err(GatewayError::PayloadTooLarge {
+                    service: self.version.service.clone(),
+                    limit: self.policy.max_body.unwrap_or_default(),
+                });
+            }
+            Ok(Err((false, source))) => Err(GatewayError::UpstreamFailed {
                 instance: endpoint.instance.clone(),
-                timeout: version.gate.limits().timeout,
-            },
-        }),
-        Ok(Err((true, source))) => Err(GatewayError::UpstreamUnavailable {
-            instance: endpoint.instance.clone(),
-            source,
-        }),
-        Ok(Err(_)) if shared.is_some_and(BodyShared::too_large) => {
-            return Err(GatewayError::PayloadTooLarge {
-                service: version.service.clone(),
-                limit: policy.max_body.unwrap_or_default(),
-            });
+                source,
+            }),
+            Ok(Ok(response)) => Ok(response),
+        };
+        let outcome = match &result {
+            Ok(response) if !response.status().is_server_error() => Outcome::Success,
+            _ => Outcome::Failure,
+        };
+        if endpoint.record(&self.policy.outlier, outcome) {
+            warn!(
+                instance = %endpoint.instance,
+                after = self.policy.outlier.consecutive,
+                "Instance ejected after consecutive failures."
+            );
         }
-        Ok(Err((false, source))) => Err(GatewayError::UpstreamFailed {
-            instance: endpoint.instance.clone(),
-            source,
-        }),
-        Ok(Ok(response)) => Ok(response),
-    };
-    let outcome = match &result {
-        Ok(response) if !response.status().is_server_error() => Outcome::Success,
-        _ => Outcome::Failure,
-    };
-    if endpoint.record(&policy.outlier, outcome) {
-        warn!(
-            instance = %endpoint.instance,
-            after = policy.outlier.consecutive,
-            "Instance ejected after consecutive failures."
-        );
+        result
     }
-    result
 }
 
 /// `http://INSTANCE_ADDR/path?query`.
@@ -699,17 +751,18 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Removes hop-by-hop headers, including those the `Connection` header names. On an upgrade,
-/// `Connection` and `Upgrade` are end-to-end for this hop and stay.
-fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // One pass over the names: most messages carry no hop-by-hop header, or only
-    // `Connection: keep-alive`, and a scan is cheaper than a hashed remove per fixed name.
-    let hop = |name: &HeaderName| {
-        HOP_BY_HOP.contains(name)
-            || name.as_str().starts_with("proxy-")
-            || (!upgrade && (name == header::CONNECTION || name == header::UPGRADE))
-    };
-    let mut doomed: Vec<HeaderName> = headers.keys().filter(|n| hop(n)).cloned().collect();
+/// Whether `name` is a hop-by-hop header by itself (not counting those `Connection` names). On
+/// an upgrade, `Connection` and `Upgrade` are end-to-end for this hop.
+pub(crate) fn is_hop_by_hop(name: &HeaderName, upgrade: bool) -> bool {
+    HOP_BY_HOP.contains(name)
+        || name.as_str().starts_with("proxy-")
+        || (!upgrade && (name == header::CONNECTION || name == header::UPGRADE))
+}
+
+/// The headers the `Connection` header names as hop-by-hop (its `keep-alive` and `close`
+/// options are not names); usually none.
+pub(crate) fn connection_named(headers: &HeaderMap, upgrade: bool) -> Vec<HeaderName> {
+    let mut named = Vec::new();
     for token in headers
         .get_all(header::CONNECTION)
         .iter()
@@ -721,14 +774,28 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             || token.eq_ignore_ascii_case("keep-alive")
             || token.eq_ignore_ascii_case("close")
         {
-            continue; // named hop-by-hop headers only; these are options, not header names
+            continue;
         }
         if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
             if !(upgrade && name == header::UPGRADE) && headers.contains_key(&name) {
-                doomed.push(name);
+                named.push(name);
             }
         }
     }
+    named
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names. On an upgrade,
+/// `Connection` and `Upgrade` are end-to-end for this hop and stay.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // One pass over the names: most messages carry no hop-by-hop header, or only
+    // `Connection: keep-alive`, and a scan is cheaper than a hashed remove per fixed name.
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n, upgrade))
+        .cloned()
+        .collect();
+    doomed.extend(connection_named(headers, upgrade));
     for name in doomed {
         headers.remove(name);
     }
@@ -738,6 +805,35 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 pub(crate) fn client_ip_header(client: SocketAddr) -> HeaderValue {
     HeaderValue::from_str(&client.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// What the gateway adds to a request it forwards: `x-forwarded-for` (appended to), `-proto`,
+/// `-host` and `x-request-id` (replaced), and `Host` when the client sent none (HTTP/2 clients
+/// send `:authority`; HTTP/1.1 instances expect `Host`).
+pub(crate) struct Forwarded<'a> {
+    pub client_ip: &'a HeaderValue,
+    pub proto: &'static str,
+    pub raw_host: Option<&'a HeaderValue>,
+    pub request_id: &'a HeaderValue,
+}
+
+impl Forwarded<'_> {
+    /// Rewrites `headers` for the upstream: hop-by-hop headers out, forwarding headers in.
+    pub(crate) fn rewrite(&self, headers: &mut HeaderMap, upgrade: bool) {
+        strip_hop_by_hop(headers, upgrade);
+        add_forwarded(
+            headers,
+            self.client_ip,
+            self.proto,
+            self.raw_host,
+            self.request_id,
+        );
+        if let Some(raw_host) = self.raw_host {
+            headers
+                .entry(header::HOST)
+                .or_insert_with(|| raw_host.clone());
+        }
+    }
 }
 
 /// Adds `x-forwarded-*` and `x-request-id`. The client IP is appended to any `x-forwarded-for`

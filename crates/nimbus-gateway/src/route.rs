@@ -99,13 +99,16 @@ pub enum HostRoute {
 /// handed to [`crate::Gateway::swap`]; never modified while it serves.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    hosts: HashMap<String, HostRoute>,
+    /// Keyed by normalised host; the key is shared with each request's record.
+    hosts: HashMap<Arc<str>, HostRoute>,
 }
 
 /// The outcome of [`RouteTable::choose`]: which version one request goes to. The instance comes
 /// from `version.gate.admit()`.
 #[derive(Debug, Clone)]
 pub struct Choice {
+    /// The normalised host, as the table holds it.
+    pub host: Arc<str>,
     pub service: Arc<ServiceRoute>,
     pub version: Arc<VersionRoute>,
     /// Index of the traffic rule that matched; `None` when the split or a version host decided.
@@ -289,7 +292,7 @@ impl RouteTable {
     /// Binds `host` (normalised here, so `Example.COM:80` binds `example.com`). A later insert for
     /// the same host replaces the earlier one.
     pub fn insert(&mut self, host: String, route: HostRoute) {
-        self.hosts.insert(normalize_host(&host), route);
+        self.hosts.insert(Arc::from(normalize_host(&host)), route);
     }
 
     /// Looks up an already normalised host (see [`normalize_host`]).
@@ -307,7 +310,7 @@ impl RouteTable {
 
     /// The hosts bound in this table, in no particular order.
     pub fn hosts(&self) -> impl Iterator<Item = &str> {
-        self.hosts.keys().map(String::as_str)
+        self.hosts.keys().map(|host| &**host)
     }
 
     /// Picks the version for a request to the normalised `host`. `roll` is a uniform dice roll in
@@ -324,9 +327,12 @@ impl RouteTable {
         req: &RequestView<'_>,
         roll: u32,
     ) -> Result<Choice, GatewayError> {
-        let route = self.get(host).ok_or_else(|| GatewayError::UnknownHost {
-            host: host.to_string(),
-        })?;
+        let (host, route) =
+            self.hosts
+                .get_key_value(host)
+                .ok_or_else(|| GatewayError::UnknownHost {
+                    host: host.to_string(),
+                })?;
         let mut set_affinity = false;
         let (service, version_name, rule) = match route {
             HostRoute::Service(service) => {
@@ -356,6 +362,7 @@ impl RouteTable {
         };
         let version = service.versions.get(version_name).ok_or_else(no_ready)?;
         Ok(Choice {
+            host: Arc::clone(host),
             service: Arc::clone(service),
             version: Arc::clone(version),
             rule,

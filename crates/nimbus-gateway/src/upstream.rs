@@ -1,127 +1,932 @@
-//! HTTP/1.1 to instances on a connection kept by the client's connection.
+//! HTTP/1.1 to instances on a connection kept by the client's connection, driven inline.
 //!
 //! An HTTP/1.1 client connection sends one request at a time, so it can own one upstream
-//! connection and reuse it for every request it forwards to the same instance, with no shared
-//! pool to check out from and put back into (a mutex, a hash of the address and a waiter list per
-//! request in the pooled client). [`ConnUpstream`] is that one connection; it is dropped, and its
-//! upstream connection closed, when the client's connection closes. HTTP/2 clients (many streams
-//! at once), upgrades and h2c upstreams use the shared pooled client instead.
+//! connection and reuse it for every request it forwards to the same instance. [`ConnUpstream`]
+//! is that connection, and it is driven by the client connection's own task: the request head is
+//! written and the response head read right in the request's future, and the response body is
+//! read by the [`KeptBody`] the client's connection polls as it sends it. There is no pool to
+//! check out from, no connection task, and no channel between tasks per request (what a pooled
+//! client costs: a mutex, a hashed lookup, two task wake-ups and a body channel). This path
+//! carries requests without a body, the bulk of proxied traffic; requests with one, HTTP/2
+//! clients, upgrades and h2c upstreams use the shared pooled client.
 //!
-//! A request that finds its kept connection closed by the instance (an idle timeout, a restart)
-//! is sent again on a fresh connection: hyper hands an unsent request back.
+//! A kept connection the instance closed while idle (an idle timeout, a restart) shows as a
+//! write error or an end of stream before any response byte; the request, which has no body, is
+//! then sent again once on a fresh connection.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::body::RequestBody;
+use crate::proxy::{
+    connection_named, is_hop_by_hop, Forwarded, X_FORWARDED_FOR, X_FORWARDED_HOST,
+    X_FORWARDED_PROTO, X_REQUEST_ID,
+};
 use crate::route::Endpoint;
+
+/// Most header fields in an instance's response head.
+const MAX_RESPONSE_HEADERS: usize = 100;
+/// Largest response head (status line and headers) read from an instance.
+const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+/// Longest chunk-size line or trailer line in a chunked body.
+const MAX_CHUNK_LINE_BYTES: usize = 4 * 1024;
+/// Read buffer reserved before each read.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// The upstream connection one client connection keeps; see the module docs.
 #[derive(Default)]
 pub(crate) struct ConnUpstream {
-    slot: Mutex<Option<(Arc<Endpoint>, http1::SendRequest<RequestBody>)>>,
+    /// Shared with the [`KeptBody`] of the response in flight, which puts the connection back
+    /// when the body has been read in full.
+    slot: Arc<Mutex<Option<KeptConn>>>,
+}
+
+/// An open connection to one instance, with bytes read past the last response.
+struct KeptConn {
+    endpoint: Arc<Endpoint>,
+    stream: TcpStream,
+    buf: BytesMut,
+    /// The request head being sent, reused from request to request.
+    head: Vec<u8>,
 }
 
 /// Why a request got no response from the instance.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
     /// No connection could be made (nothing was sent).
-    Connect(std::io::Error),
+    #[error("connecting to the instance failed: {0}")]
+    Connect(#[source] std::io::Error),
     /// The exchange failed after the connection was made.
-    Failed(hyper::Error),
+    #[error("the instance connection failed: {0}")]
+    Io(#[source] std::io::Error),
+    /// The instance's response was not valid HTTP/1.x.
+    #[error("invalid response from the instance: {0}")]
+    Invalid(&'static str),
 }
 
+/// How the end of a response body is found (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are left.
+    Length(u64),
+    /// Chunked transfer coding, at the given step.
+    Chunked(Chunk),
+    /// Everything until the instance closes the connection.
+    UntilClose,
+    /// The body is complete.
+    Done,
+}
+
+/// Where a chunked body's reader is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// This many bytes of chunk data are left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: expecting trailer lines up to an empty line.
+    Trailers,
+}
+
+// === impl ConnUpstream ===
+
 impl ConnUpstream {
-    /// Sends `req` to `endpoint` over the kept connection (made, or remade, as needed).
-    pub(crate) async fn send(
+    /// Sends a request without a body to `endpoint` over the kept connection (made, or remade,
+    /// as needed) and reads the response head; the body is read as the returned response's body
+    /// is polled.
+    pub(crate) async fn send<B>(
         &self,
         endpoint: &Arc<Endpoint>,
-        mut req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        // hyper's low-level connection sends the URI as given: send the origin form
-        // (`/path?query`), as pooled clients do; an absolute URI reads as a proxy request to
-        // many servers (busybox httpd answers 400).
-        if req.uri().scheme().is_some() {
-            let path = req
-                .uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-            *req.uri_mut() = http::Uri::from(path);
+        req: &Request<B>,
+        forwarded: &Forwarded<'_>,
+    ) -> Result<Response<KeptBody>, UpstreamError> {
+        let kept = self.take(endpoint);
+        let reused = kept.is_some();
+        let mut conn = match kept {
+            Some(conn) => conn,
+            // Boxed: connecting is rare, and its future would otherwise sit in every request's.
+            None => Box::pin(connect(endpoint)).await?,
+        };
+        encode_request_head(&mut conn.head, req, forwarded, endpoint);
+        let mut parsed = exchange(&mut conn).await;
+        if reused && matches!(parsed, Err(Exchange::Closed(_))) {
+            debug!("Kept upstream connection was closed; reconnecting.");
+            let head = std::mem::take(&mut conn.head);
+            conn = Box::pin(connect(endpoint)).await?;
+            conn.head = head;
+            parsed = exchange(&mut conn).await;
         }
-        let mut kept = self.take(endpoint);
-        // At most two tries: the kept connection, then a fresh one if it turned out closed.
-        for _ in 0..2 {
-            let fresh = kept.is_none();
-            let mut sender = match kept.take() {
-                Some(sender) => sender,
-                None => connect(endpoint).await.map_err(UpstreamError::Connect)?,
-            };
-            if let Err(error) = sender.ready().await {
-                if fresh {
-                    return Err(UpstreamError::Failed(error));
-                }
-                continue;
-            }
-            match sender.try_send_request(req).await {
-                Ok(response) => {
-                    self.put(endpoint, sender);
-                    return Ok(response);
-                }
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) if !fresh => {
-                        debug!("Kept upstream connection was closed; reconnecting.");
-                        req = unsent;
-                    }
-                    _ => return Err(UpstreamError::Failed(error.into_error())),
-                },
-            }
+        let head = parsed.map_err(|error| match error {
+            Exchange::Closed(error) | Exchange::Io(error) => UpstreamError::Io(error),
+            Exchange::Invalid(what) => UpstreamError::Invalid(what),
+        })?;
+        let framing = framing(req.method(), &head)?;
+        let reusable = framing != Framing::UntilClose && keeps_alive(&head);
+        let body = KeptBody {
+            conn: Some(conn),
+            framing,
+            reusable,
+            slot: Arc::clone(&self.slot),
+            size_hint: match framing {
+                Framing::Length(n) => SizeHint::with_exact(n),
+                Framing::Done => SizeHint::with_exact(0),
+                _ => SizeHint::default(),
+            },
+        };
+        let mut body = body;
+        if body.framing == Framing::Done {
+            body.finish();
         }
-        // Two kept connections failed before sending (only reachable when `ready` failed on
-        // the kept one and the fresh one was closed again): a last plain attempt.
-        let mut sender = connect(endpoint).await.map_err(UpstreamError::Connect)?;
-        sender.ready().await.map_err(UpstreamError::Failed)?;
-        let response = sender
-            .send_request(req)
-            .await
-            .map_err(UpstreamError::Failed)?;
-        self.put(endpoint, sender);
+        let mut response = Response::new(body);
+        *response.status_mut() = head.status;
+        *response.version_mut() = head.version;
+        *response.headers_mut() = head.headers;
         Ok(response)
     }
 
-    /// The kept connection if it goes to `endpoint` and is still open; a connection to another
-    /// instance is dropped (closed).
-    fn take(&self, endpoint: &Arc<Endpoint>) -> Option<http1::SendRequest<RequestBody>> {
-        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        let (kept_for, sender) = slot.take()?;
-        (Arc::ptr_eq(&kept_for, endpoint) && !sender.is_closed()).then_some(sender)
-    }
-
-    fn put(&self, endpoint: &Arc<Endpoint>, sender: http1::SendRequest<RequestBody>) {
-        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((Arc::clone(endpoint), sender));
+    /// The kept connection if it goes to `endpoint`; a connection to another instance is
+    /// dropped (closed).
+    fn take(&self, endpoint: &Arc<Endpoint>) -> Option<KeptConn> {
+        let conn = self
+            .slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        Arc::ptr_eq(&conn.endpoint, endpoint).then_some(conn)
     }
 }
 
-/// A new HTTP/1.1 connection to the instance, driven by its own task until it closes.
-async fn connect(endpoint: &Endpoint) -> std::io::Result<http1::SendRequest<RequestBody>> {
-    let stream = TcpStream::connect(endpoint.addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, conn) = http1::Builder::new()
-        .writev(false)
-        .handshake(TokioIo::new(stream))
+/// A new connection to the instance.
+async fn connect(endpoint: &Arc<Endpoint>) -> Result<KeptConn, UpstreamError> {
+    let stream = TcpStream::connect(endpoint.addr)
         .await
-        .map_err(std::io::Error::other)?;
-    tokio::spawn(async move {
-        if let Err(error) = conn.await {
-            debug!(%error, "Upstream connection closed with an error.");
+        .map_err(UpstreamError::Connect)?;
+    stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+    Ok(KeptConn {
+        endpoint: Arc::clone(endpoint),
+        stream,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        head: Vec::new(),
+    })
+}
+
+/// The request line and headers as sent: origin-form target, HTTP/1.1, and the request's
+/// headers rewritten as [`Forwarded::rewrite`] would (hop-by-hop headers dropped, forwarding
+/// headers added; a `Host` from the instance's address if there is none at all), in one pass
+/// without touching the request's header map.
+fn encode_request_head<B>(
+    head: &mut Vec<u8>,
+    req: &Request<B>,
+    forwarded: &Forwarded<'_>,
+    endpoint: &Endpoint,
+) {
+    fn field(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        head.extend_from_slice(name);
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    let headers = req.headers();
+    let named = if headers.contains_key(header::CONNECTION) {
+        connection_named(headers, false)
+    } else {
+        Vec::new()
+    };
+    head.clear();
+    head.extend_from_slice(req.method().as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut has_host = false;
+    let mut prior_forwarded_for = false;
+    for (name, value) in headers {
+        if is_hop_by_hop(name, false)
+            || named.contains(name)
+            || name == X_FORWARDED_PROTO
+            || name == X_FORWARDED_HOST
+            || name == X_REQUEST_ID
+        {
+            continue;
         }
-    });
-    Ok(sender)
+        if name == X_FORWARDED_FOR {
+            prior_forwarded_for = true;
+            continue;
+        }
+        has_host |= name == header::HOST;
+        field(head, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !has_host {
+        let host = forwarded.raw_host.map_or_else(
+            || endpoint.authority().as_str().as_bytes(),
+            HeaderValue::as_bytes,
+        );
+        field(head, b"host", host);
+    }
+    head.extend_from_slice(b"x-forwarded-for: ");
+    if prior_forwarded_for {
+        for prior in headers.get_all(X_FORWARDED_FOR) {
+            head.extend_from_slice(prior.as_bytes());
+            head.extend_from_slice(b", ");
+        }
+    }
+    head.extend_from_slice(forwarded.client_ip.as_bytes());
+    head.extend_from_slice(b"\r\n");
+    field(head, b"x-forwarded-proto", forwarded.proto.as_bytes());
+    if let Some(raw_host) = forwarded.raw_host {
+        field(head, b"x-forwarded-host", raw_host.as_bytes());
+    }
+    field(head, b"x-request-id", forwarded.request_id.as_bytes());
+    head.extend_from_slice(b"\r\n");
+}
+
+/// A parsed response head.
+struct ResponseHead {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+}
+
+/// How one write-and-read of a request head went wrong.
+enum Exchange {
+    /// The connection was found closed before any response byte: safe to send again.
+    Closed(std::io::Error),
+    /// It failed after response bytes arrived.
+    Io(std::io::Error),
+    Invalid(&'static str),
+}
+
+/// Writes `head` and reads the final response head (skipping `1xx` interim responses).
+async fn exchange(conn: &mut KeptConn) -> Result<ResponseHead, Exchange> {
+    if let Err(error) = conn.stream.write_all(&conn.head).await {
+        return Err(Exchange::Closed(error));
+    }
+    let mut received_any = !conn.buf.is_empty();
+    loop {
+        if !conn.buf.is_empty() {
+            match parse_response_head(&mut conn.buf)? {
+                Some(parsed) => {
+                    if parsed.status.is_informational() {
+                        continue; // 100 Continue, 103 Early Hints: the final response follows
+                    }
+                    return Ok(parsed);
+                }
+                None if conn.buf.len() >= MAX_RESPONSE_HEAD_BYTES => {
+                    return Err(Exchange::Invalid("response head too large"));
+                }
+                None => {}
+            }
+        }
+        conn.buf.reserve(READ_CHUNK);
+        match conn.stream.read_buf(&mut conn.buf).await {
+            Ok(0) if !received_any => {
+                return Err(Exchange::Closed(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(0) => {
+                return Err(Exchange::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(_) => received_any = true,
+            Err(error) if !received_any && is_reset(&error) => {
+                return Err(Exchange::Closed(error));
+            }
+            Err(error) => return Err(Exchange::Io(error)),
+        }
+    }
+}
+
+fn is_reset(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    matches!(
+        error.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe
+    )
+}
+
+/// Parses a response head from the front of `buf` and removes it: `None` when it is incomplete.
+/// Header values share the head's bytes (no allocation per value).
+fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, Exchange> {
+    // Uninitialised slots: filling 100 empty headers per response costs a 3 KiB copy.
+    let mut slots = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots,
+    );
+    let len = match parsing {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Exchange::Invalid("too many response headers"))
+        }
+        Err(_) => return Err(Exchange::Invalid("malformed response head")),
+    };
+    let status = parsed
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or(Exchange::Invalid("invalid status code"))?;
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // Where each field sits in the head, so the values can be slices of it once it is frozen.
+    let base = buf.as_ptr() as usize;
+    let mut fields = Vec::with_capacity(parsed.headers.len());
+    for field in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| Exchange::Invalid("invalid response header name"))?;
+        let start = field.value.as_ptr() as usize - base;
+        fields.push((name, start..start + field.value.len()));
+    }
+    let head = buf.split_to(len).freeze();
+    // Room for what the gateway adds (`x-request-id`, a cookie) without growing the map.
+    let mut headers = HeaderMap::with_capacity(fields.len() + 2);
+    for (name, range) in fields {
+        let value = HeaderValue::from_maybe_shared(head.slice(range))
+            .map_err(|_| Exchange::Invalid("invalid response header value"))?;
+        headers.append(name, value);
+    }
+    Ok(Some(ResponseHead {
+        status,
+        version,
+        headers,
+    }))
+}
+
+/// How the response's body ends (RFC 9112 §6.3).
+fn framing(method: &Method, head: &ResponseHead) -> Result<Framing, UpstreamError> {
+    if *method == Method::HEAD
+        || head.status == StatusCode::NO_CONTENT
+        || head.status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Done);
+    }
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(UpstreamError::Invalid(
+            "101 Switching Protocols without an upgrade",
+        ));
+    }
+    if let Some(last) = head
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .rfind(|coding| !coding.is_empty())
+    {
+        return Ok(if last.eq_ignore_ascii_case("chunked") {
+            Framing::Chunked(Chunk::Size)
+        } else {
+            Framing::UntilClose
+        });
+    }
+    let mut length = None;
+    for value in head.headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.to_str().unwrap_or("x").split(',') {
+            let n: u64 = part
+                .trim()
+                .parse()
+                .map_err(|_| UpstreamError::Invalid("invalid content-length"))?;
+            if length.is_some_and(|seen| seen != n) {
+                return Err(UpstreamError::Invalid("conflicting content-length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => Framing::Done,
+        Some(n) => Framing::Length(n),
+        None => Framing::UntilClose,
+    })
+}
+
+/// Whether the instance keeps the connection open after this response.
+fn keeps_alive(head: &ResponseHead) -> bool {
+    let has = |token: &str| {
+        head.headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    match head.version {
+        Version::HTTP_10 => has("keep-alive"),
+        _ => !has("close"),
+    }
+}
+
+/// A response body read straight from the kept connection. When it has been read in full the
+/// connection goes back to its client connection's slot for the next request; dropped before
+/// that (the client went away), it closes the connection.
+pub(crate) struct KeptBody {
+    conn: Option<KeptConn>,
+    framing: Framing,
+    reusable: bool,
+    slot: Arc<Mutex<Option<KeptConn>>>,
+    size_hint: SizeHint,
+}
+
+impl std::fmt::Debug for KeptBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeptBody")
+            .field("framing", &self.framing)
+            .field("reusable", &self.reusable)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one step of the body reader produced.
+enum Step {
+    Data(Bytes),
+    /// Needs more bytes from the connection.
+    More,
+    /// Made progress without data (a chunk line); go on.
+    Again,
+}
+
+impl KeptBody {
+    /// Marks the body complete and hands the connection back if it can carry another request.
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        self.size_hint = SizeHint::with_exact(0);
+        if let Some(conn) = self.conn.take() {
+            // Bytes past the response mean the instance is out of step: do not reuse.
+            if self.reusable && conn.buf.is_empty() {
+                *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
+            }
+        }
+    }
+
+    /// One step over the buffered bytes.
+    fn step(&mut self) -> Result<Step, UpstreamError> {
+        let Some(conn) = self.conn.as_mut() else {
+            self.framing = Framing::Done;
+            return Ok(Step::Again);
+        };
+        let buf = &mut conn.buf;
+        match self.framing {
+            Framing::Done => Ok(Step::Again),
+            Framing::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                let data = buf.split_to(n).freeze();
+                self.framing = Framing::Length(left - n as u64);
+                self.size_hint = SizeHint::with_exact(left - n as u64);
+                Ok(Step::Data(data))
+            }
+            Framing::UntilClose => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                Ok(Step::Data(buf.split().freeze()))
+            }
+            Framing::Chunked(chunk) => {
+                let (next, data) = chunk_step(chunk, buf)?;
+                match next {
+                    Some(next) => self.framing = Framing::Chunked(next),
+                    None => self.framing = Framing::Done,
+                }
+                Ok(match data {
+                    ChunkOut::Data(bytes) => Step::Data(bytes),
+                    ChunkOut::NeedMore => Step::More,
+                    ChunkOut::Progress => Step::Again,
+                })
+            }
+        }
+    }
+}
+
+/// What one chunked-decoding step produced.
+enum ChunkOut {
+    Data(Bytes),
+    NeedMore,
+    Progress,
+}
+
+/// One step of chunked decoding over `buf`: the next state (`None`: the body is complete) and
+/// what it produced.
+fn chunk_step(
+    chunk: Chunk,
+    buf: &mut BytesMut,
+) -> Result<(Option<Chunk>, ChunkOut), UpstreamError> {
+    let line = |buf: &mut BytesMut| -> Result<Option<BytesMut>, UpstreamError> {
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                let mut line = buf.split_to(end + 1);
+                line.truncate(end);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(end - 1);
+                }
+                Ok(Some(line))
+            }
+            None if buf.len() > MAX_CHUNK_LINE_BYTES => {
+                Err(UpstreamError::Invalid("chunk line too long"))
+            }
+            None => Ok(None),
+        }
+    };
+    Ok(match chunk {
+        Chunk::Size => match line(buf)? {
+            None => (Some(chunk), ChunkOut::NeedMore),
+            Some(line) => {
+                let size = line[..].split(|&b| b == b';').next().unwrap_or_default();
+                let size = std::str::from_utf8(size)
+                    .ok()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty() && s.len() <= 16)
+                    .and_then(|s| u64::from_str_radix(s, 16).ok())
+                    .ok_or(UpstreamError::Invalid("invalid chunk size"))?;
+                let next = if size == 0 {
+                    Chunk::Trailers
+                } else {
+                    Chunk::Data(size)
+                };
+                (Some(next), ChunkOut::Progress)
+            }
+        },
+        Chunk::Data(left) => {
+            if buf.is_empty() {
+                return Ok((Some(chunk), ChunkOut::NeedMore));
+            }
+            let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+            let data = buf.split_to(n).freeze();
+            let next = if n as u64 == left {
+                Chunk::DataEnd
+            } else {
+                Chunk::Data(left - n as u64)
+            };
+            (Some(next), ChunkOut::Data(data))
+        }
+        Chunk::DataEnd => match line(buf)? {
+            None => (Some(chunk), ChunkOut::NeedMore),
+            Some(line) if line.is_empty() => (Some(Chunk::Size), ChunkOut::Progress),
+            Some(_) => return Err(UpstreamError::Invalid("missing CRLF after chunk data")),
+        },
+        // Trailer fields are dropped: few clients use them, and hyper sends none over HTTP/1.1
+        // unless asked.
+        Chunk::Trailers => match line(buf)? {
+            None => (Some(chunk), ChunkOut::NeedMore),
+            Some(line) if line.is_empty() => (None, ChunkOut::Progress),
+            Some(_) => (Some(Chunk::Trailers), ChunkOut::Progress),
+        },
+    })
+}
+
+impl Body for KeptBody {
+    type Data = Bytes;
+    type Error = UpstreamError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        let this = self.get_mut();
+        loop {
+            if this.framing == Framing::Done {
+                this.finish();
+                return Poll::Ready(None);
+            }
+            let step = match this.step() {
+                Ok(step) => step,
+                Err(error) => {
+                    this.conn = None;
+                    this.framing = Framing::Done;
+                    return Poll::Ready(Some(Err(error)));
+                }
+            };
+            match step {
+                Step::Data(data) => {
+                    if matches!(this.framing, Framing::Length(0)) {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Step::Again => {}
+                Step::More => {
+                    let Some(conn) = this.conn.as_mut() else {
+                        return Poll::Ready(None);
+                    };
+                    conn.buf.reserve(READ_CHUNK);
+                    let read = ready!(tokio_util::io::poll_read_buf(
+                        Pin::new(&mut conn.stream),
+                        cx,
+                        &mut conn.buf
+                    ));
+                    match read {
+                        Ok(0) if this.framing == Framing::UntilClose => {
+                            this.conn = None;
+                            this.framing = Framing::Done;
+                        }
+                        Ok(0) => {
+                            this.conn = None;
+                            this.framing = Framing::Done;
+                            return Poll::Ready(Some(Err(UpstreamError::Io(
+                                std::io::ErrorKind::UnexpectedEof.into(),
+                            ))));
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            this.conn = None;
+                            this.framing = Framing::Done;
+                            return Poll::Ready(Some(Err(UpstreamError::Io(error))));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.size_hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Header name/value pairs, as literals.
+    type Pairs = &'static [(&'static str, &'static str)];
+
+    fn head(status: u16, version: Version, pairs: &[(&'static str, &'static str)]) -> ResponseHead {
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.append(*k, HeaderValue::from_static(v));
+        }
+        ResponseHead {
+            status: StatusCode::from_u16(status).unwrap(),
+            version,
+            headers,
+        }
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        use Framing::*;
+        let get = Method::GET;
+        // (method, status, headers, framing; None = invalid)
+        let cases: &[(&Method, u16, Pairs, Option<Framing>)] = &[
+            (&get, 200, &[("content-length", "2")], Some(Length(2))),
+            (&get, 200, &[("content-length", "0")], Some(Done)),
+            (&Method::HEAD, 200, &[("content-length", "9")], Some(Done)),
+            (&get, 204, &[], Some(Done)),
+            (&get, 304, &[("content-length", "9")], Some(Done)),
+            (
+                &get,
+                200,
+                &[("transfer-encoding", "chunked")],
+                Some(Chunked(Chunk::Size)),
+            ),
+            (
+                &get,
+                200,
+                &[
+                    ("transfer-encoding", "gzip, chunked"),
+                    ("content-length", "4"),
+                ],
+                Some(Chunked(Chunk::Size)),
+            ),
+            (
+                &get,
+                200,
+                &[("transfer-encoding", "gzip")],
+                Some(UntilClose),
+            ),
+            (&get, 200, &[], Some(UntilClose)),
+            (&get, 200, &[("content-length", "3, 3")], Some(Length(3))),
+            (
+                &get,
+                200,
+                &[("content-length", "3"), ("content-length", "4")],
+                None,
+            ),
+            (&get, 200, &[("content-length", "-1")], None),
+            (&get, 101, &[], None),
+        ];
+        for (method, status, pairs, want) in cases {
+            let got = framing(method, &head(*status, Version::HTTP_11, pairs)).ok();
+            assert_eq!(got, *want, "{method} {status} {pairs:?}");
+        }
+    }
+
+    #[test]
+    fn keep_alive_by_version_and_connection() {
+        let cases: &[(Version, Pairs, bool)] = &[
+            (Version::HTTP_11, &[], true),
+            (Version::HTTP_11, &[("connection", "close")], false),
+            (
+                Version::HTTP_11,
+                &[("connection", "keep-alive, Close")],
+                false,
+            ),
+            (Version::HTTP_10, &[], false),
+            (Version::HTTP_10, &[("connection", "Keep-Alive")], true),
+        ];
+        for (version, pairs, want) in cases {
+            assert_eq!(
+                keeps_alive(&head(200, *version, pairs)),
+                *want,
+                "{version:?} {pairs:?}"
+            );
+        }
+    }
+
+    /// Decodes a whole chunked body fed in pieces of `piece` bytes.
+    fn decode_chunked(wire: &[u8], piece: usize) -> Result<Vec<u8>, UpstreamError> {
+        let mut state = Some(Chunk::Size);
+        let mut buf = BytesMut::new();
+        let mut fed = 0;
+        let mut out = Vec::new();
+        while let Some(chunk) = state {
+            let (next, produced) = chunk_step(chunk, &mut buf)?;
+            state = next;
+            match produced {
+                ChunkOut::Data(data) => out.extend_from_slice(&data),
+                ChunkOut::Progress => {}
+                ChunkOut::NeedMore => {
+                    if fed == wire.len() {
+                        return Err(UpstreamError::Invalid("truncated"));
+                    }
+                    let end = (fed + piece).min(wire.len());
+                    buf.extend_from_slice(&wire[fed..end]);
+                    fed = end;
+                }
+            }
+        }
+        assert!(
+            buf.is_empty() && fed == wire.len(),
+            "bytes left after the body"
+        );
+        Ok(out)
+    }
+
+    #[test]
+    fn chunked_bodies_decode_in_any_pieces() {
+        // (wire, decoded; None = invalid)
+        let cases: &[(&[u8], Option<&[u8]>)] = &[
+            (b"2\r\nok\r\n0\r\n\r\n", Some(b"ok")),
+            (
+                b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+                Some(b"hello world"),
+            ),
+            (
+                b"A\r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\n",
+                Some(b"0123456789"),
+            ),
+            (b"0\r\n\r\n", Some(b"")),
+            (b"2\nok\n0\n\n", Some(b"ok")),   // bare LF line ends
+            (b"zz\r\nok\r\n0\r\n\r\n", None), // not hex
+            (b"2\r\nokX\r\n0\r\n\r\n", None), // data longer than its size
+            (b"2\r\nok\r\n", None),           // no last chunk
+        ];
+        for (wire, want) in cases {
+            for piece in [1, 3, 1024] {
+                let got = decode_chunked(wire, piece).ok();
+                assert_eq!(
+                    got.as_deref(),
+                    *want,
+                    "{:?} in pieces of {piece}",
+                    String::from_utf8_lossy(wire)
+                );
+            }
+        }
+    }
+
+    /// Parses an encoded head back into (request line, header fields in order).
+    fn fields_of(head: &[u8]) -> (String, Vec<(String, String)>) {
+        let text = std::str::from_utf8(head).unwrap();
+        let text = text
+            .strip_suffix("\r\n\r\n")
+            .expect("head ends with an empty line");
+        let mut lines = text.split("\r\n");
+        let line = lines.next().unwrap().to_string();
+        let fields = lines
+            .map(|l| {
+                let (n, v) = l.split_once(": ").unwrap();
+                (n.to_string(), v.to_string())
+            })
+            .collect();
+        (line, fields)
+    }
+
+    #[test]
+    fn kept_head_is_the_rewritten_request() {
+        let ip = HeaderValue::from_static("10.0.0.7");
+        let id = HeaderValue::from_static("req-1");
+        let host = HeaderValue::from_static("Shop.Example.com:8080");
+        let endpoint = Endpoint::new("i-1".into(), "127.0.0.1:9".parse().unwrap());
+        // (request headers, the client's raw host)
+        let cases: &[(Pairs, Option<&HeaderValue>)] = &[
+            (
+                &[("host", "Shop.Example.com:8080"), ("accept", "*/*")],
+                Some(&host),
+            ),
+            (
+                &[
+                    ("host", "a"),
+                    ("connection", "keep-alive, x-secret"),
+                    ("x-secret", "s"),
+                    ("keep-alive", "5"),
+                    ("x-b", "2"),
+                ],
+                Some(&host),
+            ),
+            (
+                &[
+                    ("x-forwarded-for", "1.1.1.1"),
+                    ("x-forwarded-for", "2.2.2.2"),
+                    ("x-forwarded-proto", "ftp"),
+                    ("x-request-id", "spoof"),
+                    ("x-forwarded-host", "evil"),
+                ],
+                None,
+            ),
+            (
+                &[
+                    ("proxy-authorization", "x"),
+                    ("te", "trailers"),
+                    ("upgrade", "websocket"),
+                    ("cookie", "a=1"),
+                    ("cookie", "b=2"),
+                ],
+                Some(&host),
+            ),
+        ];
+        for (pairs, raw_host) in cases {
+            let mut req = Request::new(());
+            *req.uri_mut() = "/p?q=1".parse().unwrap();
+            for (k, v) in *pairs {
+                req.headers_mut().append(*k, HeaderValue::from_static(v));
+            }
+            let forwarded = Forwarded {
+                client_ip: &ip,
+                proto: "https",
+                raw_host: *raw_host,
+                request_id: &id,
+            };
+            let mut head = Vec::new();
+            encode_request_head(&mut head, &req, &forwarded, &endpoint);
+            let (line, mut got) = fields_of(&head);
+            assert_eq!(line, "GET /p?q=1 HTTP/1.1");
+
+            // What the pooled path sends: the header map rewritten.
+            let mut want_map = req.headers().clone();
+            forwarded.rewrite(&mut want_map, false);
+            if !want_map.contains_key(header::HOST) {
+                want_map.insert(header::HOST, HeaderValue::from_static("127.0.0.1:9"));
+            }
+            let mut want: Vec<(String, String)> = want_map
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn response_heads_parse() {
+        let parse = |raw: &[u8]| {
+            let mut buf = BytesMut::from(raw);
+            parse_response_head(&mut buf).map(|head| (head, buf))
+        };
+        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-a: 1\r\nx-a: 2\r\n\r\nok";
+        let Ok((Some(parsed), rest)) = parse(raw) else {
+            panic!("a complete head parses");
+        };
+        assert_eq!(&rest[..], b"ok", "the body stays in the buffer");
+        assert_eq!(parsed.status, StatusCode::OK);
+        assert_eq!(parsed.headers["content-length"], "2");
+        let values: Vec<_> = parsed.headers.get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert!(matches!(
+            parse(b"HTTP/1.1 200 OK\r\ncontent-le"),
+            Ok((None, _))
+        ));
+        assert!(parse(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
+        assert!(parse(b"garbage\r\n\r\n").is_err());
+        assert!(parse(b"HTTP/1.1 200 OK\r\nx-bad: a\x01b\r\n\r\n").is_err());
+    }
 }

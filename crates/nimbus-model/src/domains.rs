@@ -20,6 +20,12 @@ pub fn version_host(version: &str, service: &str, namespace: &str, base: &str) -
 /// Lowercases a `Host` header value and strips any port and trailing dot.
 /// `[::1]:8000` → `[::1]`; `Hello.Example.COM.:80` → `hello.example.com`.
 pub fn normalize_host(raw: &str) -> String {
+    host_key(raw).into_owned()
+}
+
+/// [`normalize_host`] without allocating when the host is already lower case (the common case
+/// on the request path).
+pub fn host_key(raw: &str) -> std::borrow::Cow<'_, str> {
     let raw = raw.trim();
     let without_port = if raw.starts_with('[') {
         match raw.find(']') {
@@ -32,7 +38,12 @@ pub fn normalize_host(raw: &str) -> String {
             _ => raw,
         }
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let host = without_port.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
 }
 
 /// Checks a custom domain and returns its normal form. Hosts under the base domain whose first

@@ -84,7 +84,7 @@ fn write_access_line(buf: &mut Vec<u8>, record: &RequestRecord) -> serde_json::R
     buf.extend_from_slice(b",\"duration_ms\":");
     serde_json::to_writer(&mut *buf, &ms(record.duration))?;
     buf.extend_from_slice(b",\"host\":");
-    serde_json::to_writer(&mut *buf, &record.host)?;
+    serde_json::to_writer(&mut *buf, &*record.host)?;
     buf.extend_from_slice(b",\"instance\":");
     serde_json::to_writer(&mut *buf, &record.instance.as_deref())?;
     buf.extend_from_slice(b",\"method\":");
@@ -92,9 +92,9 @@ fn write_access_line(buf: &mut Vec<u8>, record: &RequestRecord) -> serde_json::R
     buf.extend_from_slice(b",\"namespace\":");
     serde_json::to_writer(&mut *buf, &*record.namespace)?;
     buf.extend_from_slice(b",\"path\":");
-    serde_json::to_writer(&mut *buf, &record.path)?;
+    serde_json::to_writer(&mut *buf, record.path())?;
     buf.extend_from_slice(b",\"request_id\":");
-    serde_json::to_writer(&mut *buf, &record.request_id)?;
+    serde_json::to_writer(&mut *buf, record.request_id())?;
     buf.extend_from_slice(b",\"service\":");
     serde_json::to_writer(&mut *buf, &*record.service)?;
     buf.extend_from_slice(b",\"status\":");
@@ -133,7 +133,8 @@ struct PendingUsage {
 
 /// Per-version hot entries by namespace, service and version (nested, so a lookup borrows the
 /// record's strings instead of building a key).
-type HotMap = HashMap<Arc<str>, HashMap<Arc<str>, HashMap<Arc<str>, VersionHot>>>;
+/// Per version, keyed by (namespace, service, version): one hashed lookup per request.
+type HotMap = HashMap<(Arc<str>, Arc<str>, Arc<str>), VersionHot>;
 
 /// Metrics families, the meter and the access log, shared by the gateway hook, the reconciler,
 /// the metering loop and the API.
@@ -442,8 +443,6 @@ impl Telemetry {
         let pending: Vec<(UsageKey, PendingUsage)> = {
             let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
             hot.values_mut()
-                .flat_map(|services| services.values_mut())
-                .flat_map(|versions| versions.values_mut())
                 .filter_map(|v| v.pending.take().map(|p| (v.key.clone(), p)))
                 .collect()
         };
@@ -463,30 +462,22 @@ impl Telemetry {
         hot: &'a mut HotMap,
         record: &RequestRecord,
     ) -> Option<&'a mut VersionHot> {
-        let (ns, service, version): (&str, &str, &str) =
-            (&record.namespace, &record.service, &record.version);
-        let known = hot
-            .get(ns)
-            .and_then(|services| services.get(service))
-            .is_some_and(|versions| versions.contains_key(version));
-        if !known {
+        let key = (
+            Arc::clone(&record.namespace),
+            Arc::clone(&record.service),
+            Arc::clone(&record.version),
+        );
+        let entry = hot.entry(key).or_insert_with_key(|(ns, service, version)| {
             let labels = version_labels(ns, service, version);
-            let entry = VersionHot {
+            VersionHot {
                 duration: self.duration.get_or_create(&labels).clone(),
                 egress: self.egress.get_or_create(&labels).clone(),
                 by_status: Vec::new(),
                 key: UsageKey::new(ns, service, version),
                 pending: None,
-            };
-            hot.entry(Arc::clone(&record.namespace))
-                .or_default()
-                .entry(Arc::clone(&record.service))
-                .or_default()
-                .insert(Arc::clone(&record.version), entry);
-        }
-        hot.get_mut(ns)
-            .and_then(|services| services.get_mut(service))
-            .and_then(|versions| versions.get_mut(version))
+            }
+        });
+        Some(entry)
     }
 
     /// One sampling pass over the running instances, then a flush of the meter into the store.
@@ -677,7 +668,7 @@ mod tests {
             at_ms: 1_764_000_000_123,
             host: "hello--default.nimbus.localhost".into(),
             method: axum::http::Method::POST,
-            path: "/a \"quoted\" path\\".into(),
+            uri: "/a\"quoted\"\\path?q=1".parse().unwrap(),
             namespace: Arc::from("default"),
             service: Arc::from("hello"),
             version: Arc::from("v1"),
@@ -687,7 +678,7 @@ mod tests {
             bytes_in: 7,
             duration: Duration::from_micros(1500),
             upstream,
-            request_id: "abc".into(),
+            request_id: axum::http::HeaderValue::from_static("abc"),
         };
         // (record, what serde_json makes of the same fields)
         for r in [
@@ -697,7 +688,7 @@ mod tests {
             let mut buf = Vec::new();
             write_access_line(&mut buf, &r).unwrap();
             let want = serde_json::json!({
-                "time_ms": r.at_ms, "host": r.host, "method": "POST", "path": r.path,
+                "time_ms": r.at_ms, "host": &*r.host, "method": "POST", "path": "/a\"quoted\"\\path",
                 "service": "hello", "namespace": "default", "version": "v1",
                 "instance": r.instance.as_deref(), "status": 201, "bytes": 42,
                 "duration_ms": 1.5, "upstream_ms": r.upstream.map(|u| u.as_secs_f64() * 1000.0),
