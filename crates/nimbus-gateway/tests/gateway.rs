@@ -539,3 +539,113 @@ async fn serve_returns_after_shutdown() {
         "no longer accepting"
     );
 }
+
+/// A hand-written HTTP/1.1 instance, to send responses of every framing (and misbehave) exactly
+/// as written. Returns its address and the count of connections it accepted.
+async fn raw_upstream() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the raw upstream");
+    let addr = listener.local_addr().expect("its address");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let end = loop {
+                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        let mut chunk = [0u8; 1024];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end);
+                    let mut line = head.split_whitespace();
+                    let (method, path) = (line.next().unwrap_or(""), line.next().unwrap_or(""));
+                    let (reply, close): (&[u8], bool) = match (method, path) {
+                        ("HEAD", "/length") => (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false),
+                        (_, "/length") => (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello", false),
+                        (_, "/chunked") => (
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n",
+                            false,
+                        ),
+                        (_, "/close") => (b"HTTP/1.1 200 OK\r\n\r\nuntil close", true),
+                        // Closes a kept-alive connection right after answering, as an instance's
+                        // idle timeout or a restart would.
+                        (_, "/then-close") => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true),
+                        (_, "/hints") => (
+                            b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                            false,
+                        ),
+                        _ => (b"garbage\r\n\r\n", true),
+                    };
+                    if stream.write_all(reply).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn kept_upstream_connection_handles_every_framing_and_reconnects() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (addr, accepted) = raw_upstream().await;
+    let endpoint = Arc::new(nimbus_gateway::Endpoint::new("raw-1".into(), addr));
+    let svc = service(
+        "raw",
+        TrafficPolicy::single("v1"),
+        vec![("v1", vec![endpoint.clone()])],
+    );
+    let gw = TestGateway::start(table(vec![("raw.example", HostRoute::Service(svc))])).await;
+    let body = |reply: &Reply| String::from_utf8_lossy(&reply.body).to_string();
+
+    // Sequential requests from one client connection reuse one instance connection.
+    for _ in 0..3 {
+        let reply = gw.get("raw.example", "/length").await;
+        assert_eq!((reply.status, body(&reply).as_str()), (200, "hello"));
+    }
+    assert_eq!(accepted.load(SeqCst), 1, "the kept connection is reused");
+
+    // The instance closes the kept connection after a response: the next request is sent
+    // again on a fresh connection instead of failing.
+    let reply = gw.get("raw.example", "/then-close").await;
+    assert_eq!((reply.status, body(&reply).as_str()), (200, "ok"));
+    let reply = gw.get("raw.example", "/length").await;
+    assert_eq!((reply.status, body(&reply).as_str()), (200, "hello"));
+    assert_eq!(accepted.load(SeqCst), 2);
+
+    // Chunked (with an extension and a trailer), close-delimited, HEAD and 1xx interim
+    // responses all arrive whole.
+    let reply = gw.get("raw.example", "/chunked").await;
+    assert_eq!((reply.status, body(&reply).as_str()), (200, "hello world"));
+    let reply = gw.get("raw.example", "/close").await;
+    assert_eq!((reply.status, body(&reply).as_str()), (200, "until close"));
+    let reply = gw
+        .send(gw.request("raw.example", "/length").method("HEAD"))
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-length"), "5");
+    assert!(reply.body.is_empty());
+    let reply = gw.get("raw.example", "/hints").await;
+    assert_eq!((reply.status, body(&reply).as_str()), (200, "ok"));
+
+    // A response that is not HTTP is a 502 with the usual JSON error, and the next request
+    // still gets through.
+    let reply = gw.get("raw.example", "/garbage").await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.json()["error"]["code"], "upstream_error");
+    let reply = gw.get("raw.example", "/length").await;
+    assert_eq!((reply.status, body(&reply).as_str()), (200, "hello"));
+    eventually("in flight back to 0", || endpoint.inflight() == 0).await;
+}

@@ -234,6 +234,10 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Write transactions take the write lock up front, so they wait (busy timeout) for
+        // the other connections to the file (metering, the function queue) instead of failing
+        // with "database is locked" when a read turns into a write.
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         schema::migrate(&mut conn)?;
         conn.execute(
             "INSERT OR IGNORE INTO namespaces (name, created_at) VALUES (?1, ?2)",
