@@ -751,6 +751,9 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// A few header names, on the stack (hop-by-hop lists are short; no allocation per message).
+pub(crate) type HeaderNames = smallvec::SmallVec<[HeaderName; 4]>;
+
 /// Whether `name` is a hop-by-hop header by itself (not counting those `Connection` names). On
 /// an upgrade, `Connection` and `Upgrade` are end-to-end for this hop.
 pub(crate) fn is_hop_by_hop(name: &HeaderName, upgrade: bool) -> bool {
@@ -761,8 +764,8 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName, upgrade: bool) -> bool {
 
 /// The headers the `Connection` header names as hop-by-hop (its `keep-alive` and `close`
 /// options are not names); usually none.
-pub(crate) fn connection_named(headers: &HeaderMap, upgrade: bool) -> Vec<HeaderName> {
-    let mut named = Vec::new();
+pub(crate) fn connection_named(headers: &HeaderMap, upgrade: bool) -> HeaderNames {
+    let mut named = HeaderNames::new();
     for token in headers
         .get_all(header::CONNECTION)
         .iter()
@@ -790,7 +793,7 @@ pub(crate) fn connection_named(headers: &HeaderMap, upgrade: bool) -> Vec<Header
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // One pass over the names: most messages carry no hop-by-hop header, or only
     // `Connection: keep-alive`, and a scan is cheaper than a hashed remove per fixed name.
-    let mut doomed: Vec<HeaderName> = headers
+    let mut doomed: HeaderNames = headers
         .keys()
         .filter(|n| is_hop_by_hop(n, upgrade))
         .cloned()

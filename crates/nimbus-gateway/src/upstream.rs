@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::proxy::{
-    connection_named, is_hop_by_hop, Forwarded, X_FORWARDED_FOR, X_FORWARDED_HOST,
+    connection_named, is_hop_by_hop, Forwarded, HeaderNames, X_FORWARDED_FOR, X_FORWARDED_HOST,
     X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 use crate::route::Endpoint;
@@ -204,7 +204,7 @@ fn encode_request_head<B>(
     let named = if headers.contains_key(header::CONNECTION) {
         connection_named(headers, false)
     } else {
-        Vec::new()
+        HeaderNames::new()
     };
     head.clear();
     head.extend_from_slice(req.method().as_str().as_bytes());
@@ -351,7 +351,10 @@ fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, Excha
         let start = field.value.as_ptr() as usize - base;
         fields.push((name, start..start + field.value.len()));
     }
-    let head = buf.split_to(len).freeze();
+    // A copy of the head, not a split of the read buffer: sharing the buffer would cost an
+    // allocation to promote it now and another to grow it again for the next read.
+    let head = Bytes::copy_from_slice(&buf[..len]);
+    buf.advance(len);
     // Room for what the gateway adds (`x-request-id`, a cookie) without growing the map.
     let mut headers = HeaderMap::with_capacity(fields.len() + 2);
     for (name, range) in fields {
@@ -486,7 +489,7 @@ impl KeptBody {
                     return Ok(Step::More);
                 }
                 let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                let data = buf.split_to(n).freeze();
+                let data = take_data(buf, n);
                 self.framing = Framing::Length(left - n as u64);
                 self.size_hint = SizeHint::with_exact(left - n as u64);
                 Ok(Step::Data(data))
@@ -495,7 +498,8 @@ impl KeptBody {
                 if buf.is_empty() {
                     return Ok(Step::More);
                 }
-                Ok(Step::Data(buf.split().freeze()))
+                let n = buf.len();
+                Ok(Step::Data(take_data(buf, n)))
             }
             Framing::Chunked(chunk) => {
                 let (next, data) = chunk_step(chunk, buf)?;
@@ -513,6 +517,21 @@ impl KeptBody {
     }
 }
 
+/// Body bytes up to this size are copied out of the read buffer; bigger ones share it.
+const COPY_DATA_BELOW: usize = 4 * 1024;
+
+/// The first `n` bytes of `buf`, removed from it. Small pieces are copied, so the buffer stays
+/// unshared and is reused as is for the next read; big ones are split off without a copy.
+fn take_data(buf: &mut BytesMut, n: usize) -> Bytes {
+    if n < COPY_DATA_BELOW {
+        let data = Bytes::copy_from_slice(&buf[..n]);
+        buf.advance(n);
+        data
+    } else {
+        buf.split_to(n).freeze()
+    }
+}
+
 /// What one chunked-decoding step produced.
 enum ChunkOut {
     Data(Bytes),
@@ -526,14 +545,14 @@ fn chunk_step(
     chunk: Chunk,
     buf: &mut BytesMut,
 ) -> Result<(Option<Chunk>, ChunkOut), UpstreamError> {
-    let line = |buf: &mut BytesMut| -> Result<Option<BytesMut>, UpstreamError> {
+    // The next line (without its CR LF or bare LF), removed from `buf`; `None` until a whole
+    // line is buffered. Lines are short: copied out, so the buffer stays unshared.
+    let line = |buf: &mut BytesMut| -> Result<Option<Vec<u8>>, UpstreamError> {
         match buf.iter().position(|&b| b == b'\n') {
             Some(end) => {
-                let mut line = buf.split_to(end + 1);
-                line.truncate(end);
-                if line.last() == Some(&b'\r') {
-                    line.truncate(end - 1);
-                }
+                let text = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
+                let line = text.to_vec();
+                buf.advance(end + 1);
                 Ok(Some(line))
             }
             None if buf.len() > MAX_CHUNK_LINE_BYTES => {
@@ -566,7 +585,7 @@ fn chunk_step(
                 return Ok((Some(chunk), ChunkOut::NeedMore));
             }
             let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-            let data = buf.split_to(n).freeze();
+            let data = take_data(buf, n);
             let next = if n as u64 == left {
                 Chunk::DataEnd
             } else {
