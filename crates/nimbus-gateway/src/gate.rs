@@ -25,6 +25,7 @@
 //! sections panics, so a poisoned lock (a panic elsewhere) is recovered rather than propagated.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -106,12 +107,26 @@ pub struct Permit {
     alternatives: bool,
 }
 
+/// One reading of a gate's demand for the autoscaler.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DemandSample {
+    /// Time-weighted average of in-flight plus queued requests over the interval.
+    pub average: f64,
+    /// [`VersionGate::demand_changes`] at the reading.
+    pub changes: u64,
+    /// Nothing was held at the end of the interval.
+    pub idle: bool,
+}
+
 struct Shared {
     namespace: String,
     service: String,
     version: String,
     /// The activator hook: called (outside the lock) for each request that finds no instance.
     on_cold: Arc<dyn Fn() + Send + Sync>,
+    /// Bumped (under the lock) whenever demand may change, so the autoscaler's sampler can
+    /// pass over an idle gate without taking its lock.
+    demand_changes: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -233,6 +248,7 @@ impl VersionGate {
                     demand_since: Instant::now(),
                     demand_changed: Instant::now(),
                 }),
+                demand_changes: AtomicU64::new(0),
             }),
         })
     }
@@ -259,8 +275,7 @@ impl VersionGate {
             queue_depth: limits.queue_depth,
             timeout: limits.timeout.min(MAX_TIMEOUT),
         };
-        let mut state = self.shared.lock();
-        state.account();
+        let mut state = self.shared.lock_changing();
         let same = state.endpoints.len() == endpoints.len()
             && state
                 .endpoints
@@ -325,8 +340,7 @@ impl VersionGate {
     pub async fn admit_with(&self, pick: Pick) -> Result<Permit, AdmitError> {
         let arrived = Instant::now();
         let (rx, id, cold, deadline) = {
-            let mut state = self.shared.lock();
-            state.account();
+            let mut state = self.shared.lock_changing();
             let deadline = arrived + state.limits.timeout;
             // FIFO: a newcomer takes a free slot only when nobody is waiting for one.
             if state.waiters.is_empty() {
@@ -411,8 +425,26 @@ impl VersionGate {
     /// the gate was created. Unlike [`demand`](Self::demand), a 1 ms request between two samples
     /// still counts (as 0.001 request-seconds spread over the interval).
     pub fn take_average_demand(&self) -> f64 {
+        self.sample_demand(None).average
+    }
+
+    /// A marker that moves whenever the gate's demand may have changed. Equal markers around an
+    /// interval in which a [`DemandSample`] found the gate idle mean it stayed idle.
+    pub fn demand_changes(&self) -> u64 {
+        self.shared.demand_changes.load(AtomicOrdering::Acquire)
+    }
+
+    /// [`take_average_demand`](Self::take_average_demand) averaged over no longer than since
+    /// `not_before` (the sampler's previous pass, when it skipped this gate as idle since),
+    /// with the change marker and whether nothing is held now.
+    pub fn sample_demand(&self, not_before: Option<Instant>) -> DemandSample {
         let mut state = self.shared.lock();
         state.account();
+        let changes = self.shared.demand_changes.load(AtomicOrdering::Acquire);
+        if let Some(not_before) = not_before {
+            state.demand_since = state.demand_since.max(not_before).min(state.demand_changed);
+        }
+        let held = state.permits + state.waiters.len();
         let elapsed = state.demand_changed.duration_since(state.demand_since);
         let average = if elapsed.is_zero() {
             (state.permits + state.waiters.len()) as f64
@@ -421,7 +453,11 @@ impl VersionGate {
         };
         state.demand_area = 0.0;
         state.demand_since = state.demand_changed;
-        average
+        DemandSample {
+            average,
+            changes,
+            idle: held == 0,
+        }
     }
 
     /// How long each request that arrived while there was no ready instance waited before it
@@ -453,6 +489,14 @@ impl std::fmt::Debug for VersionGate {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lock, for a change of demand: the time-weighted area is brought up to now first.
+    fn lock_changing(&self) -> MutexGuard<'_, State> {
+        let mut state = self.lock();
+        self.demand_changes.fetch_add(1, AtomicOrdering::Release);
+        state.account();
+        state
     }
 }
 
@@ -554,8 +598,7 @@ impl Queued<'_> {
     fn leave(&mut self) -> Option<Permit> {
         self.done = true;
         {
-            let mut state = self.shared.lock();
-            state.account();
+            let mut state = self.shared.lock_changing();
             let before = state.waiters.len();
             let id = self.id;
             state.waiters.retain(|w| w.id != id);
@@ -575,8 +618,7 @@ impl Drop for Queued<'_> {
             return;
         }
         {
-            let mut state = self.shared.lock();
-            state.account();
+            let mut state = self.shared.lock_changing();
             let id = self.id;
             state.waiters.retain(|w| w.id != id);
         }
@@ -611,8 +653,7 @@ impl Drop for Permit {
         let Some(shared) = self.shared.take() else {
             return; // given back under the lock already; the guard only decrements
         };
-        let mut state = shared.lock();
-        state.account();
+        let mut state = shared.lock_changing();
         state.permits = state.permits.saturating_sub(1);
         self.guard.release();
         if !state.waiters.is_empty() {

@@ -48,7 +48,7 @@ pub mod tls;
 mod upstream;
 
 pub use error::{ErrorSource, GatewayError};
-pub use gate::{AdmitError, GateLimits, GateStats, Permit, Pick, VersionGate};
+pub use gate::{AdmitError, DemandSample, GateLimits, GateStats, Permit, Pick, VersionGate};
 pub use observe::{RequestObserver, RequestRecord};
 pub use policy::ServicePolicy;
 pub use route::{

@@ -461,3 +461,36 @@ async fn average_demand_is_time_weighted() {
     assert!((average - 1.1).abs() < 1e-6, "{average}");
     drop(first);
 }
+
+#[tokio::test(start_paused = true)]
+async fn idle_gates_keep_their_marker_and_a_later_sample_is_not_diluted() {
+    let (gate, _) = gate();
+    gate.update(vec![endpoint("a", 1)], limits(10, 10));
+    let first = gate.sample_demand(None);
+    assert!(first.idle);
+    assert_eq!(first.average, 0.0);
+
+    // Nothing happens for 9 s: the marker stays put, so a sampler may pass the gate over.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(gate.demand_changes(), first.changes);
+
+    // The sampler's last pass was here; a request is then held for the last 0.5 s of 1 s.
+    let previous_pass = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = gate.admit().await.unwrap();
+    assert_ne!(
+        gate.demand_changes(),
+        first.changes,
+        "an admission moves the marker"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sample = gate.sample_demand(Some(previous_pass));
+    assert!((sample.average - 0.5).abs() < 1e-6, "{sample:?}");
+    assert!(!sample.idle);
+
+    // Released: idle again, with a new marker.
+    drop(held);
+    let after = gate.sample_demand(None);
+    assert!(after.idle);
+    assert_eq!(gate.demand_changes(), after.changes);
+}

@@ -892,28 +892,29 @@ impl Reconciler {
     /// Runs the decider for every version; true when any count changed.
     fn decide_all(&mut self) -> bool {
         let local_now = chrono::Local::now();
-        let mut changes = Vec::new();
-        let running: HashMap<VersionKey, u32> = self
-            .counts()
-            .into_iter()
-            .map(|(key, (_, running))| (key.clone(), running))
-            .collect();
-        for key in self.scaler.keys() {
-            let mut current = running.get(&key).copied().unwrap_or(0);
-            if self
-                .health
-                .get(&key)
-                .is_some_and(|h| h.consecutive_failures > 0)
-            {
-                // Crashed instances waiting out a backoff still count: a crash is not a reason
-                // to scale down (which would stop the restarts and hide the failure).
-                current = current.max(self.scaler.desired(&key).unwrap_or(0));
-            }
-            let schedules = schedules_of(&self.desired.schedules, &key.0, &key.1);
-            if let Some(change) = self.scaler.decide(&key, current, &schedules, &local_now) {
-                changes.push(change);
+        // Running (starting or ready) instances per version, in one pass over the instances.
+        let mut running: HashMap<&VersionKey, u32> = HashMap::new();
+        for i in self.instances.values() {
+            if matches!(i.state, InstanceState::Starting | InstanceState::Ready) {
+                *running.entry(&i.key).or_default() += 1;
             }
         }
+        let health = &self.health;
+        let schedules = &self.desired.schedules;
+        let changes = self.scaler.decide_all(
+            |key, desired| {
+                let current = running.get(key).copied().unwrap_or(0);
+                if health.get(key).is_some_and(|h| h.consecutive_failures > 0) {
+                    // Crashed instances waiting out a backoff still count: a crash is not a
+                    // reason to scale down (which would stop the restarts and hide the failure).
+                    current.max(desired)
+                } else {
+                    current
+                }
+            },
+            |key| schedules_of(schedules, &key.0, &key.1),
+            &local_now,
+        );
         self.record_changes(&changes);
         !changes.is_empty()
     }

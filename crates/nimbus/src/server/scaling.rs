@@ -72,6 +72,9 @@ struct VersionScaling {
     gate: Option<Arc<nimbus_gateway::VersionGate>>,
     /// A sample was recorded since the entry was made.
     sampled: bool,
+    /// The gate's change marker when it was last found idle: while the marker stays put the
+    /// gate is still idle and is passed over without taking its lock.
+    idle_at: Option<u64>,
 }
 
 /// Per-version autoscaler state, owned by the reconciler.
@@ -79,6 +82,8 @@ pub struct Scaler {
     timings: ScalingTimings,
     origin: Instant,
     versions: HashMap<VersionKey, VersionScaling>,
+    /// When [`Scaler::sample_gates`] last ran.
+    last_pass: Option<tokio::time::Instant>,
 }
 
 impl Scaler {
@@ -87,6 +92,7 @@ impl Scaler {
             timings,
             origin: Instant::now(),
             versions: HashMap::new(),
+            last_pass: None,
         }
     }
 
@@ -148,6 +154,7 @@ impl Scaler {
                             reason: "initial",
                             gate: None,
                             sampled: false,
+                            idle_at: None,
                         },
                     );
                 }
@@ -173,11 +180,21 @@ impl Scaler {
     /// table of thousands of idle versions costs next to nothing.
     pub fn sample_gates(&mut self) {
         let now = self.now();
+        let pass = tokio::time::Instant::now();
+        let previous_pass = self.last_pass.replace(pass);
         for v in self.versions.values_mut() {
             let Some(gate) = &v.gate else {
                 continue;
             };
-            let demand = gate.take_average_demand();
+            // An idle gate whose marker has not moved is still idle: no lock, no clock read,
+            // which is what keeps thousands of idle versions cheap.
+            let demand = if v.idle_at.is_some_and(|at| at == gate.demand_changes()) {
+                0.0
+            } else {
+                let sample = gate.sample_demand(v.idle_at.and(previous_pass));
+                v.idle_at = sample.idle.then_some(sample.changes);
+                sample.average
+            };
             let quiet_for = v.config.stable_window + SampleWindow::DEFAULT_BUCKET * 2;
             let quiet = demand == 0.0
                 && v.sampled
@@ -191,32 +208,23 @@ impl Scaler {
         }
     }
 
-    /// Runs the decider for one version with `current` instances running or starting, under
-    /// the service's `schedules` (evaluated in the server's local time zone).
-    pub fn decide(
+    /// Runs the decider for every version in one pass (no key copies): `current` gives a
+    /// version's instances running or starting (given its desired count), `schedules` its
+    /// service's schedules (evaluated in the server's local time zone).
+    pub fn decide_all(
         &mut self,
-        key: &VersionKey,
-        current: u32,
-        schedules: &[Schedule],
+        current: impl Fn(&VersionKey, u32) -> u32,
+        schedules: impl Fn(&VersionKey) -> Vec<Schedule>,
         local_now: &chrono::DateTime<chrono::Local>,
-    ) -> Option<Change> {
+    ) -> Vec<Change> {
         let now = self.now();
-        let v = self.versions.get_mut(key)?;
-        let active = schedule::active(schedules, &key.2, local_now, schedule::DEFAULT_LOOKBACK);
-        let bounds = v.config.bounds(active.as_ref());
-        let (decision, state) = decide(&v.config, bounds, &v.window, &v.state, now, current);
-        v.state = state;
-        let from = v.desired;
-        v.desired = decision.desired;
-        v.reason = decision.reason.as_str();
-        (from != decision.desired).then(|| Change {
-            key: key.clone(),
-            from,
-            to: decision.desired,
-            reason: v.reason,
-            demand: decision.stable_demand,
-            target: decision.target,
-        })
+        self.versions
+            .iter_mut()
+            .filter_map(|(key, v)| {
+                let running = current(key, v.desired);
+                decide_version(key, v, now, running, &schedules(key), local_now)
+            })
+            .collect()
     }
 
     /// The activator: requests found no ready instance. Want enough instances for the held
@@ -251,10 +259,32 @@ impl Scaler {
     pub fn reason(&self, key: &VersionKey) -> Option<&'static str> {
         self.versions.get(key).map(|v| v.reason)
     }
+}
 
-    pub fn keys(&self) -> Vec<VersionKey> {
-        self.versions.keys().cloned().collect()
-    }
+/// One version's decision; see [`Scaler::decide_all`].
+fn decide_version(
+    key: &VersionKey,
+    v: &mut VersionScaling,
+    now: Duration,
+    current: u32,
+    schedules: &[Schedule],
+    local_now: &chrono::DateTime<chrono::Local>,
+) -> Option<Change> {
+    let active = schedule::active(schedules, &key.2, local_now, schedule::DEFAULT_LOOKBACK);
+    let bounds = v.config.bounds(active.as_ref());
+    let (decision, state) = decide(&v.config, bounds, &v.window, &v.state, now, current);
+    v.state = state;
+    let from = v.desired;
+    v.desired = decision.desired;
+    v.reason = decision.reason.as_str();
+    (from != decision.desired).then(|| Change {
+        key: key.clone(),
+        from,
+        to: decision.desired,
+        reason: v.reason,
+        demand: decision.stable_demand,
+        target: decision.target,
+    })
 }
 
 /// Instances for `demand` held requests at `target` requests each: at least one, at most `max`.
