@@ -3,14 +3,16 @@
 #
 # Every proxy runs pinned to the same single core (PROXY_CORE, default 0) with one worker/thread;
 # wrk and the shared backend (nginx answering a fixed 2-byte body) run on LOAD_CORE (default 1).
-# Rows: the backend alone (the ceiling), nginx, HAProxy, HAProxy over TLS, Nimbus with one
-# service (metrics on, and the JSON access log to a file unless ACCESS_LOG=off), Nimbus over TLS
-# (its self-signed default certificate; HAProxy gets an ECDSA P-256 one as well), and a second
+# Rows: the backend alone (the ceiling), nginx, HAProxy, HAProxy over TLS (HTTP/1.1 with wrk,
+# HTTP/2 with h2load), Nimbus with one service (metrics on, and the JSON access log to a file
+# unless ACCESS_LOG=off), Nimbus over TLS the same two ways (its self-signed default
+# certificate; HAProxy gets an ECDSA P-256 one as well), and a second
 # Nimbus server whose route table also holds SERVICES services x VERSIONS versions (seeded
 # into its store before it starts). All of them are started first and stay up; then ROUNDS rounds
 # measure every row in turn (a 2-connection warm-up, then DURATION seconds of CONNS keep-alive
 # connections), so background noise falls on all rows alike, and the table shows the median of
-# the rounds: rps, p50, p99 and the ratios to HAProxy.
+# the rounds: rps, p50, p99 and the ratios to HAProxy (and each Nimbus row against HAProxy on the
+# same protocol).
 #
 #   bench/gateway/run.sh                        # build nimbus (release), install tools, run
 #   DURATION=30 CONNS=100 ROUNDS=5 bench/gateway/run.sh
@@ -46,6 +48,7 @@ missing=()
 for tool in haproxy nginx wrk curl jq openssl; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
+command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v taskset >/dev/null || missing+=(util-linux)
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
@@ -120,12 +123,16 @@ wait_ok() {
 
 # --- rows --------------------------------------------------------------------------------------
 ROWS=()
-declare -A URL HOST_OF PID_OF
-add_row() { # NAME URL HOST PID (of the process whose CPU time the row counts, with its children)
+declare -A URL HOST_OF PID_OF TOOL_OF
+# NAME URL HOST PID (of the process whose CPU time the row counts, with its children) [TOOL]
+# TOOL is wrk (HTTP/1.1, the default) or h2load (HTTP/2 over TLS, one stream per connection:
+# a request at a time per connection, as with wrk).
+add_row() {
     ROWS+=("$1")
     URL[$1]=$2
     HOST_OF[$1]=$3
     PID_OF[$1]=$4
+    TOOL_OF[$1]=${5:-wrk}
     wait_ok -H "Host: $3" "$2" || die "$1: $2 (Host: $3) does not answer 200"
     [[ $(curl -sk -H "Host: $3" "$2") == ok ]] || die "$1: unexpected body from $2"
 }
@@ -153,6 +160,7 @@ PIDS+=($!)
 HAPROXY_ROW="haproxy $(haproxy -v | awk 'NR == 1 { print $3 }' | cut -d- -f1)"
 add_row "$HAPROXY_ROW" "http://127.0.0.1:$port/" "bench" "$!"
 add_row "$HAPROXY_ROW (TLS)" "https://127.0.0.1:$TLS_PORT/" "bench" "$!"
+add_row "$HAPROXY_ROW (TLS, h2)" "https://127.0.0.1:$TLS_PORT/" "bench" "$!" h2load
 
 # The service's instance is a placeholder process that keeps a version alive; with a fixed
 # --port the gateway forwards to the shared backend, the same socket HAProxy and nginx use.
@@ -233,9 +241,10 @@ idle_cpu() {
 
 log "starting nimbus server (1 service)"
 start_nimbus nimbus-small
-NIMBUS_ROWS=("nimbus (1 service)" "nimbus (1 service, TLS)")
+NIMBUS_ROWS=("nimbus (1 service)" "nimbus (1 service, TLS)" "nimbus (1 service, TLS, h2)")
 add_row "${NIMBUS_ROWS[0]}" "http://$GATEWAY/" "$NIMBUS_HOST" "$PID"
 add_row "${NIMBUS_ROWS[1]}" "https://$HTTPS/" "$NIMBUS_HOST" "$PID"
+add_row "${NIMBUS_ROWS[2]}" "https://$HTTPS/" "$NIMBUS_HOST" "$PID" h2load
 IDLE=("1 service $(idle_cpu "$PID")")
 
 if [[ -n ${NIMBUS_BEFORE:-} ]]; then
@@ -283,24 +292,52 @@ to_ms() {
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END {
     printf "%s", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 
+# h2load's figures in wrk's shape ("Requests/sec:", "N requests in", and its mean latency as
+# the 50% line: h2load reports no percentiles, so the p99 column stays empty for h2 rows).
+h2load_as_wrk() {
+    awk '/^finished in/ { printf "Requests/sec: %s\n", $4 }
+        /^requests:/ { printf "%s requests in\n", $2 }
+        /^status codes:/ { if ($3 + 0 != $2 + 0 || $5 + $7 + $9 > 0) print "Non-2xx or 3xx responses: " $0 }
+        /^time for request:/ { printf "50%% %s\n", $6 }'
+}
+
 measure() { # NAME ROUND
     local name=$1 url=${URL[$1]} host=${HOST_OF[$1]} out
     local pid=${PID_OF[$1]} before after
+    if [[ ${TOOL_OF[$1]} == h2load ]]; then
+        taskset -c "$LOAD_CORE" h2load -c 2 -m 1 -D "$WARMUP" -H ":authority: $host" "$url" \
+            >/dev/null
+        log "round $2/$ROUNDS, $name: ${DURATION}s, $CONNS h2 connections"
+        before=$(cpu_ticks "$pid")
+        out=$(taskset -c "$LOAD_CORE" h2load -c "$CONNS" -m 1 -D "$DURATION" \
+            -H ":authority: $host" "$url" | h2load_as_wrk)
+        after=$(cpu_ticks "$pid")
+        record "$name" "$out" $((after - before))
+        return
+    fi
     taskset -c "$LOAD_CORE" wrk -t1 -c2 -d"${WARMUP}s" -H "Host: $host" "$url" >/dev/null
     log "round $2/$ROUNDS, $name: ${DURATION}s, $CONNS connections"
     before=$(cpu_ticks "$pid")
     out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency \
         -H "Host: $host" "$url")
     after=$(cpu_ticks "$pid")
+    record "$name" "$out" $((after - before))
+}
+
+record() { # NAME OUTPUT CPU_TICKS: files one round's figures
+    local name=$1 out=$2 ticks=$3
     # CPU time per request is far less sensitive than rps to other load on the machine.
-    CPU[$name]+=" $(awk -v t=$((after - before)) -v hz="$HZ" \
+    CPU[$name]+=" $(awk -v t="$ticks" -v hz="$HZ" \
         -v n="$(awk '/requests in/ { print $1 }' <<<"$out")" 'BEGIN { printf "%.2f", t / hz / n * 1e6 }')"
     if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
         log "$name: errors during the run: $(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ')"
     fi
     RPS[$name]+=" $(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")"
     P50[$name]+=" $(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
-    P99[$name]+=" $(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
+    local p99
+    p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
+    [[ -n $p99 ]] && P99[$name]+=" $(to_ms "$p99")"
+    return 0
 }
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -321,17 +358,31 @@ printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' "----------------------------------" "-----
 for row in "${ROWS[@]}"; do
     rps=$(printf '%.0f' "$(median "${RPS[$row]}")")
     p50=$(printf '%.3f' "$(median "${P50[$row]}")")
-    p99=$(printf '%.3f' "$(median "${P99[$row]}")")
     cpu=$(printf '%.1f' "$(median "${CPU[$row]}")")
     ratio=$(awk -v a="$rps" -v b="$base" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-    p99_ratio=$(awk -v a="$p99" -v b="$base_p99" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+    if [[ -n ${P99[$row]:-} ]]; then
+        p99=$(printf '%.3f' "$(median "${P99[$row]}")")
+        p99_ratio=$(awk -v a="$p99" -v b="$base_p99" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+    else
+        p99="—" p99_ratio="—" # h2load: the p50 column is the mean
+    fi
     printf '| %-32s | %7s | %7s | %7s | %11s | %13s | %13s | %s |\n' "$row" "$rps" "$p50" "$p99" \
         "$cpu" "$ratio" "$p99_ratio" "${RPS[$row]# }"
 done
 echo
 echo "CPU µs/req: CPU time of the proxy process (with its children) over the requests served."
+echo "h2 rows: h2load, one stream per connection; it reports no percentiles, so p50 is the mean."
 echo "nimbus server CPU while idle (share of its core): ${IDLE[*]}"
+# Each Nimbus row against the HAProxy row of the same protocol.
 for row in "${NIMBUS_ROWS[@]}"; do
-    awk -v n="$row" -v a="$(median "${RPS[$row]}")" -v b="$base" -v p="$(median "${P99[$row]}")" \
-        -v q="$base_p99" 'BEGIN { printf "Nimbus/HAProxy, %s: rps %.2f (goal ≥ 1.00); p99 %.3f ms vs %.3f ms (goal ≤)\n", n, a / b, p, q }'
+    case $row in
+    *"TLS, h2)"*) peer="$HAPROXY_ROW (TLS, h2)" ;;
+    *"TLS)"*) peer="$HAPROXY_ROW (TLS)" ;;
+    *) peer=$HAPROXY_ROW ;;
+    esac
+    awk -v n="$row" -v peer="$peer" -v a="$(median "${RPS[$row]}")" -v b="$(median "${RPS[$peer]}")" \
+        -v p="$(median "${P99[$row]:-}")" -v q="$(median "${P99[$peer]:-}")" 'BEGIN {
+            printf "Nimbus/HAProxy, %s vs %s: rps %.2f (goal ≥ 1.00)", n, peer, a / b
+            if (q > 0) printf "; p99 %.3f ms vs %.3f ms (goal ≤)", p, q
+            printf "\n" }'
 done

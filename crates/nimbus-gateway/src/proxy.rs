@@ -296,16 +296,12 @@ async fn proxy(
         UpstreamProtocol::H2c => Version::HTTP_2,
         UpstreamProtocol::Http1 => Version::HTTP_11,
     };
-    let client_version = parts.version;
     parts.version = upstream_version;
     let empty_body = body.is_end_stream();
-    // An HTTP/1.x client sends one request at a time: its connection keeps one upstream
-    // connection, driven inline (see `upstream`), for requests without a body. HTTP/2 clients,
-    // upgrades, h2c and requests with a body use the pooled client.
-    let kept = (client_version != Version::HTTP_2
-        && !upgrade
-        && empty_body
-        && policy.upstream == UpstreamProtocol::Http1)
+    // Requests without a body go over the upstream connections the client's connection keeps,
+    // driven inline (see `upstream`). Upgrades, h2c and requests with a body use the pooled
+    // client.
+    let kept = (!upgrade && empty_body && policy.upstream == UpstreamProtocol::Http1)
         .then_some(&conn.upstream);
     if kept.is_none() {
         // The kept connection applies the same rewrite as it writes the head, in one pass.

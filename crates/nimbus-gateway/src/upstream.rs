@@ -1,14 +1,15 @@
-//! HTTP/1.1 to instances on a connection kept by the client's connection, driven inline.
+//! HTTP/1.1 to instances on connections kept by the client's connection, driven inline.
 //!
-//! An HTTP/1.1 client connection sends one request at a time, so it can own one upstream
-//! connection and reuse it for every request it forwards to the same instance. [`ConnUpstream`]
-//! is that connection, and it is driven by the client connection's own task: the request head is
-//! written and the response head read right in the request's future, and the response body is
-//! read by the [`KeptBody`] the client's connection polls as it sends it. There is no pool to
-//! check out from, no connection task, and no channel between tasks per request (what a pooled
-//! client costs: a mutex, a hashed lookup, two task wake-ups and a body channel). This path
-//! carries requests without a body, the bulk of proxied traffic; requests with one, HTTP/2
-//! clients, upgrades and h2c upstreams use the shared pooled client.
+//! A client connection keeps the upstream connections its requests used and reuses them for its
+//! next requests to the same instances: one for an HTTP/1.1 client (one request at a time), a
+//! few for an HTTP/2 client (concurrent streams). [`ConnUpstream`] holds them, and they are
+//! driven by the task serving the request: the request head is written and the response head
+//! read right in the request's future, and the response body is read by the [`KeptBody`] the
+//! client's connection polls as it sends it. There is no shared pool to check out from, no
+//! connection task, and no channel between tasks per request (what a pooled client costs: a
+//! mutex, a hashed lookup, two task wake-ups and a body channel). This path carries requests
+//! without a body, the bulk of proxied traffic; requests with one, upgrades and h2c upstreams use
+//! the shared pooled client.
 //!
 //! A kept connection the instance closed while idle (an idle timeout, a restart) shows as a
 //! write error or an end of stream before any response byte; the request, which has no body, is
@@ -41,12 +42,18 @@ const MAX_CHUNK_LINE_BYTES: usize = 4 * 1024;
 /// Read buffer reserved before each read.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// The upstream connection one client connection keeps; see the module docs.
+/// Most idle upstream connections one client connection keeps; past it the oldest is closed.
+const MAX_IDLE_PER_CLIENT: usize = 8;
+
+/// The idle upstream connections, newest last, one client connection keeps.
+type IdleConns = Arc<Mutex<Vec<KeptConn>>>;
+
+/// The upstream connections one client connection keeps; see the module docs.
 #[derive(Default)]
 pub(crate) struct ConnUpstream {
-    /// Shared with the [`KeptBody`] of the response in flight, which puts the connection back
+    /// Shared with the [`KeptBody`] of each response in flight, which puts its connection back
     /// when the body has been read in full.
-    slot: Arc<Mutex<Option<KeptConn>>>,
+    idle: IdleConns,
 }
 
 /// An open connection to one instance, with bytes read past the last response.
@@ -136,7 +143,7 @@ impl ConnUpstream {
             conn: Some(conn),
             framing,
             reusable,
-            slot: Arc::clone(&self.slot),
+            idle: Arc::clone(&self.idle),
             size_hint: match framing {
                 Framing::Length(n) => SizeHint::with_exact(n),
                 Framing::Done => SizeHint::with_exact(0),
@@ -154,15 +161,13 @@ impl ConnUpstream {
         Ok(response)
     }
 
-    /// The kept connection if it goes to `endpoint`; a connection to another instance is
-    /// dropped (closed).
+    /// The most recently used idle connection to `endpoint`, if any.
     fn take(&self, endpoint: &Arc<Endpoint>) -> Option<KeptConn> {
-        let conn = self
-            .slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()?;
-        Arc::ptr_eq(&conn.endpoint, endpoint).then_some(conn)
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = idle
+            .iter()
+            .rposition(|conn| Arc::ptr_eq(&conn.endpoint, endpoint))?;
+        Some(idle.remove(at))
     }
 }
 
@@ -434,13 +439,13 @@ fn keeps_alive(head: &ResponseHead) -> bool {
 }
 
 /// A response body read straight from the kept connection. When it has been read in full the
-/// connection goes back to its client connection's slot for the next request; dropped before
+/// connection goes back to its client connection for the next request; dropped before
 /// that (the client went away), it closes the connection.
 pub(crate) struct KeptBody {
     conn: Option<KeptConn>,
     framing: Framing,
     reusable: bool,
-    slot: Arc<Mutex<Option<KeptConn>>>,
+    idle: IdleConns,
     size_hint: SizeHint,
 }
 
@@ -470,7 +475,11 @@ impl KeptBody {
         if let Some(conn) = self.conn.take() {
             // Bytes past the response mean the instance is out of step: do not reuse.
             if self.reusable && conn.buf.is_empty() {
-                *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
+                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                if idle.len() >= MAX_IDLE_PER_CLIENT {
+                    idle.remove(0);
+                }
+                idle.push(conn);
             }
         }
     }
