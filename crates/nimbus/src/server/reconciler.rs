@@ -109,6 +109,10 @@ pub struct Reconciler {
     instances: HashMap<String, Instance>,
     health: HashMap<VersionKey, VersionHealth>,
     status_tx: watch::Sender<Arc<RuntimeStatus>>,
+    /// Each published version status's gate and that gate's change marker when its figures
+    /// were read, in the status's order: [`Reconciler::refresh_live_status`] rereads only the
+    /// gates that changed.
+    status_gates: Vec<Option<(Arc<VersionGate>, u64)>>,
     reports_tx: mpsc::UnboundedSender<Report>,
     reports_rx: mpsc::UnboundedReceiver<Report>,
     /// The last desired state read, so reports can be handled without re-reading the store.
@@ -222,6 +226,7 @@ impl Reconciler {
             instances: HashMap::new(),
             health: HashMap::new(),
             status_tx,
+            status_gates: Vec::new(),
             reports_tx,
             reports_rx,
             desired: DesiredState::default(),
@@ -736,7 +741,7 @@ impl Reconciler {
         self.publish_certificates();
         self.gateway.swap(table);
         self.record_cold_starts();
-        self.status_tx.send_replace(Arc::new(self.status()));
+        self.publish_status();
     }
 
     /// Hands the stored TLS certificates to the gateway when they changed. One that does not
@@ -889,8 +894,9 @@ impl Reconciler {
         self.scaler.sample_gates();
     }
 
-    /// Runs the decider for every version; true when any count changed.
-    fn decide_all(&mut self) -> bool {
+    /// Runs the decider for every version: whether any count changed, and whether any
+    /// version's scaling reason did.
+    fn decide_all(&mut self) -> (bool, bool) {
         let local_now = chrono::Local::now();
         // Running (starting or ready) instances per version, in one pass over the instances.
         let mut running: HashMap<&VersionKey, u32> = HashMap::new();
@@ -901,7 +907,7 @@ impl Reconciler {
         }
         let health = &self.health;
         let schedules = &self.desired.schedules;
-        let changes = self.scaler.decide_all(
+        let (changes, reasons_changed) = self.scaler.decide_all(
             |key, desired| {
                 let current = running.get(key).copied().unwrap_or(0);
                 if health.get(key).is_some_and(|h| h.consecutive_failures > 0) {
@@ -916,7 +922,7 @@ impl Reconciler {
             &local_now,
         );
         self.record_changes(&changes);
-        !changes.is_empty()
+        (!changes.is_empty(), reasons_changed)
     }
 
     /// The activator's pokes: versions with held requests and no instance want one now. The
@@ -942,7 +948,45 @@ impl Reconciler {
         }
     }
 
-    fn status(&self) -> RuntimeStatus {
+    /// Builds and publishes the whole status.
+    fn publish_status(&mut self) {
+        let (status, gates) = self.status();
+        self.status_gates = gates;
+        self.status_tx.send_replace(Arc::new(status));
+    }
+
+    /// Updates the published status's in-flight and queue figures in place: each instance's,
+    /// and each version's whose gate changed since it was read. Nothing else moves between
+    /// reconciles, and rebuilding the status of thousands of versions every tick would stall
+    /// the gateway sharing this thread.
+    fn refresh_live_status(&mut self) {
+        let gates = &mut self.status_gates;
+        let instances = &self.instances;
+        self.status_tx.send_modify(|status| {
+            let status = Arc::make_mut(status);
+            for (version, slot) in status.versions.iter_mut().zip(gates.iter_mut()) {
+                let Some((gate, marker)) = slot else {
+                    continue;
+                };
+                let now = gate.demand_changes();
+                if now != *marker {
+                    let stats = gate.stats();
+                    version.inflight = stats.inflight as u32;
+                    version.queued = stats.queued as u32;
+                    *marker = now;
+                }
+            }
+            for instance in &mut status.instances {
+                if let Some(known) = instances.get(&instance.id) {
+                    instance.inflight = known.endpoint.inflight() as u32;
+                }
+            }
+        });
+    }
+
+    /// The whole status, with each version's gate (and its change marker) in the same order.
+    #[allow(clippy::type_complexity)]
+    fn status(&self) -> (RuntimeStatus, Vec<Option<(Arc<VersionGate>, u64)>>) {
         let mut instances: Vec<InstanceStatus> = self
             .instances
             .values()
@@ -971,6 +1015,7 @@ impl Reconciler {
             ))
         });
         let counts = self.counts();
+        let mut gates = Vec::with_capacity(self.desired.versions.len());
         let versions = self
             .desired
             .versions
@@ -979,7 +1024,10 @@ impl Reconciler {
                 let key = (v.namespace.clone(), v.service.clone(), v.name.clone());
                 let ready = counts.get(&key).map_or(0, |c| c.0) as u32;
                 let desired = self.scaler.desired(&key).unwrap_or(0);
-                let gate = self.gates.get(&key).map(|g| g.stats()).unwrap_or_default();
+                let version_gate = self.gates.get(&key);
+                // The marker before the figures: a change in between is reread next time.
+                gates.push(version_gate.map(|g| (Arc::clone(g), g.demand_changes())));
+                let gate = version_gate.map(|g| g.stats()).unwrap_or_default();
                 let cold = self.cold.get(&key);
                 let scaling_reason = self.scaler.reason(&key).map(str::to_string);
                 let health = self.health.get(&key);
@@ -1010,10 +1058,13 @@ impl Reconciler {
                 }
             })
             .collect();
-        RuntimeStatus {
-            instances,
-            versions,
-        }
+        (
+            RuntimeStatus {
+                instances,
+                versions,
+            },
+            gates,
+        )
     }
 
     /// Runs until `shutdown` fires, then drains and stops every instance.
@@ -1047,11 +1098,14 @@ impl Reconciler {
                 }
                 _ = sample.tick() => self.sample_demand(),
                 _ = decide.tick() => {
-                    if self.decide_all() {
+                    let (changed, reasons_changed) = self.decide_all();
+                    if changed {
                         self.reconcile_known().await;
+                    } else if reasons_changed {
+                        self.publish_status();
                     } else {
                         // In-flight and queue figures in the status stay fresh.
-                        self.status_tx.send_replace(Arc::new(self.status()));
+                        self.refresh_live_status();
                     }
                 }
                 Some(report) = self.reports_rx.recv() => {

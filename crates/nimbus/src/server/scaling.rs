@@ -211,20 +211,42 @@ impl Scaler {
     /// Runs the decider for every version in one pass (no key copies): `current` gives a
     /// version's instances running or starting (given its desired count), `schedules` its
     /// service's schedules (evaluated in the server's local time zone).
+    /// Also says whether any version's scaling reason changed.
     pub fn decide_all(
         &mut self,
         current: impl Fn(&VersionKey, u32) -> u32,
         schedules: impl Fn(&VersionKey) -> Vec<Schedule>,
         local_now: &chrono::DateTime<chrono::Local>,
-    ) -> Vec<Change> {
+    ) -> (Vec<Change>, bool) {
         let now = self.now();
-        self.versions
+        let mut reasons_changed = false;
+        let changes = self
+            .versions
             .iter_mut()
             .filter_map(|(key, v)| {
                 let running = current(key, v.desired);
-                decide_version(key, v, now, running, &schedules(key), local_now)
+                let schedules = schedules(key);
+                // A version at rest (no demand for longer than the stable window, at its floor,
+                // running what it wants, no schedule to move the floor) would get the same
+                // decision again: skip the math, which thousands of idle versions cannot afford
+                // on every tick.
+                let at_rest = schedules.is_empty()
+                    && running == v.desired
+                    && v.desired == v.config.min
+                    && v.window.last_nonzero().is_none_or(|at| {
+                        now.saturating_sub(at)
+                            > v.config.stable_window + SampleWindow::DEFAULT_BUCKET * 2
+                    });
+                if at_rest && v.sampled {
+                    return None;
+                }
+                let reason = v.reason;
+                let change = decide_version(key, v, now, running, &schedules, local_now);
+                reasons_changed |= v.reason != reason;
+                change
             })
-            .collect()
+            .collect();
+        (changes, reasons_changed)
     }
 
     /// The activator: requests found no ready instance. Want enough instances for the held
