@@ -101,6 +101,10 @@ struct VersionHealth {
     last_log_lines: Vec<String>,
 }
 
+/// Each published version status's gate and the gate's change marker when its figures were
+/// read, in the status's order.
+type StatusGates = Vec<Option<(Arc<VersionGate>, u64)>>;
+
 pub struct Reconciler {
     store: Arc<Store>,
     driver: Arc<dyn Driver>,
@@ -112,7 +116,7 @@ pub struct Reconciler {
     /// Each published version status's gate and that gate's change marker when its figures
     /// were read, in the status's order: [`Reconciler::refresh_live_status`] rereads only the
     /// gates that changed.
-    status_gates: Vec<Option<(Arc<VersionGate>, u64)>>,
+    status_gates: StatusGates,
     reports_tx: mpsc::UnboundedSender<Report>,
     reports_rx: mpsc::UnboundedReceiver<Report>,
     /// The last desired state read, so reports can be handled without re-reading the store.
@@ -985,8 +989,7 @@ impl Reconciler {
     }
 
     /// The whole status, with each version's gate (and its change marker) in the same order.
-    #[allow(clippy::type_complexity)]
-    fn status(&self) -> (RuntimeStatus, Vec<Option<(Arc<VersionGate>, u64)>>) {
+    fn status(&self) -> (RuntimeStatus, StatusGates) {
         let mut instances: Vec<InstanceStatus> = self
             .instances
             .values()
