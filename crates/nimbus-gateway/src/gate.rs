@@ -421,22 +421,17 @@ impl VersionGate {
         state.permits + state.waiters.len()
     }
 
-    /// The time-weighted average demand (in flight plus queued) since the previous call, or since
-    /// the gate was created. Unlike [`demand`](Self::demand), a 1 ms request between two samples
-    /// still counts (as 0.001 request-seconds spread over the interval).
-    pub fn take_average_demand(&self) -> f64 {
-        self.sample_demand(None).average
-    }
-
     /// A marker that moves whenever the gate's demand may have changed. Equal markers around an
     /// interval in which a [`DemandSample`] found the gate idle mean it stayed idle.
     pub fn demand_changes(&self) -> u64 {
         self.shared.demand_changes.load(AtomicOrdering::Acquire)
     }
 
-    /// [`take_average_demand`](Self::take_average_demand) averaged over no longer than since
-    /// `not_before` (the sampler's previous pass, when it skipped this gate as idle since),
-    /// with the change marker and whether nothing is held now.
+    /// The time-weighted average demand (in flight plus queued) since the previous call, or since
+    /// the gate was created, and no longer than since `not_before` (the sampler's previous
+    /// pass, when it skipped this gate as idle since); with the change marker and whether
+    /// nothing is held now. Unlike [`demand`](Self::demand), a 1 ms request between two samples
+    /// still counts (as 0.001 request-seconds spread over the interval).
     pub fn sample_demand(&self, not_before: Option<Instant>) -> DemandSample {
         let mut state = self.shared.lock();
         state.account();

@@ -440,7 +440,7 @@ async fn average_demand_is_time_weighted() {
     gate.update(vec![endpoint("a", 1)], limits(10, 10));
     // Nothing held for 1 s: zero.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(gate.take_average_demand(), 0.0);
+    assert_eq!(gate.sample_demand(None).average, 0.0);
 
     // Two requests for 1 s, then one for another 1 s: (2 + 1) / 2 = 1.5.
     let first = gate.admit().await.unwrap();
@@ -448,7 +448,7 @@ async fn average_demand_is_time_weighted() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     drop(second);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let average = gate.take_average_demand();
+    let average = gate.sample_demand(None).average;
     assert!((average - 1.5).abs() < 1e-6, "{average}");
 
     // A short request between two samples still counts: 100 ms of 1 over 1 s = 0.1 (plus the
@@ -457,7 +457,7 @@ async fn average_demand_is_time_weighted() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(short);
     tokio::time::sleep(Duration::from_millis(900)).await;
-    let average = gate.take_average_demand();
+    let average = gate.sample_demand(None).average;
     assert!((average - 1.1).abs() < 1e-6, "{average}");
     drop(first);
 }

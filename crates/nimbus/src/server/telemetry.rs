@@ -455,19 +455,15 @@ impl Telemetry {
         }
     }
 
-    /// The request metrics of one version, created on its first request. Looked up by `&str`,
-    /// so only a version's first request allocates.
-    fn version_hot<'a>(
-        &self,
-        hot: &'a mut HotMap,
-        record: &RequestRecord,
-    ) -> Option<&'a mut VersionHot> {
+    /// The request metrics of one version, created on its first request. Keyed by the record's
+    /// shared names (`Arc` clones), so only a version's first request allocates.
+    fn version_hot<'a>(&self, hot: &'a mut HotMap, record: &RequestRecord) -> &'a mut VersionHot {
         let key = (
             Arc::clone(&record.namespace),
             Arc::clone(&record.service),
             Arc::clone(&record.version),
         );
-        let entry = hot.entry(key).or_insert_with_key(|(ns, service, version)| {
+        hot.entry(key).or_insert_with_key(|(ns, service, version)| {
             let labels = version_labels(ns, service, version);
             VersionHot {
                 duration: self.duration.get_or_create(&labels).clone(),
@@ -476,8 +472,7 @@ impl Telemetry {
                 key: UsageKey::new(ns, service, version),
                 pending: None,
             }
-        });
-        Some(entry)
+        })
     }
 
     /// One sampling pass over the running instances, then a flush of the meter into the store.
@@ -547,9 +542,7 @@ impl RequestObserver for Telemetry {
     fn finished(&self, record: RequestRecord) {
         let closed_minute = {
             let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(version) = self.version_hot(&mut hot, &record) else {
-                return; // never: the entry was just made
-            };
+            let version = self.version_hot(&mut hot, &record);
             version.duration.observe(record.duration.as_secs_f64());
             version.egress.inc_by(record.bytes_out);
             match version
