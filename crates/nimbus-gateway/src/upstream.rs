@@ -139,18 +139,12 @@ impl ConnUpstream {
         })?;
         let framing = framing(req.method(), &head)?;
         let reusable = framing != Framing::UntilClose && keeps_alive(&head);
-        let body = KeptBody {
+        let mut body = KeptBody {
             conn: Some(conn),
             framing,
             reusable,
             idle: Arc::clone(&self.idle),
-            size_hint: match framing {
-                Framing::Length(n) => SizeHint::with_exact(n),
-                Framing::Done => SizeHint::with_exact(0),
-                _ => SizeHint::default(),
-            },
         };
-        let mut body = body;
         if body.framing == Framing::Done {
             body.finish();
         }
@@ -446,7 +440,6 @@ pub(crate) struct KeptBody {
     framing: Framing,
     reusable: bool,
     idle: IdleConns,
-    size_hint: SizeHint,
 }
 
 impl std::fmt::Debug for KeptBody {
@@ -471,7 +464,6 @@ impl KeptBody {
     /// Marks the body complete and hands the connection back if it can carry another request.
     fn finish(&mut self) {
         self.framing = Framing::Done;
-        self.size_hint = SizeHint::with_exact(0);
         if let Some(conn) = self.conn.take() {
             // Bytes past the response mean the instance is out of step: do not reuse.
             if self.reusable && conn.buf.is_empty() {
@@ -500,7 +492,6 @@ impl KeptBody {
                 let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
                 let data = take_data(buf, n);
                 self.framing = Framing::Length(left - n as u64);
-                self.size_hint = SizeHint::with_exact(left - n as u64);
                 Ok(Step::Data(data))
             }
             Framing::UntilClose => {
@@ -686,7 +677,11 @@ impl Body for KeptBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.size_hint
+        match self.framing {
+            Framing::Length(left) => SizeHint::with_exact(left),
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Chunked(_) | Framing::UntilClose => SizeHint::default(),
+        }
     }
 }
 
