@@ -105,6 +105,23 @@ struct VersionHealth {
 /// read, in the status's order.
 type StatusGates = Vec<Option<(Arc<VersionGate>, u64)>>;
 
+/// Ready and running (starting or ready) instances of every version, in one pass over the
+/// instances (per-version scans are O(versions × instances), which a table of thousands of
+/// versions cannot afford every tick).
+fn instance_counts(instances: &HashMap<String, Instance>) -> HashMap<&VersionKey, (usize, u32)> {
+    let mut counts: HashMap<&VersionKey, (usize, u32)> = HashMap::new();
+    for i in instances.values() {
+        let entry = counts.entry(&i.key).or_default();
+        if i.state == InstanceState::Ready {
+            entry.0 += 1;
+        }
+        if matches!(i.state, InstanceState::Starting | InstanceState::Ready) {
+            entry.1 += 1;
+        }
+    }
+    counts
+}
+
 pub struct Reconciler {
     store: Arc<Store>,
     driver: Arc<dyn Driver>,
@@ -876,23 +893,6 @@ impl Reconciler {
             .count()
     }
 
-    /// Ready and running (starting or ready) instances of every version, in one pass over the
-    /// instances (per-version scans are O(versions × instances), which a table of thousands of
-    /// versions cannot afford every tick).
-    fn counts(&self) -> HashMap<&VersionKey, (usize, u32)> {
-        let mut counts: HashMap<&VersionKey, (usize, u32)> = HashMap::new();
-        for i in self.instances.values() {
-            let entry = counts.entry(&i.key).or_default();
-            if i.state == InstanceState::Ready {
-                entry.0 += 1;
-            }
-            if matches!(i.state, InstanceState::Starting | InstanceState::Ready) {
-                entry.1 += 1;
-            }
-        }
-        counts
-    }
-
     /// Feeds each version's demand since the last sample into its window.
     fn sample_demand(&mut self) {
         self.scaler.sample_gates();
@@ -902,18 +902,12 @@ impl Reconciler {
     /// version's scaling reason did.
     fn decide_all(&mut self) -> (bool, bool) {
         let local_now = chrono::Local::now();
-        // Running (starting or ready) instances per version, in one pass over the instances.
-        let mut running: HashMap<&VersionKey, u32> = HashMap::new();
-        for i in self.instances.values() {
-            if matches!(i.state, InstanceState::Starting | InstanceState::Ready) {
-                *running.entry(&i.key).or_default() += 1;
-            }
-        }
+        let counts = instance_counts(&self.instances);
         let health = &self.health;
         let schedules = &self.desired.schedules;
         let (changes, reasons_changed) = self.scaler.decide_all(
             |key, desired| {
-                let current = running.get(key).copied().unwrap_or(0);
+                let current = counts.get(key).map_or(0, |c| c.1);
                 if health.get(key).is_some_and(|h| h.consecutive_failures > 0) {
                     // Crashed instances waiting out a backoff still count: a crash is not a
                     // reason to scale down (which would stop the restarts and hide the failure).
@@ -1017,7 +1011,7 @@ impl Reconciler {
                 &b.id,
             ))
         });
-        let counts = self.counts();
+        let counts = instance_counts(&self.instances);
         let mut gates = Vec::with_capacity(self.desired.versions.len());
         let versions = self
             .desired
