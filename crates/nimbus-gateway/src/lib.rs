@@ -37,6 +37,7 @@ pub mod body;
 pub mod chooser;
 pub mod error;
 pub mod gate;
+mod h1;
 pub mod observe;
 pub mod outlier;
 pub mod policy;

@@ -94,13 +94,17 @@ const HOP_BY_HOP: [HeaderName; 4] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// The client's request as the proxy takes it: hyper's body, or none (the gateway's own
+/// HTTP/1.1 loop serves only requests without one).
+pub(crate) type ClientRequest = Request<Option<Incoming>>;
+
 /// Serves one request; never fails (errors become JSON responses).
 pub(crate) async fn handle(
-    gateway: Arc<Gateway>,
-    conn: Arc<Conn>,
+    gateway: &Gateway,
+    conn: &Conn,
     scheme: &'static str,
-    req: Request<Incoming>,
-) -> Result<Response<GatewayBody>, std::convert::Infallible> {
+    req: ClientRequest,
+) -> Response<GatewayBody> {
     let tls = scheme == "https";
     let proto = if tls { "https" } else { gateway.config().proto };
     let raw_host = raw_host(&req);
@@ -138,8 +142,8 @@ pub(crate) async fn handle(
         redirect_to_https(&req, &host, port, &request_id)
     } else {
         match proxy(
-            &gateway,
-            &conn,
+            gateway,
+            conn,
             proto,
             req,
             &host,
@@ -160,7 +164,7 @@ pub(crate) async fn handle(
         }
     };
     let (Some(observer), Some(mut record)) = (gateway.config().observer.clone(), record) else {
-        return Ok(response);
+        return response;
     };
     record.status = response.status().as_u16();
     let pending = Pending {
@@ -169,12 +173,12 @@ pub(crate) async fn handle(
         started,
     };
     let (parts, body) = response.into_parts();
-    Ok(Response::from_parts(parts, body.observed(Some(pending))))
+    Response::from_parts(parts, body.observed(Some(pending)))
 }
 
 /// `308 Permanent Redirect` to the same host and path over HTTPS on `port`.
 fn redirect_to_https(
-    req: &Request<Incoming>,
+    req: &ClientRequest,
     host: &str,
     port: u16,
     request_id: &HeaderValue,
@@ -210,7 +214,7 @@ async fn proxy(
     gateway: &Gateway,
     conn: &Conn,
     proto: &'static str,
-    req: Request<Incoming>,
+    req: ClientRequest,
     host: &str,
     raw_host: Option<&HeaderValue>,
     request_id: &HeaderValue,
@@ -297,7 +301,7 @@ async fn proxy(
         UpstreamProtocol::Http1 => Version::HTTP_11,
     };
     parts.version = upstream_version;
-    let empty_body = body.is_end_stream();
+    let empty_body = body.as_ref().is_none_or(Body::is_end_stream);
     // Requests without a body go over the upstream connections the client's connection keeps,
     // driven inline (see `upstream`). Upgrades, h2c and requests with a body use the pooled
     // client.
@@ -321,7 +325,7 @@ async fn proxy(
         Some(limit) => body.limit(limit),
         None => body,
     };
-    let mut body = limit_body(RequestBody::new(body));
+    let mut body = limit_body(body.map_or_else(RequestBody::empty, RequestBody::new));
     if let Some(shared) = &shared {
         body = body.shared(Arc::clone(shared));
     }

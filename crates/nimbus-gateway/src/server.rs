@@ -1,21 +1,29 @@
 //! The [`Gateway`]: the current route table, the pooled upstream client, and the accept loop.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use hyper::body::Incoming;
 
 use arc_swap::ArcSwap;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::RequestBody;
+use crate::h1::{Outcome, Rewind};
 use crate::observe::RequestObserver;
 use crate::route::RouteTable;
 use crate::tls::CertResolver;
@@ -158,6 +166,15 @@ impl Gateway {
         &self.h2c_client
     }
 
+    /// What the gateway's own HTTP/1.1 loop enforces: the same limits as hyper's.
+    fn h1_limits(&self) -> crate::h1::Limits {
+        crate::h1::Limits {
+            max_header_bytes: self.config.max_header_bytes.max(MIN_MAX_HEADER_BYTES),
+            max_headers: self.config.max_headers.max(1),
+            header_read_timeout: self.config.header_read_timeout,
+        }
+    }
+
     /// The hyper connection settings: header size and count limits, header read timeout.
     fn connection_builder(&self) -> auto::Builder<TokioExecutor> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -213,8 +230,9 @@ impl Gateway {
         let local = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         info!(addr = %local, scheme, "Gateway listening.");
-        let builder = self.connection_builder();
-        let graceful = GracefulShutdown::new();
+        let builder = Arc::new(self.connection_builder());
+        let stop = CancellationToken::new();
+        let connections = TaskTracker::new();
         tokio::pin!(shutdown);
         loop {
             let (stream, client) = tokio::select! {
@@ -232,31 +250,20 @@ impl Gateway {
                 debug!(%error, "Could not set TCP_NODELAY.");
             }
             let span = tracing::debug_span!("accept", client.addr = %client, server.addr = %local);
-            let gateway = Arc::clone(&self);
-            let conn = Arc::new(crate::proxy::Conn::new(client));
-            let service = hyper::service::service_fn(move |req| {
-                crate::proxy::handle(Arc::clone(&gateway), Arc::clone(&conn), scheme, req)
-            });
+            let served = Served {
+                gateway: Arc::clone(&self),
+                conn: Arc::new(crate::proxy::Conn::new(client)),
+                scheme,
+                builder: Arc::clone(&builder),
+                stop: stop.clone(),
+            };
             match &tls {
                 None => {
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(
-                        async move {
-                            if let Err(error) = conn.await {
-                                debug!(%error, "Connection closed with an error.");
-                            }
-                        }
-                        .instrument(span),
-                    );
+                    connections.spawn(served.serve(stream, false).instrument(span));
                 }
                 Some(acceptor) => {
                     let acceptor = acceptor.clone();
-                    let builder = builder.clone();
-                    let watcher = graceful.watcher();
-                    tokio::spawn(
+                    connections.spawn(
                         async move {
                             let handshake = tokio::time::timeout(
                                 TLS_HANDSHAKE_TIMEOUT,
@@ -274,11 +281,8 @@ impl Gateway {
                                     return;
                                 }
                             };
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service);
-                            if let Err(error) = watcher.watch(conn).await {
-                                debug!(%error, "Connection closed with an error.");
-                            }
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            served.serve(stream, h2).await;
                         }
                         .instrument(span),
                     );
@@ -287,7 +291,9 @@ impl Gateway {
         }
         drop(listener);
         info!(addr = %local, "Gateway draining connections.");
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        stop.cancel();
+        connections.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
             .await
             .is_err()
         {
@@ -299,6 +305,73 @@ impl Gateway {
     /// The certificates the HTTPS listener serves, by SNI.
     pub fn tls(&self) -> &Arc<CertResolver> {
         &self.tls
+    }
+}
+
+/// One accepted client connection and what serving it needs.
+struct Served {
+    gateway: Arc<Gateway>,
+    conn: Arc<crate::proxy::Conn>,
+    scheme: &'static str,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    /// Cancelled when the listener shuts down: idle connections close, busy ones finish.
+    stop: CancellationToken,
+}
+
+impl Served {
+    /// Serves the connection: HTTP/1.1 on the gateway's own loop (see `h1`) until a request
+    /// needs hyper, then hyper (HTTP/1.1 with upgrades, or HTTP/2) for the rest of it. `h2`: the
+    /// client negotiated HTTP/2 with ALPN, so hyper serves it from the start.
+    async fn serve<IO>(self, mut io: IO, h2: bool)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let prefix = if h2 {
+            Bytes::new()
+        } else {
+            let limits = self.gateway.h1_limits();
+            let outcome = crate::h1::serve(
+                &mut io,
+                &self.gateway,
+                &self.conn,
+                self.scheme,
+                limits,
+                &self.stop,
+            )
+            .await;
+            match outcome {
+                Outcome::Closed => return,
+                Outcome::Handoff(prefix) => prefix,
+            }
+        };
+        let Self {
+            gateway,
+            conn,
+            scheme,
+            builder,
+            stop,
+        } = self;
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let gateway = Arc::clone(&gateway);
+            let conn = Arc::clone(&conn);
+            async move {
+                let response = crate::proxy::handle(&gateway, &conn, scheme, req.map(Some)).await;
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let connection =
+            builder.serve_connection_with_upgrades(TokioIo::new(Rewind::new(io, prefix)), service);
+        tokio::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            () = stop.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(error) = result {
+            debug!(%error, "Connection closed with an error.");
+        }
     }
 }
 

@@ -649,3 +649,213 @@ async fn kept_upstream_connection_handles_every_framing_and_reconnects() {
     assert_eq!((reply.status, body(&reply).as_str()), (200, "hello"));
     eventually("in flight back to 0", || endpoint.inflight() == 0).await;
 }
+
+/// A client speaking HTTP/1.1 by hand over one TCP connection, to send exactly the bytes a
+/// test needs (pipelined requests, `HEAD`, `Connection: close`, HTTP/1.0, garbage).
+struct RawClient {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// Status, headers (names lowercase) and the decoded body of one response.
+type RawReply = (u16, Vec<(String, String)>, Vec<u8>);
+
+impl RawClient {
+    async fn connect(addr: std::net::SocketAddr) -> RawClient {
+        let stream = within(TcpStream::connect(addr)).await.expect("connect");
+        RawClient {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        within(self.stream.write_all(bytes)).await.expect("write");
+    }
+
+    /// Reads more bytes; false at end of stream.
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        let n = within(self.stream.read(&mut chunk)).await.unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    /// The next response; `head_request`: it has no body whatever its headers say.
+    async fn response(&mut self, head_request: bool) -> RawReply {
+        let (len, status, headers) = loop {
+            let mut slots = [httparse::EMPTY_HEADER; 32];
+            let mut parsed = httparse::Response::new(&mut slots);
+            if let httparse::Status::Complete(len) = parsed.parse(&self.buf).expect("a response") {
+                let headers: Vec<(String, String)> = parsed
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        let value = String::from_utf8_lossy(h.value).to_string();
+                        (h.name.to_ascii_lowercase(), value)
+                    })
+                    .collect();
+                break (len, parsed.code.expect("a status"), headers);
+            }
+            assert!(self.fill().await, "closed before a whole response head");
+        };
+        self.buf.drain(..len);
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let mut body = Vec::new();
+        if head_request {
+        } else if let Some(length) = header("content-length") {
+            let length: usize = length.parse().expect("a length");
+            while self.buf.len() < length {
+                assert!(self.fill().await, "closed inside a body");
+            }
+            body = self.buf.drain(..length).collect();
+        } else if header("transfer-encoding").as_deref() == Some("chunked") {
+            loop {
+                let line_end = loop {
+                    if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        break at;
+                    }
+                    assert!(self.fill().await, "closed inside a chunk size");
+                };
+                let size_line = String::from_utf8_lossy(&self.buf[..line_end]).to_string();
+                let size = usize::from_str_radix(size_line.trim(), 16).expect("a chunk size");
+                while self.buf.len() < line_end + 2 + size + 2 {
+                    assert!(self.fill().await, "closed inside a chunk");
+                }
+                body.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
+                self.buf.drain(..line_end + 2 + size + 2);
+                if size == 0 {
+                    break;
+                }
+            }
+        }
+        (status, headers, body)
+    }
+
+    /// True when the server closes the connection with nothing more to read.
+    async fn closed(&mut self) -> bool {
+        self.buf.is_empty() && !self.fill().await
+    }
+}
+
+fn raw_header<'a>(reply: &'a RawReply, name: &str) -> Option<&'a str> {
+    reply
+        .1
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn client_connections_pipeline_head_close_and_hand_off_to_hyper() {
+    let up = Upstream::start("a").await;
+    let (raw_addr, _) = raw_upstream().await;
+    let raw = Arc::new(nimbus_gateway::Endpoint::new("raw-1".into(), raw_addr));
+    let gw = TestGateway::start(table(vec![
+        (
+            "a.example",
+            HostRoute::Service(service(
+                "a",
+                TrafficPolicy::single("v1"),
+                vec![("v1", vec![up.endpoint()])],
+            )),
+        ),
+        (
+            "raw.example",
+            HostRoute::Service(service(
+                "raw",
+                TrafficPolicy::single("v1"),
+                vec![("v1", vec![raw])],
+            )),
+        ),
+    ]))
+    .await;
+    let path_of = |reply: &RawReply| {
+        let json: serde_json::Value = serde_json::from_slice(&reply.2).expect("JSON");
+        json["path"].as_str().unwrap_or_default().to_string()
+    };
+
+    // Two requests in one write: two responses, in order.
+    let mut client = RawClient::connect(gw.addr).await;
+    client
+        .send(b"GET /one HTTP/1.1\r\nHost: a.example\r\n\r\nGET /two HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        .await;
+    let one = client.response(false).await;
+    let two = client.response(false).await;
+    assert_eq!((one.0, path_of(&one)), (200, "/one".to_string()));
+    assert_eq!((two.0, path_of(&two)), (200, "/two".to_string()));
+
+    // HEAD keeps its length and sends no body; a chunked instance response goes out chunked.
+    client
+        .send(b"HEAD /length HTTP/1.1\r\nHost: raw.example\r\n\r\n")
+        .await;
+    let head = client.response(true).await;
+    assert_eq!(
+        (head.0, raw_header(&head, "content-length")),
+        (200, Some("5"))
+    );
+    client
+        .send(b"GET /chunked HTTP/1.1\r\nHost: raw.example\r\n\r\n")
+        .await;
+    let chunked = client.response(false).await;
+    assert_eq!(raw_header(&chunked, "transfer-encoding"), Some("chunked"));
+    assert_eq!(chunked.2, b"hello world");
+
+    // A request with a body on the same connection: hyper serves it and the rest.
+    client
+        .send(b"POST /echo HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n\r\nhello")
+        .await;
+    let echoed = client.response(false).await;
+    assert_eq!((echoed.0, echoed.2.as_slice()), (200, b"hello".as_slice()));
+    client
+        .send(b"GET /three HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        .await;
+    let three = client.response(false).await;
+    assert_eq!(path_of(&three), "/three");
+
+    // `Connection: close`: answered, said so, and closed.
+    let mut client = RawClient::connect(gw.addr).await;
+    client
+        .send(b"GET /bye HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
+        .await;
+    let bye = client.response(false).await;
+    assert_eq!(
+        (bye.0, raw_header(&bye, "connection")),
+        (200, Some("close"))
+    );
+    assert!(client.closed().await, "still open after Connection: close");
+
+    // HTTP/1.0 (hyper's) and an error the gateway writes itself (a date, a length, JSON).
+    let mut client = RawClient::connect(gw.addr).await;
+    client
+        .send(b"GET /old HTTP/1.0\r\nHost: a.example\r\n\r\n")
+        .await;
+    let old = client.response(false).await;
+    assert_eq!((old.0, path_of(&old)), (200, "/old".to_string()));
+    let mut client = RawClient::connect(gw.addr).await;
+    client
+        .send(b"GET / HTTP/1.1\r\nHost: nobody.example\r\n\r\n")
+        .await;
+    let unknown = client.response(false).await;
+    assert_eq!(unknown.0, 404);
+    assert!(raw_header(&unknown, "date").is_some(), "{unknown:?}");
+    let json: serde_json::Value = serde_json::from_slice(&unknown.2).expect("JSON");
+    assert_eq!(json["error"]["code"], "unknown_host");
+
+    // A request line that is not HTTP: 400, then closed.
+    let mut client = RawClient::connect(gw.addr).await;
+    client.send(b"NOT HTTP AT ALL\r\n\r\n").await;
+    let bad = client.response(false).await;
+    assert_eq!(bad.0, 400);
+    assert!(
+        client.closed().await,
+        "still open after a malformed request"
+    );
+}
