@@ -9,8 +9,8 @@
 //! oversized heads with its own 400 or 431. So this loop only ever sees well-formed requests it
 //! can answer completely, and the rules for the rest live in one place.
 //!
-//! The header read timeout (slowloris) runs on one timer per connection, armed lazily: each head
-//! moves a deadline forward, and the timer is only reset when it fires before that deadline.
+//! The header read timeout (slowloris) and each request's upstream deadline share one timer per
+//! connection, re-armed lazily ([`ConnTimer`]).
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -30,6 +30,7 @@ use tracing::debug;
 use crate::body::GatewayBody;
 use crate::proxy::{ClientRequest, Conn};
 use crate::server::Gateway;
+use crate::timer::ConnTimer;
 
 /// Header slots parsed on the stack; a configured `max_headers` above it hands the rare head
 /// with more fields to hyper.
@@ -72,8 +73,10 @@ where
 {
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
     let mut out = BytesMut::with_capacity(READ_BUFFER);
-    let mut deadline = Instant::now() + limits.header_read_timeout;
-    let mut timer = pin!(tokio::time::sleep_until(deadline));
+    let mut sleep = pin!(tokio::time::sleep_until(
+        Instant::now() + limits.header_read_timeout
+    ));
+    let mut timer = ConnTimer::new(sleep.as_mut());
     let mut stopped = pin!(stop.cancelled());
     loop {
         // Read until a whole head is in, the client goes away, or the head read times out.
@@ -91,13 +94,9 @@ where
             let read = tokio::select! {
                 biased;
                 read = io.read_buf(&mut buf) => read,
-                () = timer.as_mut() => {
-                    if Instant::now() >= deadline {
-                        debug!(partial = buf.len(), "Request head not read in time; closing.");
-                        return Outcome::Closed;
-                    }
-                    timer.as_mut().reset(deadline);
-                    continue;
+                () = timer.expired() => {
+                    debug!(partial = buf.len(), "Request head not read in time; closing.");
+                    return Outcome::Closed;
                 }
                 () = stopped.as_mut(), if buf.is_empty() => return Outcome::Closed,
             };
@@ -123,21 +122,29 @@ where
         // Watch the client while the request is handled: a client that hangs up (say, while
         // queued or held for a cold start) abandons its request, freeing its place. The read
         // costs no syscall while the socket has nothing new.
-        let mut handled = pin!(crate::proxy::handle(gateway, conn, scheme, req));
-        let response = loop {
-            if buf.capacity() - buf.len() < READ_RESERVE {
-                buf.reserve(READ_BUFFER);
-            }
-            tokio::select! {
-                biased;
-                response = handled.as_mut() => break response,
-                read = io.read_buf(&mut buf), if buf.len() < limits.max_header_bytes => {
-                    match read {
-                        Ok(0) => debug!("Client closed the connection mid-request."),
-                        Ok(_) => continue,
-                        Err(error) => debug!(%error, "Client read failed mid-request."),
+        let response = {
+            let mut handled = pin!(crate::proxy::handle(
+                gateway,
+                conn,
+                scheme,
+                req,
+                Some(&mut timer)
+            ));
+            loop {
+                if buf.capacity() - buf.len() < READ_RESERVE {
+                    buf.reserve(READ_BUFFER);
+                }
+                tokio::select! {
+                    biased;
+                    response = handled.as_mut() => break response,
+                    read = io.read_buf(&mut buf), if buf.len() < limits.max_header_bytes => {
+                        match read {
+                            Ok(0) => debug!("Client closed the connection mid-request."),
+                            Ok(_) => continue,
+                            Err(error) => debug!(%error, "Client read failed mid-request."),
+                        }
+                        return Outcome::Closed;
                     }
-                    return Outcome::Closed;
                 }
             }
         };
@@ -151,7 +158,7 @@ where
             let _ = io.shutdown().await;
             return Outcome::Closed;
         }
-        deadline = Instant::now() + limits.header_read_timeout;
+        timer.set(Instant::now() + limits.header_read_timeout);
     }
 }
 

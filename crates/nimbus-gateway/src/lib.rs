@@ -45,6 +45,7 @@ mod proxy;
 pub mod ratelimit;
 pub mod route;
 mod server;
+mod timer;
 pub mod tls;
 mod upstream;
 

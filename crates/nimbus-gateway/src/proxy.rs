@@ -56,6 +56,7 @@ use crate::outlier::Outcome;
 use crate::policy::{Refusal, ServicePolicy};
 use crate::route::{Choice, Endpoint, VersionRoute, AFFINITY_COOKIE};
 use crate::server::Gateway;
+use crate::timer::ConnTimer;
 use crate::upstream::{ConnUpstream, UpstreamError};
 
 /// What the gateway keeps per client connection.
@@ -104,6 +105,7 @@ pub(crate) async fn handle(
     conn: &Conn,
     scheme: &'static str,
     req: ClientRequest,
+    timer: Option<&mut ConnTimer<'_>>,
 ) -> Response<GatewayBody> {
     let tls = scheme == "https";
     let proto = if tls { "https" } else { gateway.config().proto };
@@ -150,6 +152,7 @@ pub(crate) async fn handle(
             raw_host.as_ref(),
             &request_id,
             record.as_mut(),
+            timer,
         )
         .await
         {
@@ -219,6 +222,7 @@ async fn proxy(
     raw_host: Option<&HeaderValue>,
     request_id: &HeaderValue,
     mut record: Option<&mut RequestRecord>,
+    mut timer: Option<&mut ConnTimer<'_>>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let client = conn.client;
     // Phase 2: choose. The table guard is dropped before any await.
@@ -345,7 +349,9 @@ async fn proxy(
         version: &version,
         shared: shared.as_deref(),
     };
-    let mut sent = attempt.send(&permit, &mut upstream_req).await;
+    let mut sent = attempt
+        .send(&permit, &mut upstream_req, timer.as_deref_mut())
+        .await;
     let retry = match &sent {
         Err(GatewayError::UpstreamUnavailable { .. }) => may_retry,
         Err(GatewayError::UpstreamFailed { .. }) => may_retry && idempotent && empty_body,
@@ -404,7 +410,7 @@ async fn proxy(
                 shared: None,
                 ..attempt
             };
-            sent = Box::pin(attempt.send(&permit, &mut upstream_req)).await;
+            sent = Box::pin(attempt.send(&permit, &mut upstream_req, timer)).await;
         }
     }
     drop(upstream_req);
@@ -475,10 +481,12 @@ impl Attempt<'_> {
     /// kept connection sends a borrowed request (it stays in `req` for a retry); the pooled
     /// client takes it. The request is borrowed through `&mut Option`, not moved in, so it is
     /// stored once in the caller's future rather than again in this one's.
+    /// `timer`: the client connection's, when it has one (the gateway's own HTTP/1.1 loop).
     async fn send(
         self,
         permit: &Permit,
         req: &mut Option<Request<RequestBody>>,
+        timer: Option<&mut ConnTimer<'_>>,
     ) -> Result<Response<UpstreamBody>, GatewayError> {
         let endpoint = permit.endpoint();
         debug!(instance = %endpoint.instance, addr = %endpoint.addr, "Forwarding request.");
@@ -491,19 +499,18 @@ impl Attempt<'_> {
         };
         let exchanged = match (self.kept, req.as_ref()) {
             (Some(kept), Some(request)) => {
-                match tokio::time::timeout_at(
-                    until,
-                    kept.send(endpoint, request, self.forwarded_by),
-                )
-                .await
-                {
-                    Ok(Ok(response)) => Ok(Ok(response.map(UpstreamBody::Kept))),
-                    Ok(Err(error)) => Ok(Err((
+                let exchange = kept.send(endpoint, request, self.forwarded_by);
+                let exchanged = match timer {
+                    Some(timer) => timer.within(until, exchange).await,
+                    None => tokio::time::timeout_at(until, exchange).await.ok(),
+                };
+                exchanged.map(|result| match result {
+                    Ok(response) => Ok(response.map(UpstreamBody::Kept)),
+                    Err(error) => Err((
                         matches!(error, UpstreamError::Connect(_)),
                         BoxError::from(error),
-                    ))),
-                    Err(elapsed) => Err(elapsed),
-                }
+                    )),
+                })
             }
             _ => {
                 let Some(request) = req.take() else {
@@ -517,14 +524,14 @@ impl Attempt<'_> {
                     UpstreamProtocol::Http1 => self.gateway.client(),
                 };
                 match tokio::time::timeout_at(until, client.request(request)).await {
-                    Ok(Ok(response)) => Ok(Ok(response.map(UpstreamBody::Pooled))),
-                    Ok(Err(error)) => Ok(Err((error.is_connect(), BoxError::from(error)))),
-                    Err(elapsed) => Err(elapsed),
+                    Ok(Ok(response)) => Some(Ok(response.map(UpstreamBody::Pooled))),
+                    Ok(Err(error)) => Some(Err((error.is_connect(), BoxError::from(error)))),
+                    Err(_elapsed) => None,
                 }
             }
         };
         let result = match exchanged {
-            Err(_elapsed) => Err(match ttfb {
+            None => Err(match ttfb {
                 Some(timeout) => GatewayError::UpstreamTtfbTimeout {
                     instance: endpoint.instance.clone(),
                     timeout,
@@ -534,21 +541,21 @@ impl Attempt<'_> {
                     timeout: self.version.gate.limits().timeout,
                 },
             }),
-            Ok(Err((true, source))) => Err(GatewayError::UpstreamUnavailable {
+            Some(Err((true, source))) => Err(GatewayError::UpstreamUnavailable {
                 instance: endpoint.instance.clone(),
                 source,
             }),
-            Ok(Err(_)) if self.shared.is_some_and(BodyShared::too_large) => {
+            Some(Err(_)) if self.shared.is_some_and(BodyShared::too_large) => {
                 return Err(GatewayError::PayloadTooLarge {
                     service: self.version.service.clone(),
                     limit: self.policy.max_body.unwrap_or_default(),
                 });
             }
-            Ok(Err((false, source))) => Err(GatewayError::UpstreamFailed {
+            Some(Err((false, source))) => Err(GatewayError::UpstreamFailed {
                 instance: endpoint.instance.clone(),
                 source,
             }),
-            Ok(Ok(response)) => Ok(response),
+            Some(Ok(response)) => Ok(response),
         };
         let outcome = match &result {
             Ok(response) if !response.status().is_server_error() => Outcome::Success,

@@ -355,7 +355,8 @@ impl Served {
             let gateway = Arc::clone(&gateway);
             let conn = Arc::clone(&conn);
             async move {
-                let response = crate::proxy::handle(&gateway, &conn, scheme, req.map(Some)).await;
+                let response =
+                    crate::proxy::handle(&gateway, &conn, scheme, req.map(Some), None).await;
                 Ok::<_, Infallible>(response)
             }
         });

@@ -58,16 +58,18 @@ impl std::str::FromStr for AccessLog {
 enum LogSink {
     Off,
     Stdout,
-    /// Buffered; flushed at most [`ACCESS_LOG_FLUSH`] after a line was written (on the next
+    /// Buffered; flushed at most [`ACCESS_LOG_FLUSH_MS`] after a line was written (on the next
     /// line, or the next metering tick), and at shutdown.
     File {
         file: std::io::BufWriter<std::fs::File>,
-        flushed: std::time::Instant,
+        /// Wall-clock milliseconds of the last flush (compared with each record's time, so a
+        /// line costs no clock read).
+        flushed_ms: u64,
     },
 }
 
 /// Longest an access log line waits in the buffer while requests keep coming.
-const ACCESS_LOG_FLUSH: Duration = Duration::from_secs(1);
+const ACCESS_LOG_FLUSH_MS: u64 = 1000;
 
 /// The access log sink and a line buffer reused for every line.
 struct AccessLogState {
@@ -260,7 +262,7 @@ impl Telemetry {
                             anyhow::anyhow!("cannot open the access log {}: {e}", path.display())
                         })?,
                 ),
-                flushed: std::time::Instant::now(),
+                flushed_ms: unix_ms(),
             },
         };
         Ok(Self {
@@ -409,9 +411,9 @@ impl Telemetry {
         let written = match sink {
             LogSink::Off => Ok(()),
             LogSink::Stdout => std::io::stdout().lock().write_all(buf),
-            LogSink::File { file, flushed } => file.write_all(buf).and_then(|()| {
-                if flushed.elapsed() >= ACCESS_LOG_FLUSH {
-                    *flushed = std::time::Instant::now();
+            LogSink::File { file, flushed_ms } => file.write_all(buf).and_then(|()| {
+                if record.at_ms.saturating_sub(*flushed_ms) >= ACCESS_LOG_FLUSH_MS {
+                    *flushed_ms = record.at_ms;
                     file.flush()
                 } else {
                     Ok(())
@@ -430,8 +432,8 @@ impl Telemetry {
             .access_log
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let LogSink::File { file, flushed } = &mut state.sink {
-            *flushed = std::time::Instant::now();
+        if let LogSink::File { file, flushed_ms } = &mut state.sink {
+            *flushed_ms = unix_ms();
             if let Err(error) = file.flush() {
                 warn!(%error, "Cannot write the access log.");
             }
