@@ -15,6 +15,9 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::pin::{pin, Pin};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -50,6 +53,26 @@ pub(crate) struct Limits {
     pub header_read_timeout: Duration,
 }
 
+/// A listener's shutdown as its connections see it: a flag each response reads (a token's own
+/// check takes a lock), and a token that wakes idle connections.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stop {
+    stopping: Arc<AtomicBool>,
+    pub token: CancellationToken,
+}
+
+impl Stop {
+    /// Idle connections close now; busy ones after their response.
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Relaxed);
+        self.token.cancel();
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Relaxed)
+    }
+}
+
 /// How the loop ended.
 #[derive(Debug)]
 pub(crate) enum Outcome {
@@ -66,7 +89,7 @@ pub(crate) async fn serve<IO>(
     conn: &Conn,
     scheme: &'static str,
     limits: Limits,
-    stop: &CancellationToken,
+    stop: &Stop,
 ) -> Outcome
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -77,7 +100,7 @@ where
         Instant::now() + limits.header_read_timeout
     ));
     let mut timer = ConnTimer::new(sleep.as_mut());
-    let mut stopped = pin!(stop.cancelled());
+    let mut stopped = pin!(stop.token.cancelled());
     loop {
         // Read until a whole head is in, the client goes away, or the head read times out.
         let head = loop {
@@ -148,7 +171,7 @@ where
                 }
             }
         };
-        let keep_alive = keep_alive && !stop.is_cancelled();
+        let keep_alive = keep_alive && !stop.is_stopping();
         if let Err(error) = respond(io, &mut out, response, head_request, keep_alive).await {
             debug!(%error, "Response write failed.");
             return Outcome::Closed;

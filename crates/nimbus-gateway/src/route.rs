@@ -99,8 +99,9 @@ pub enum HostRoute {
 /// handed to [`crate::Gateway::swap`]; never modified while it serves.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    /// Keyed by normalised host; the key is shared with each request's record.
-    hosts: HashMap<Arc<str>, HostRoute>,
+    /// Keyed by normalised host; the key is shared with each request's record. Hashed with
+    /// foldhash (seeded per table): a lookup per request, and the keys are the operator's.
+    hosts: HashMap<Arc<str>, HostRoute, foldhash::fast::RandomState>,
 }
 
 /// The outcome of [`RouteTable::choose`]: which version one request goes to. The instance comes

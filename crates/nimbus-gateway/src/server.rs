@@ -16,14 +16,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::RequestBody;
-use crate::h1::{Outcome, Rewind};
+use crate::h1::{Outcome, Rewind, Stop};
 use crate::observe::RequestObserver;
 use crate::route::RouteTable;
 use crate::tls::CertResolver;
@@ -231,7 +230,7 @@ impl Gateway {
         let scheme = if tls.is_some() { "https" } else { "http" };
         info!(addr = %local, scheme, "Gateway listening.");
         let builder = Arc::new(self.connection_builder());
-        let stop = CancellationToken::new();
+        let stop = Stop::default();
         let connections = TaskTracker::new();
         tokio::pin!(shutdown);
         loop {
@@ -291,7 +290,7 @@ impl Gateway {
         }
         drop(listener);
         info!(addr = %local, "Gateway draining connections.");
-        stop.cancel();
+        stop.stop();
         connections.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
             .await
@@ -315,7 +314,7 @@ struct Served {
     scheme: &'static str,
     builder: Arc<auto::Builder<TokioExecutor>>,
     /// Cancelled when the listener shuts down: idle connections close, busy ones finish.
-    stop: CancellationToken,
+    stop: Stop,
 }
 
 impl Served {
@@ -365,7 +364,7 @@ impl Served {
         tokio::pin!(connection);
         let result = tokio::select! {
             result = connection.as_mut() => result,
-            () = stop.cancelled() => {
+            () = stop.token.cancelled() => {
                 connection.as_mut().graceful_shutdown();
                 connection.await
             }

@@ -171,6 +171,13 @@ async fn connect(endpoint: &Arc<Endpoint>) -> Result<KeptConn, UpstreamError> {
         .await
         .map_err(UpstreamError::Connect)?;
     stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+    if endpoint.addr.ip().is_loopback() {
+        // Nothing to control on loopback: Reno costs the least per ACK (the system default may
+        // be BBR, which also paces with timers). Unprivileged processes may always pick Reno.
+        if let Err(error) = socket2::SockRef::from(&stream).set_tcp_congestion(b"reno") {
+            tracing::debug!(%error, "Could not set Reno congestion control.");
+        }
+    }
     Ok(KeptConn {
         endpoint: Arc::clone(endpoint),
         stream,

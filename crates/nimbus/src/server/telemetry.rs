@@ -136,7 +136,7 @@ struct PendingUsage {
 /// Per-version hot entries by namespace, service and version (nested, so a lookup borrows the
 /// record's strings instead of building a key).
 /// Per version, keyed by (namespace, service, version): one hashed lookup per request.
-type HotMap = HashMap<(Arc<str>, Arc<str>, Arc<str>), VersionHot>;
+type HotMap = HashMap<(Arc<str>, Arc<str>, Arc<str>), VersionHot, foldhash::fast::RandomState>;
 
 /// Metrics families, the meter and the access log, shared by the gateway hook, the reconciler,
 /// the metering loop and the API.
@@ -287,7 +287,7 @@ impl Telemetry {
                 sink,
                 line: Vec::with_capacity(512),
             }),
-            hot: Mutex::new(HashMap::new()),
+            hot: Mutex::new(HotMap::default()),
         })
     }
 
