@@ -42,6 +42,8 @@ const STACK_HEADERS: usize = 100;
 const READ_RESERVE: usize = 4 * 1024;
 /// Initial read buffer.
 const READ_BUFFER: usize = 8 * 1024;
+/// A buffer past this size is replaced by a fresh one after the response.
+const KEEP_BUFFER: usize = 2 * READ_BUFFER;
 /// Body bytes gathered behind the head before the first write.
 const GATHER_LIMIT: usize = 64 * 1024;
 
@@ -180,6 +182,16 @@ where
         if !keep_alive {
             let _ = io.shutdown().await;
             return Outcome::Closed;
+        }
+        // A big head or a gathered body grew a buffer: give the memory back rather than keep it
+        // for the connection's life (idle keep-alive connections can be many).
+        if out.capacity() > KEEP_BUFFER {
+            out = BytesMut::with_capacity(READ_BUFFER);
+        }
+        if buf.capacity() > KEEP_BUFFER && buf.len() < READ_BUFFER {
+            let rest = buf.split();
+            buf = BytesMut::with_capacity(READ_BUFFER);
+            buf.extend_from_slice(&rest);
         }
         timer.set(Instant::now() + limits.header_read_timeout);
     }
@@ -395,19 +407,28 @@ enum Parse {
     Complete(Head),
 }
 
+/// Where a part of the head is in the buffer: start and end. 32-bit, so a head's field list
+/// stays small enough to move cheaply (heads are far below 4 GiB; bigger ones go to hyper).
+type Span = (u32, u32);
+
+fn range((start, end): Span) -> Range<usize> {
+    start as usize..end as usize
+}
+
 /// A request head this loop serves: where its parts are in the buffer.
 #[derive(Debug)]
 struct Head {
     len: usize,
     method: Method,
-    target: Range<usize>,
-    headers: smallvec::SmallVec<[(Range<usize>, Range<usize>); 16]>,
+    target: Span,
+    headers: smallvec::SmallVec<[(Span, Span); 16]>,
     /// The client did not ask to close (`Connection: close`).
     keep_alive: bool,
 }
 
 /// Parses the request head at the start of `buf`. Pure: the rules for which requests this loop
 /// serves live here.
+#[inline]
 fn parse_head(buf: &[u8], limits: Limits) -> Parse {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     let slots = &mut slots[..limits.max_headers.clamp(1, STACK_HEADERS)];
@@ -420,7 +441,7 @@ fn parse_head(buf: &[u8], limits: Limits) -> Parse {
         // Too big, too many fields, or malformed: hyper answers (431 or 400).
         Ok(httparse::Status::Partial) | Err(_) => return Parse::Handoff,
     };
-    if len > limits.max_header_bytes || req.version != Some(1) {
+    if len > limits.max_header_bytes || len > u32::MAX as usize || req.version != Some(1) {
         return Parse::Handoff;
     }
     let (Some(method), Some(target)) = (req.method, req.path) else {
@@ -435,9 +456,10 @@ fn parse_head(buf: &[u8], limits: Limits) -> Parse {
             Err(_) => return Parse::Handoff,
         },
     };
-    let offset = |part: &[u8]| {
+    // Within the first `len` bytes, so within u32.
+    let offset = |part: &[u8]| -> Span {
         let start = part.as_ptr() as usize - buf.as_ptr() as usize;
-        start..start + part.len()
+        (start as u32, (start + part.len()) as u32)
     };
     let mut keep_alive = true;
     let mut headers = smallvec::SmallVec::with_capacity(req.headers.len());
@@ -477,11 +499,11 @@ impl Head {
     /// The request, its target and header values sharing `bytes` (the head). `None` when a
     /// name, value or target is not one `http` accepts.
     fn into_request(self, bytes: &Bytes) -> Option<ClientRequest> {
-        let uri = Uri::from_maybe_shared(bytes.slice(self.target)).ok()?;
+        let uri = Uri::from_maybe_shared(bytes.slice(range(self.target))).ok()?;
         let mut headers = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in self.headers {
-            let name = HeaderName::from_bytes(&bytes[name]).ok()?;
-            let value = HeaderValue::from_maybe_shared(bytes.slice(value)).ok()?;
+            let name = HeaderName::from_bytes(&bytes[range(name)]).ok()?;
+            let value = HeaderValue::from_maybe_shared(bytes.slice(range(value))).ok()?;
             headers.append(name, value);
         }
         let mut req = Request::new(None);
