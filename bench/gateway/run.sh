@@ -297,7 +297,8 @@ median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END {
 h2load_as_wrk() {
     awk '/^finished in/ { printf "Requests/sec: %s\n", $4 }
         /^requests:/ { printf "%s requests in\n", $2 }
-        /^status codes:/ { if ($3 + 0 != $2 + 0 || $5 + $7 + $9 > 0) print "Non-2xx or 3xx responses: " $0 }
+        /^requests:/ { if ($10 + $12 + $14 > 0) print "Socket errors: " $0 }
+        /^status codes:/ { if ($5 + $7 + $9 > 0) print "Non-2xx or 3xx responses: " $0 }
         /^time for request:/ { printf "50%% %s\n", $6 }'
 }
 
@@ -340,9 +341,44 @@ record() { # NAME OUTPUT CPU_TICKS: files one round's figures
     return 0
 }
 
-for round in $(seq 1 "$ROUNDS"); do
-    for row in "${ROWS[@]}"; do measure "$row" "$round"; done
+# The HAProxy row a Nimbus row is compared with: the same protocol.
+peer_of() {
+    case $1 in
+    *"TLS, h2)"*) echo "$HAPROXY_ROW (TLS, h2)" ;;
+    *"TLS)"*) echo "$HAPROXY_ROW (TLS)" ;;
+    *) echo "$HAPROXY_ROW" ;;
+    esac
+}
+
+# Each HAProxy row is measured right next to the Nimbus rows of its protocol, in forward order
+# on odd rounds and reversed on even ones, so a drift in the machine's speed over a round falls
+# on both sides of each comparison alike.
+OTHER_ROWS=()
+declare -A GROUP
+for row in "${ROWS[@]}"; do
+    case $row in
+    "$HAPROXY_ROW"*) GROUP[$row]=$row ;;
+    nimbus*) GROUP[$(peer_of "$row")]+=$'\n'$row ;;
+    *) OTHER_ROWS+=("$row") ;;
+    esac
 done
+for round in $(seq 1 "$ROUNDS"); do
+    for row in "${OTHER_ROWS[@]}"; do measure "$row" "$round"; done
+    for peer in "$HAPROXY_ROW" "$HAPROXY_ROW (TLS)" "$HAPROXY_ROW (TLS, h2)"; do
+        mapfile -t group <<<"${GROUP[$peer]}"
+        if ((round % 2 == 0)); then
+            mapfile -t group < <(printf '%s\n' "${group[@]}" | tac)
+        fi
+        for row in "${group[@]}"; do measure "$row" "$round"; done
+    done
+done
+
+# The median over rounds of one row's figure divided by its peer's in the same round.
+paired() { # ROW_VALUES PEER_VALUES
+    paste <(tr ' ' '\n' <<<"$1" | grep .) <(tr ' ' '\n' <<<"$2" | grep .) |
+        awk '$2 > 0 { print $1 / $2 }' | sort -g | awk '{ v[NR] = $1 } END {
+            if (NR) printf "%.2f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
 
 # --- table -------------------------------------------------------------------------------------
 base=$(median "${RPS[$HAPROXY_ROW]}")
@@ -373,16 +409,17 @@ echo
 echo "CPU µs/req: CPU time of the proxy process (with its children) over the requests served."
 echo "h2 rows: h2load, one stream per connection; it reports no percentiles, so p50 is the mean."
 echo "nimbus server CPU while idle (share of its core): ${IDLE[*]}"
-# Each Nimbus row against the HAProxy row of the same protocol.
+# Each Nimbus row against the HAProxy row of the same protocol: the ratio of the medians, and
+# the median of the per-round ratios (each round's pair measured back to back).
 for row in "${NIMBUS_ROWS[@]}"; do
-    case $row in
-    *"TLS, h2)"*) peer="$HAPROXY_ROW (TLS, h2)" ;;
-    *"TLS)"*) peer="$HAPROXY_ROW (TLS)" ;;
-    *) peer=$HAPROXY_ROW ;;
-    esac
+    peer=$(peer_of "$row")
     awk -v n="$row" -v peer="$peer" -v a="$(median "${RPS[$row]}")" -v b="$(median "${RPS[$peer]}")" \
-        -v p="$(median "${P99[$row]:-}")" -v q="$(median "${P99[$peer]:-}")" 'BEGIN {
+        -v p="$(median "${P99[$row]:-}")" -v q="$(median "${P99[$peer]:-}")" \
+        -v rr="$(paired "${RPS[$row]}" "${RPS[$peer]}")" -v cr="$(paired "${CPU[$row]}" "${CPU[$peer]}")" \
+        -v pr="$(paired "${P99[$row]:-}" "${P99[$peer]:-}")" 'BEGIN {
             printf "Nimbus/HAProxy, %s vs %s: rps %.2f (goal ≥ 1.00)", n, peer, a / b
             if (q > 0) printf "; p99 %.3f ms vs %.3f ms (goal ≤)", p, q
+            printf "; per-round pairs: rps %s, CPU/req %s", rr, cr
+            if (pr != "") printf ", p99 %s", pr
             printf "\n" }'
 done
