@@ -165,7 +165,7 @@ impl Gateway {
         &self.h2c_client
     }
 
-    /// What the gateway's own HTTP/1.1 loop enforces: the same limits as hyper's.
+    /// The limits both HTTP/1.1 servers enforce: the gateway's own loop and hyper's.
     fn h1_limits(&self) -> crate::h1::Limits {
         crate::h1::Limits {
             max_header_bytes: self.config.max_header_bytes.max(MIN_MAX_HEADER_BYTES),
@@ -177,24 +177,24 @@ impl Gateway {
     /// The hyper connection settings: header size and count limits, header read timeout.
     fn connection_builder(&self) -> auto::Builder<TokioExecutor> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        let max_header_bytes = self.config.max_header_bytes.max(MIN_MAX_HEADER_BYTES);
+        let limits = self.h1_limits();
         builder
             .http1()
             .timer(TokioTimer::new())
-            .max_buf_size(max_header_bytes)
-            .header_read_timeout(self.config.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes)
+            .header_read_timeout(limits.header_read_timeout)
             // Small heads and bodies: one flattened `send` is cheaper than `writev`, which
             // goes through the VFS layer.
             .writev(false);
         if self.config.max_headers != DEFAULT_MAX_HEADERS {
             // hyper parses up to 100 headers into a stack array; any other count costs a
             // heap buffer filled on every request.
-            builder.http1().max_headers(self.config.max_headers.max(1));
+            builder.http1().max_headers(limits.max_headers);
         }
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
         builder
     }
 
