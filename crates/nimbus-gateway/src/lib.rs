@@ -3,7 +3,8 @@
 //! version's ready instances (a concurrency limit per instance, least-outstanding choice, a FIFO
 //! queue when all are busy, and holding requests while a version starts from zero), and proxies
 //! to it over pooled keep-alive connections, streaming bodies both ways and tunnelling upgrades
-//! such as WebSockets.
+//! such as WebSockets. HTTP/1.1 requests without a body are served by its own server loop;
+//! hyper serves the rest and HTTP/2.
 //!
 //! The gateway never reads the store: it serves an immutable [`RouteTable`] snapshot that the
 //! reconciler builds and hands over with [`Gateway::swap`]. The state that must outlive a swap
@@ -25,7 +26,10 @@
 //! - [`body`]: the response body that streams upstream bytes and holds the permit until done.
 //! - [`observe`]: [`RequestRecord`] and the [`RequestObserver`] told about each finished request
 //!   (metrics, metering, access log).
-//! - `server`: [`Gateway`], its configuration and the accept loops (plain and TLS).
+//! - `server`: [`Gateway`], its configuration, the accept loops (plain and TLS) and the drain.
+//! - `h1`: the gateway's own HTTP/1.1 server loop for requests without a body, and the
+//!   hand-off of a connection to hyper for everything else.
+//! - `timer`: the one lazily re-armed timer each client connection waits on.
 //! - `upstream`: the upstream HTTP/1.1 connection each client connection keeps.
 //! - [`tls`]: the HTTPS listener's certificates by SNI, PEM parsing, the self-signed default.
 
