@@ -14,9 +14,9 @@
 # the rounds: rps, p50, p99 and the ratios to HAProxy (and each Nimbus row against HAProxy on the
 # same protocol).
 #
-#   bench/gateway/run.sh                        # build nimbus (release), install tools, run
+#   bench/gateway/run.sh                        # build nimbus (dist profile), install tools, run
 #   DURATION=30 CONNS=100 ROUNDS=5 bench/gateway/run.sh
-#   BUILD=0 SERVICES=0 bench/gateway/run.sh     # reuse target/release/nimbus, skip the big table
+#   BUILD=0 SERVICES=0 bench/gateway/run.sh     # reuse target/dist/nimbus, skip the big table
 #   NIMBUS_BEFORE=/tmp/nimbus-old bench/gateway/run.sh   # A/B: adds "nimbus before" rows
 #
 # Everything listens on 127.0.0.1; the temp dir, the proxies, the servers and their instances
@@ -35,7 +35,8 @@ ACCESS_LOG=${ACCESS_LOG:-file} # file: the nimbus rows write the JSON access log
 PROXY_CORE=${PROXY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 BUILD=${BUILD:-1}
-NIMBUS=${NIMBUS:-$ROOT/target/release/nimbus}
+# The `dist` profile: release with fat LTO and one codegen unit, the build to deploy.
+NIMBUS=${NIMBUS:-$ROOT/target/dist/nimbus}
 
 log() { printf '» %s\n' "$*" >&2; }
 die() {
@@ -56,8 +57,8 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if [[ $BUILD == 1 ]]; then
-    log "building nimbus (release)"
-    (cd "$ROOT" && cargo build --release -p nimbus --quiet)
+    log "building nimbus (dist profile: release + fat LTO; a few minutes the first time)"
+    (cd "$ROOT" && cargo build --profile dist -p nimbus --quiet)
 fi
 [[ -x $NIMBUS ]] || die "no nimbus binary at $NIMBUS (run with BUILD=1)"
 
