@@ -113,9 +113,7 @@ where
                     Parse::Partial => {}
                 }
             }
-            if buf.capacity() - buf.len() < READ_RESERVE {
-                buf.reserve(READ_BUFFER);
-            }
+            make_room(&mut buf);
             let read = tokio::select! {
                 biased;
                 read = io.read_buf(&mut buf) => read,
@@ -156,9 +154,7 @@ where
                 Some(&mut timer)
             ));
             loop {
-                if buf.capacity() - buf.len() < READ_RESERVE {
-                    buf.reserve(READ_BUFFER);
-                }
+                make_room(&mut buf);
                 tokio::select! {
                     biased;
                     response = handled.as_mut() => break response,
@@ -194,6 +190,13 @@ where
             buf.extend_from_slice(&rest);
         }
         timer.set(Instant::now() + limits.header_read_timeout);
+    }
+}
+
+/// Keeps at least [`READ_RESERVE`] bytes free in the read buffer before a read.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_RESERVE {
+        buf.reserve(READ_BUFFER);
     }
 }
 
