@@ -752,6 +752,8 @@ async fn wait_for_exit(docker: &Docker, container: &str) -> Option<i64> {
 /// The follower's position, saved to disk at most every [`CURSOR_SAVE_EVERY`] and on drop.
 struct Cursor {
     path: PathBuf,
+    /// Where the previous follower stopped: entries up to it are already in the file.
+    resume: Option<LogTimestamp>,
     copied: Option<LogTimestamp>,
     saved: Option<LogTimestamp>,
     last_save: Option<Instant>,
@@ -763,14 +765,18 @@ impl Cursor {
     fn new(path: PathBuf, resume: Option<LogTimestamp>) -> Self {
         Self {
             path,
+            resume,
             copied: resume,
             saved: resume,
             last_save: None,
         }
     }
 
+    /// Only the resume point counts, not this follower's progress: the engine merges stdout and
+    /// stderr as its copiers write them, so an entry may arrive after a newer one of the other
+    /// stream, and it is still new.
     fn is_copied(&self, time: LogTimestamp) -> bool {
-        self.copied.is_some_and(|copied| time <= copied)
+        self.resume.is_some_and(|resume| time <= resume)
     }
 
     fn advance(&mut self, time: LogTimestamp) {
