@@ -21,7 +21,8 @@
 //! [`InflightGuard`], so the reconciler's drainer sees the same number the gate limits.
 //!
 //! Locking: one `std::sync::Mutex` per gate, taken once by `admit` and once when a permit is
-//! dropped, never across an `.await`, and never while calling `on_cold`. Nothing in the critical
+//! dropped, never across an `.await`, and never while calling `on_cold` (`on_demand` is called
+//! under it, so it must only record the gate, not call back into it). Nothing in the critical
 //! sections panics, so a poisoned lock (a panic elsewhere) is recovered rather than propagated.
 
 use std::collections::VecDeque;
@@ -124,6 +125,9 @@ struct Shared {
     version: String,
     /// The activator hook: called (outside the lock) for each request that finds no instance.
     on_cold: Arc<dyn Fn() + Send + Sync>,
+    /// Called (under the lock) at the first change of demand after a sample found the gate
+    /// idle, so the autoscaler's sampler visits only gates that report in.
+    on_demand: Arc<dyn Fn() + Send + Sync>,
     /// Bumped (under the lock) whenever demand may change, so the autoscaler's sampler can
     /// pass over an idle gate without taking its lock.
     demand_changes: AtomicU64,
@@ -149,6 +153,8 @@ struct State {
     demand_area: f64,
     demand_since: Instant,
     demand_changed: Instant,
+    /// `on_demand` was called since a sample last found the gate idle.
+    demand_reported: bool,
 }
 
 /// One queued request. Each removes itself from the queue when it times out or its request goes
@@ -220,11 +226,17 @@ impl VersionGate {
     /// A gate with no ready instance and [`GateLimits::default`] until the first
     /// [`update`](Self::update). `on_cold` is called for every request that finds no ready
     /// instance; it must be cheap and not block (the callee dedups, e.g. with a `Notify`).
+    /// `on_demand` is called when demand first changes after a [`sample_demand`] found the gate
+    /// idle (and after creation): at most once per sample, under the gate's lock, so it must
+    /// only note the gate somewhere (e.g. push its key to a list).
+    ///
+    /// [`sample_demand`]: Self::sample_demand
     pub fn new(
         namespace: String,
         service: String,
         version: String,
         on_cold: Arc<dyn Fn() + Send + Sync>,
+        on_demand: Arc<dyn Fn() + Send + Sync>,
     ) -> Arc<Self> {
         Arc::new(Self {
             shared: Arc::new(Shared {
@@ -232,6 +244,7 @@ impl VersionGate {
                 service,
                 version,
                 on_cold,
+                on_demand,
                 state: Mutex::new(State {
                     endpoints: Vec::new(),
                     limits: GateLimits::default(),
@@ -247,6 +260,7 @@ impl VersionGate {
                     demand_area: 0.0,
                     demand_since: Instant::now(),
                     demand_changed: Instant::now(),
+                    demand_reported: false,
                 }),
                 demand_changes: AtomicU64::new(0),
             }),
@@ -448,6 +462,9 @@ impl VersionGate {
         };
         state.demand_area = 0.0;
         state.demand_since = state.demand_changed;
+        if held == 0 {
+            state.demand_reported = false;
+        }
         DemandSample {
             average,
             changes,
@@ -491,6 +508,10 @@ impl Shared {
         let mut state = self.lock();
         self.demand_changes.fetch_add(1, AtomicOrdering::Release);
         state.account();
+        if !state.demand_reported {
+            state.demand_reported = true;
+            (self.on_demand)();
+        }
         state
     }
 }

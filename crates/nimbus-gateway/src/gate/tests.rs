@@ -33,6 +33,7 @@ fn gate() -> (Arc<VersionGate>, Arc<AtomicUsize>) {
         Arc::new(move || {
             counter.fetch_add(1, Ordering::SeqCst);
         }),
+        Arc::new(|| {}),
     );
     (gate, colds)
 }
@@ -493,4 +494,43 @@ async fn idle_gates_keep_their_marker_and_a_later_sample_is_not_diluted() {
     let after = gate.sample_demand(None);
     assert!(after.idle);
     assert_eq!(gate.demand_changes(), after.changes);
+}
+
+#[tokio::test(start_paused = true)]
+async fn demand_is_reported_once_until_a_sample_finds_the_gate_idle() {
+    let reports = Arc::new(AtomicUsize::new(0));
+    let counter = reports.clone();
+    let gate = VersionGate::new(
+        "default".into(),
+        "hello".into(),
+        "v1".into(),
+        Arc::new(|| {}),
+        Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
+    gate.update(vec![endpoint("a", 1)], limits(10, 10));
+    // An update may release queued requests, so it counts as a change too; an idle sample
+    // re-arms the report.
+    assert!(gate.sample_demand(None).idle);
+    let base = reports.load(Ordering::SeqCst);
+    let count = || reports.load(Ordering::SeqCst) - base;
+
+    let first = gate.admit().await.unwrap();
+    let second = gate.admit().await.unwrap();
+    assert_eq!(count(), 1, "one report for a burst");
+    assert!(!gate.sample_demand(None).idle);
+    drop(second);
+    drop(first);
+    assert_eq!(count(), 1, "a busy sample does not re-arm the report");
+
+    assert!(gate.sample_demand(None).idle);
+    let again = gate.admit().await.unwrap();
+    assert_eq!(
+        count(),
+        2,
+        "the first request after an idle sample reports again"
+    );
+    drop(again);
+    assert_eq!(count(), 2);
 }

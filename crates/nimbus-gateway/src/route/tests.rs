@@ -23,6 +23,7 @@ fn version(name: &str, endpoints: Vec<Arc<Endpoint>>) -> (String, Arc<VersionRou
         "hello".into(),
         name.into(),
         Arc::new(|| {}),
+        Arc::new(|| {}),
     );
     gate.update(endpoints, GateLimits::default());
     (name.to_string(), Arc::new(VersionRoute::new(gate)))

@@ -278,6 +278,7 @@ impl TestGate {
             Arc::new(move || {
                 counter.fetch_add(1, Ordering::SeqCst);
             }),
+            Arc::new(|| {}),
         );
         gate.update(endpoints, limits);
         TestGate { gate, colds }

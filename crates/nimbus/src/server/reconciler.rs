@@ -698,6 +698,7 @@ impl Reconciler {
                         Arc::new(move || {
                             let _ = cold_tx.send(poke.clone());
                         }),
+                        self.scaler.demand_hook(&key),
                     )
                 });
                 // The queue absorbs a burst while the version scales up to its max, so its

@@ -3,7 +3,7 @@
 //! `nimbus-autoscaler`; this module only keeps its inputs and outputs per version.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nimbus_autoscaler::schedule::{self, Schedule};
@@ -72,9 +72,8 @@ struct VersionScaling {
     gate: Option<Arc<nimbus_gateway::VersionGate>>,
     /// A sample was recorded since the entry was made.
     sampled: bool,
-    /// The gate's change marker when it was last found idle: while the marker stays put the
-    /// gate is still idle and is passed over without taking its lock.
-    idle_at: Option<u64>,
+    /// The version is on [`Scaler::warm`]: [`Scaler::sample_gates`] visits it.
+    warm: bool,
 }
 
 /// Per-version autoscaler state, owned by the reconciler.
@@ -82,6 +81,12 @@ pub struct Scaler {
     timings: ScalingTimings,
     origin: Instant,
     versions: HashMap<VersionKey, VersionScaling>,
+    /// The versions [`Scaler::sample_gates`] visits: new ones, ones whose gate reported demand,
+    /// and ones whose window has not yet been quiet for a stable window. A table of thousands
+    /// of idle versions costs a pass nothing.
+    warm: Vec<VersionKey>,
+    /// Versions whose gate reported demand since the last pass (see [`Scaler::demand_hook`]).
+    reported: Arc<Mutex<Vec<VersionKey>>>,
     /// When [`Scaler::sample_gates`] last ran.
     last_pass: Option<tokio::time::Instant>,
 }
@@ -92,6 +97,8 @@ impl Scaler {
             timings,
             origin: Instant::now(),
             versions: HashMap::new(),
+            warm: Vec::new(),
+            reported: Arc::default(),
             last_pass: None,
         }
     }
@@ -154,9 +161,10 @@ impl Scaler {
                             reason: "initial",
                             gate: None,
                             sampled: false,
-                            idle_at: None,
+                            warm: true,
                         },
                     );
+                    self.warm.push(key.clone());
                 }
             }
             seen.insert(key, ());
@@ -169,42 +177,73 @@ impl Scaler {
         if let Some(v) = self.versions.get_mut(key) {
             if !v.gate.as_ref().is_some_and(|g| Arc::ptr_eq(g, gate)) {
                 v.gate = Some(Arc::clone(gate));
+                if !v.warm {
+                    v.warm = true;
+                    self.warm.push(key.clone());
+                }
             }
         }
     }
 
-    /// Feeds every attached gate's demand since the previous sample into its window: one pass,
-    /// one clock read, no key hashing, however many versions there are. A zero for a version
-    /// whose window has held nothing but zeros for longer than the stable window is not
-    /// recorded: a missing bucket averages as zero, so the decider sees the same numbers, and a
-    /// table of thousands of idle versions costs next to nothing.
+    /// The `on_demand` hook for `key`'s gate: it puts the version back on the sampler's list.
+    pub fn demand_hook(&self, key: &VersionKey) -> Arc<dyn Fn() + Send + Sync> {
+        let reported = Arc::clone(&self.reported);
+        let key = key.clone();
+        Arc::new(move || {
+            reported
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(key.clone());
+        })
+    }
+
+    /// Feeds the demand since the previous pass into the window of every warm version (one
+    /// clock read for the pass). A version leaves the list once its gate is idle and its window
+    /// has held nothing but zeros for longer than the stable window (a missing bucket averages
+    /// as zero, so the decider sees the same numbers); its gate's next request reports it back.
     pub fn sample_gates(&mut self) {
         let now = self.now();
         let pass = tokio::time::Instant::now();
         let previous_pass = self.last_pass.replace(pass);
-        for v in self.versions.values_mut() {
-            let Some(gate) = &v.gate else {
+        let reported =
+            std::mem::take(&mut *self.reported.lock().unwrap_or_else(PoisonError::into_inner));
+        for key in reported {
+            if let Some(v) = self.versions.get_mut(&key) {
+                if !v.warm {
+                    v.warm = true;
+                    self.warm.push(key);
+                }
+            }
+        }
+        let mut i = 0;
+        while i < self.warm.len() {
+            let Some(v) = self.versions.get_mut(&self.warm[i]) else {
+                self.warm.swap_remove(i); // deleted
                 continue;
             };
-            // An idle gate whose marker has not moved is still idle: no lock, no clock read,
-            // which is what keeps thousands of idle versions cheap.
-            let demand = if v.idle_at.is_some_and(|at| at == gate.demand_changes()) {
-                0.0
-            } else {
-                let sample = gate.sample_demand(v.idle_at.and(previous_pass));
-                v.idle_at = sample.idle.then_some(sample.changes);
-                sample.average
+            let Some(gate) = &v.gate else {
+                v.warm = false;
+                self.warm.swap_remove(i);
+                continue;
             };
+            // Since the previous pass at most: a gate back from the cold was last sampled
+            // long ago, and its idle time before this pass is already in the window.
+            let sample = gate.sample_demand(previous_pass);
             let quiet_for = v.config.stable_window + SampleWindow::DEFAULT_BUCKET * 2;
-            let quiet = demand == 0.0
+            let quiet = sample.average == 0.0
                 && v.sampled
                 && v.window
                     .last_nonzero()
                     .is_none_or(|at| now.saturating_sub(at) > quiet_for);
             if !quiet {
-                v.window.record(now, demand);
+                v.window.record(now, sample.average);
                 v.sampled = true;
+            } else if sample.idle {
+                v.warm = false;
+                self.warm.swap_remove(i);
+                continue;
             }
+            i += 1;
         }
     }
 
@@ -379,6 +418,51 @@ mod tests {
             scaler.desired(&key()),
             None,
             "deleted versions are forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sampler_visits_only_versions_with_recent_demand() {
+        use nimbus_gateway::{Endpoint, GateLimits, VersionGate};
+        let mut scaler = Scaler::new(ScalingTimings::default());
+        let s = spec(0, 3);
+        let keys: Vec<VersionKey> = (0..3)
+            .map(|i| ("default".into(), "hello".into(), format!("v{i}")))
+            .collect();
+        scaler.sync(keys.iter().map(|k| (k.clone(), &s)), |_, _| 0);
+        let endpoint = Arc::new(Endpoint::new("a".into(), ([127, 0, 0, 1], 9).into()));
+        let gates: Vec<_> = keys
+            .iter()
+            .map(|key| {
+                let gate = VersionGate::new(
+                    key.0.clone(),
+                    key.1.clone(),
+                    key.2.clone(),
+                    Arc::new(|| {}),
+                    scaler.demand_hook(key),
+                );
+                gate.update(vec![endpoint.clone()], GateLimits::default());
+                scaler.attach_gate(key, &gate);
+                gate
+            })
+            .collect();
+        assert_eq!(scaler.warm.len(), 3, "new versions are sampled");
+        scaler.sample_gates();
+        assert!(scaler.versions.values().all(|v| v.sampled));
+        scaler.sample_gates();
+        assert!(scaler.warm.is_empty(), "idle and quiet: not visited");
+
+        let permit = gates[1].admit().await.expect("a slot");
+        scaler.sample_gates();
+        assert_eq!(scaler.warm, [keys[1].clone()], "the gate reported in");
+        assert!(scaler.versions[&keys[1]].window.last_nonzero().is_some());
+        drop(permit);
+        scaler.sample_gates();
+        scaler.sample_gates();
+        assert_eq!(
+            scaler.warm,
+            [keys[1].clone()],
+            "visited until its window has been quiet for the stable window"
         );
     }
 
