@@ -57,6 +57,17 @@ pub enum GatewayError {
         version: String,
         source: AdmitError,
     },
+    /// The version has no ready instance and its instances keep failing to start.
+    #[error(
+        "service {service} (namespace {namespace}) version {version} has no ready instance: \
+         {source}; see `nimbus logs {service} --version {version}`"
+    )]
+    VersionFailing {
+        namespace: String,
+        service: String,
+        version: String,
+        source: AdmitError,
+    },
     /// Connecting to the instance failed.
     #[error("instance {instance} is unavailable: {source}")]
     UpstreamUnavailable {
@@ -141,6 +152,12 @@ impl GatewayError {
                 version,
                 source,
             },
+            AdmitError::Failing { .. } => Self::VersionFailing {
+                namespace,
+                service,
+                version,
+                source,
+            },
         }
     }
 
@@ -150,9 +167,10 @@ impl GatewayError {
             | Self::Forbidden { .. }
             | Self::RateLimited { .. }
             | Self::PayloadTooLarge { .. } => ErrorSource::Downstream,
-            Self::NoReadyInstance { .. } | Self::QueueFull { .. } | Self::QueueTimeout { .. } => {
-                ErrorSource::Gateway
-            }
+            Self::NoReadyInstance { .. }
+            | Self::QueueFull { .. }
+            | Self::QueueTimeout { .. }
+            | Self::VersionFailing { .. } => ErrorSource::Gateway,
             Self::UpstreamUnavailable { .. }
             | Self::UpstreamFailed { .. }
             | Self::UpstreamTimeout { .. }
@@ -163,7 +181,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::UnknownHost { .. } => StatusCode::NOT_FOUND,
-            Self::NoReadyInstance { .. } | Self::QueueFull { .. } => {
+            Self::NoReadyInstance { .. } | Self::QueueFull { .. } | Self::VersionFailing { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::QueueTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -186,6 +204,7 @@ impl GatewayError {
             Self::NoReadyInstance { .. } => "no_ready_instance",
             Self::QueueFull { .. } => "queue_full",
             Self::QueueTimeout { .. } => "queue_timeout",
+            Self::VersionFailing { .. } => "version_failing",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamFailed { .. } => "upstream_error",
             Self::UpstreamTimeout { .. } => "upstream_timeout",

@@ -80,7 +80,7 @@ pub struct GateStats {
 }
 
 /// Why [`VersionGate::admit`] gave no permit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmitError {
     /// Every slot is taken and `depth` requests are already waiting.
     #[error("all instances are busy and {depth} requests are already queued")]
@@ -89,6 +89,10 @@ pub enum AdmitError {
     /// ready (it waited for a cold start that did not finish in time).
     #[error("no {} within {}s", if *cold { "instance became ready" } else { "instance slot freed up" }, waited.as_secs_f64())]
     Timeout { waited: Duration, cold: bool },
+    /// The version has no ready instance and its instances keep failing to start (see
+    /// [`VersionGate::set_failure`]): a held request would only wait out its timeout.
+    #[error("its instances keep failing: {reason}")]
+    Failing { reason: Arc<str> },
 }
 
 /// Admission to one version; see the module docs. Create it with [`VersionGate::new`].
@@ -155,6 +159,8 @@ struct State {
     demand_changed: Instant,
     /// `on_demand` was called since a sample last found the gate idle.
     demand_reported: bool,
+    /// Why the version's instances keep failing to start, while they do.
+    failure: Option<Arc<str>>,
 }
 
 /// One queued request. Each removes itself from the queue when it times out or its request goes
@@ -261,6 +267,7 @@ impl VersionGate {
                     demand_since: Instant::now(),
                     demand_changed: Instant::now(),
                     demand_reported: false,
+                    failure: None,
                 }),
                 demand_changes: AtomicU64::new(0),
             }),
@@ -312,13 +319,36 @@ impl VersionGate {
         drop(old);
     }
 
+    /// Marks the version as failing (its instances keep crashing or never become ready), or
+    /// not. While it fails and has no ready instance, requests are refused at once with
+    /// [`AdmitError::Failing`] instead of being held for an instance that will not come, and
+    /// the requests already held are released with it. `on_cold` is still called, so the
+    /// activator keeps retrying on its backoff.
+    pub fn set_failure(&self, failure: Option<&str>) {
+        let mut state = self.shared.lock();
+        if state.failure.as_deref() == failure {
+            return;
+        }
+        state.failure = failure.map(Arc::from);
+        if state.failure.is_none() || !state.endpoints.is_empty() || state.waiters.is_empty() {
+            return;
+        }
+        drop(state);
+        let mut state = self.shared.lock_changing();
+        // Dropping a waiter's sender wakes its request, which then finds the failure.
+        let released = std::mem::take(&mut state.waiters);
+        drop(state);
+        drop(released);
+    }
+
     /// Admits one request: a slot on the least-outstanding instance that has a free one (ties
     /// rotate round-robin), else a place in the FIFO queue until a slot frees up. With no ready
     /// instance at all, `on_cold` is called and the request is held until one appears.
     ///
     /// # Errors
     /// [`AdmitError::QueueFull`] when `queue_depth` requests already wait;
-    /// [`AdmitError::Timeout`] when no slot came within the version's timeout.
+    /// [`AdmitError::Timeout`] when no slot came within the version's timeout;
+    /// [`AdmitError::Failing`] when the version has no ready instance and is failing.
     ///
     /// Cancel-safe: dropping the future gives up the queue place (or a slot granted meanwhile).
     pub async fn admit(&self) -> Result<Permit, AdmitError> {
@@ -363,6 +393,11 @@ impl VersionGate {
                 }
             }
             let cold = state.endpoints.is_empty();
+            if let (true, Some(reason)) = (cold, state.failure.clone()) {
+                drop(state);
+                (self.shared.on_cold)();
+                return Err(AdmitError::Failing { reason });
+            }
             if state.waiters.len() >= state.limits.queue_depth {
                 state.rejected_queue_full += 1;
                 let depth = state.waiters.len();
@@ -407,12 +442,17 @@ impl VersionGate {
             queued.done = true;
             return Ok(permit);
         }
-        // Timed out, or (never in practice) the sender vanished: leave the queue, unless a
+        // Timed out, or released because the version is failing: leave the queue, unless a
         // permit was granted in the meantime, which is then used rather than wasted.
-        queued.leave().ok_or(AdmitError::Timeout {
-            waited: arrived.elapsed(),
-            cold,
-        })
+        queued
+            .leave()
+            .ok_or_else(|| match self.shared.lock().failure.clone() {
+                Some(reason) => AdmitError::Failing { reason },
+                None => AdmitError::Timeout {
+                    waited: arrived.elapsed(),
+                    cold,
+                },
+            })
     }
 
     /// A snapshot of counts and counters.

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, items, sample_command, write_file, Server};
+use common::{error_of, eventually, items, sample_command, write_file, Server};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,6 +304,18 @@ async fn crashing_version_is_failed_with_last_log_lines() {
         .and_then(|l| l.as_str())
         .unwrap_or_default();
     assert!(last.contains("FAIL_START"), "last log line: {version}");
+
+    // A request for it is answered at once with why, not held until the 300 s timeout.
+    let reply = server.get(&Server::version_host("v1", "crash"), "/").await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    let body = reply.json();
+    let error = error_of(&body);
+    assert_eq!(error["code"], "version_failing", "{body}");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("keep failing") && message.contains("nimbus logs crash --version v1"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

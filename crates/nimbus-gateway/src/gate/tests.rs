@@ -534,3 +534,42 @@ async fn demand_is_reported_once_until_a_sample_finds_the_gate_idle() {
     drop(again);
     assert_eq!(count(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_version_refuses_cold_requests_and_releases_held_ones() {
+    let (gate, colds) = gate();
+    gate.update(Vec::new(), limits(10, 10));
+    let held = tokio::spawn({
+        let gate = gate.clone();
+        async move { gate.admit().await }
+    });
+    until("held", || gate.stats().queued == 1).await;
+
+    gate.set_failure(Some("instance exited with code 1"));
+    let released = held.await.expect("joined");
+    assert!(
+        matches!(&released, Err(AdmitError::Failing { reason }) if &**reason == "instance exited with code 1"),
+        "{released:?}"
+    );
+    assert_eq!(gate.stats().queued, 0);
+
+    // Refused at once, and the activator still hears of it (it retries on its backoff).
+    let before = colds.load(Ordering::SeqCst);
+    assert!(matches!(
+        gate.admit().await,
+        Err(AdmitError::Failing { .. })
+    ));
+    assert_eq!(colds.load(Ordering::SeqCst), before + 1);
+
+    // A ready instance serves, failure or not.
+    gate.update(vec![endpoint("a", 1)], limits(10, 10));
+    drop(gate.admit().await.expect("a slot"));
+
+    // Cleared: a cold request is held again (until its timeout here).
+    gate.set_failure(None);
+    gate.update(Vec::new(), limits(10, 10));
+    assert!(matches!(
+        gate.admit().await,
+        Err(AdmitError::Timeout { cold: true, .. })
+    ));
+}

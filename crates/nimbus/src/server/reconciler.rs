@@ -713,6 +713,7 @@ impl Reconciler {
                     },
                 );
                 gate.set_algorithm(policy.algorithm.as_ref());
+                gate.set_failure(self.health.get(&key).and_then(|h| h.failure.as_deref()));
                 self.scaler.attach_gate(&key, &gate);
                 versions.insert(v.name.clone(), Arc::new(VersionRoute::new(gate.clone())));
                 gates.insert(key, gate);
