@@ -330,15 +330,20 @@ impl VersionGate {
             return;
         }
         state.failure = failure.map(Arc::from);
-        if state.failure.is_none() || !state.endpoints.is_empty() || state.waiters.is_empty() {
+        let held = |state: &State| {
+            state.failure.is_some() && state.endpoints.is_empty() && !state.waiters.is_empty()
+        };
+        if !held(&state) {
             return;
         }
         drop(state);
-        let mut state = self.shared.lock_changing();
-        // Dropping a waiter's sender wakes its request, which then finds the failure.
-        let released = std::mem::take(&mut state.waiters);
-        drop(state);
-        drop(released);
+        let mut state = self.shared.lock_changing(); // the queue shrinks: a change of demand
+        if held(&state) {
+            // Dropping a waiter's sender wakes its request, which then finds the failure.
+            let released = std::mem::take(&mut state.waiters);
+            drop(state);
+            drop(released);
+        }
     }
 
     /// Admits one request: a slot on the least-outstanding instance that has a free one (ties

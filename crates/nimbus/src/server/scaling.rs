@@ -76,6 +76,16 @@ struct VersionScaling {
     warm: bool,
 }
 
+impl VersionScaling {
+    /// Puts the version on the sampler's list (once).
+    fn warm_up(&mut self, warm: &mut Vec<VersionKey>, key: VersionKey) {
+        if !self.warm {
+            self.warm = true;
+            warm.push(key);
+        }
+    }
+}
+
 /// Per-version autoscaler state, owned by the reconciler.
 pub struct Scaler {
     timings: ScalingTimings,
@@ -177,10 +187,7 @@ impl Scaler {
         if let Some(v) = self.versions.get_mut(key) {
             if !v.gate.as_ref().is_some_and(|g| Arc::ptr_eq(g, gate)) {
                 v.gate = Some(Arc::clone(gate));
-                if !v.warm {
-                    v.warm = true;
-                    self.warm.push(key.clone());
-                }
+                v.warm_up(&mut self.warm, key.clone());
             }
         }
     }
@@ -209,22 +216,17 @@ impl Scaler {
             std::mem::take(&mut *self.reported.lock().unwrap_or_else(PoisonError::into_inner));
         for key in reported {
             if let Some(v) = self.versions.get_mut(&key) {
-                if !v.warm {
-                    v.warm = true;
-                    self.warm.push(key);
-                }
+                v.warm_up(&mut self.warm, key);
             }
         }
-        let mut i = 0;
-        while i < self.warm.len() {
-            let Some(v) = self.versions.get_mut(&self.warm[i]) else {
-                self.warm.swap_remove(i); // deleted
-                continue;
+        let versions = &mut self.versions;
+        self.warm.retain(|key| {
+            let Some(v) = versions.get_mut(key) else {
+                return false; // deleted
             };
             let Some(gate) = &v.gate else {
                 v.warm = false;
-                self.warm.swap_remove(i);
-                continue;
+                return false;
             };
             // Since the previous pass at most: a gate back from the cold was last sampled
             // long ago, and its idle time before this pass is already in the window.
@@ -238,13 +240,10 @@ impl Scaler {
             if !quiet {
                 v.window.record(now, sample.average);
                 v.sampled = true;
-            } else if sample.idle {
-                v.warm = false;
-                self.warm.swap_remove(i);
-                continue;
             }
-            i += 1;
-        }
+            v.warm = !(quiet && sample.idle);
+            v.warm
+        });
     }
 
     /// Runs the decider for every version in one pass (no key copies): `current` gives a
