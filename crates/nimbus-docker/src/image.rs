@@ -195,7 +195,8 @@ impl DockerDriver {
     }
 }
 
-/// Tars the context (symlinks kept as links) and returns it with the Dockerfile's name in it.
+/// Tars the context (symlinks kept as links, `.dockerignore` applied) and returns it with the
+/// Dockerfile's name in it.
 fn pack_context(
     context_dir: &Path,
     dockerfile: Option<&Path>,
@@ -216,12 +217,12 @@ fn pack_context(
         Some(path) => path.to_path_buf(),
     };
     let dockerfile = std::fs::canonicalize(&dockerfile).map_err(context_err(&dockerfile))?;
+    let inside = dockerfile_in_context(&context, &dockerfile);
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
-    builder
-        .append_dir_all(".", &context)
+    crate::context::append_context(&mut builder, &context, inside.as_deref())
         .map_err(context_err(&context))?;
-    let name = match dockerfile_in_context(&context, &dockerfile) {
+    let name = match inside {
         Some(name) => name,
         None => {
             builder

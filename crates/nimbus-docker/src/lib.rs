@@ -22,6 +22,8 @@
 //!   the pure helpers they use ([`split_image_ref`], [`LineSplitter`], [`failing_step`]).
 //! - `volume`: [`DockerDriver::create_volume`], [`DockerDriver::list_volumes`],
 //!   [`DockerDriver::delete_volume`] (`NAME` is the engine's `nimbus-vol-NAME`).
+//! - [`context`]: the build context tar minus what `.dockerignore` excludes ([`context::IgnoreRules`]
+//!   is pure).
 //! - [`container`] (pure): spec validation, the engine's container config, labels and back.
 //! - [`timestamp`] (pure): the engine's RFC 3339 log timestamps and the follower's cursor.
 //! - `error`: [`DockerError`], [`BuildError`].
@@ -29,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod container;
+pub mod context;
 pub mod timestamp;
 
 mod driver;

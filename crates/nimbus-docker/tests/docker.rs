@@ -378,6 +378,34 @@ async fn builds_pulls_and_refuses_missing_images() {
             )
             .await;
 
+        // What `.dockerignore` excludes never reaches the engine; the Dockerfile always does.
+        let ignoring = env.data_dir.join("ignoring");
+        std::fs::create_dir_all(ignoring.join("node_modules"))?;
+        std::fs::write(ignoring.join("app.txt"), "app")?;
+        std::fs::write(ignoring.join("secret.env"), "TOKEN=x")?;
+        std::fs::write(ignoring.join("node_modules/dep.js"), "dep")?;
+        std::fs::write(
+            ignoring.join(".dockerignore"),
+            "secret.env\nnode_modules\nDockerfile\n",
+        )?;
+        std::fs::write(
+            ignoring.join("Dockerfile"),
+            format!(
+                "FROM {TEST_IMAGE}\nCOPY . /ctx/\nRUN [\"/bin/sh\", \"-c\", \"test -e /ctx/app.txt \
+                 && test ! -e /ctx/secret.env && test ! -e /ctx/node_modules\"]\n"
+            ),
+        )?;
+        let tag = format!("nimbus-test/ignoring:{}", unique_id("t"));
+        driver.build(&ignoring, None, &tag, |_| {}).await?;
+        let _ = env
+            .engine
+            .remove_image(
+                &tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+
         let mut progress = Vec::new();
         let pulled = driver.pull(TEST_IMAGE, |line| progress.push(line)).await?;
         assert_eq!(pulled, PullOutcome::AlreadyPresent);

@@ -517,8 +517,9 @@ pub struct PackedSource {
 /// Where a Dockerfile outside the source folder is put inside the tar.
 const OUTSIDE_DOCKERFILE: &str = ".nimbus.Dockerfile";
 
-/// Packs `dir` (symlinks kept as links; `.dockerignore` is not applied). A `dockerfile` inside
-/// the folder is named by its path in it; one outside is added as `.nimbus.Dockerfile`.
+/// Packs `dir` (symlinks kept as links; what its `.dockerignore` excludes left out). A
+/// `dockerfile` inside the folder is named by its path in it; one outside is added as
+/// `.nimbus.Dockerfile`.
 pub fn pack_source(dir: &Path, dockerfile: Option<&Path>) -> Result<PackedSource, CliError> {
     let usage = |what: &str, path: &Path, e: std::io::Error| {
         CliError::Usage(format!("{what} {}: {e}", path.display()))
@@ -531,25 +532,34 @@ pub fn pack_source(dir: &Path, dockerfile: Option<&Path>) -> Result<PackedSource
             dir.display()
         )));
     }
+    let dockerfile = dockerfile
+        .map(|path| {
+            std::fs::canonicalize(path).map_err(|e| usage("cannot read the Dockerfile", path, e))
+        })
+        .transpose()?;
+    let inside = dockerfile.as_ref().and_then(|path| {
+        path.strip_prefix(&dir)
+            .ok()
+            .and_then(Path::to_str)
+            .filter(|inside| !inside.is_empty())
+            .map(str::to_string)
+    });
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
-    builder
-        .append_dir_all(".", &dir)
-        .map_err(|e| usage("cannot pack the source folder", &dir, e))?;
-    let dockerfile = match dockerfile {
-        None => None,
-        Some(path) => {
-            let path = std::fs::canonicalize(path)
-                .map_err(|e| usage("cannot read the Dockerfile", path, e))?;
-            match path.strip_prefix(&dir).ok().and_then(Path::to_str) {
-                Some(inside) if !inside.is_empty() => Some(inside.to_string()),
-                _ => {
-                    builder
-                        .append_path_with_name(&path, OUTSIDE_DOCKERFILE)
-                        .map_err(|e| usage("cannot pack the Dockerfile", &path, e))?;
-                    Some(OUTSIDE_DOCKERFILE.to_string())
-                }
-            }
+    nimbus_docker::context::append_context(
+        &mut builder,
+        &dir,
+        Some(inside.as_deref().unwrap_or("Dockerfile")),
+    )
+    .map_err(|e| usage("cannot pack the source folder", &dir, e))?;
+    let dockerfile = match (dockerfile, inside) {
+        (None, _) => None,
+        (Some(_), Some(inside)) => Some(inside),
+        (Some(path), None) => {
+            builder
+                .append_path_with_name(&path, OUTSIDE_DOCKERFILE)
+                .map_err(|e| usage("cannot pack the Dockerfile", &path, e))?;
+            Some(OUTSIDE_DOCKERFILE.to_string())
         }
     };
     let tar = builder
