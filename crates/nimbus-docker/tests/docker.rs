@@ -369,14 +369,7 @@ async fn builds_pulls_and_refuses_missing_images() {
         let tag = format!("nimbus-test/outside:{}", unique_id("t"));
         driver.build(&context, Some(&outside), &tag, |_| {}).await?;
         assert!(driver.image_exists(&tag).await?);
-        let _ = env
-            .engine
-            .remove_image(
-                &tag,
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            )
-            .await;
+        env.remove_image(&tag).await;
 
         // What `.dockerignore` excludes never reaches the engine; the Dockerfile always does.
         let ignoring = env.data_dir.join("ignoring");
@@ -397,14 +390,7 @@ async fn builds_pulls_and_refuses_missing_images() {
         )?;
         let tag = format!("nimbus-test/ignoring:{}", unique_id("t"));
         driver.build(&ignoring, None, &tag, |_| {}).await?;
-        let _ = env
-            .engine
-            .remove_image(
-                &tag,
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            )
-            .await;
+        env.remove_image(&tag).await;
 
         let mut progress = Vec::new();
         let pulled = driver.pull(TEST_IMAGE, |line| progress.push(line)).await?;

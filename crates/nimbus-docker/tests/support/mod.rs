@@ -116,6 +116,18 @@ impl Env {
         Ok(())
     }
 
+    /// Removes an image a test built (best effort: a leftover only costs disk).
+    pub async fn remove_image(&self, tag: &str) {
+        let _ = self
+            .engine
+            .remove_image(
+                tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+    }
+
     /// Names of the engine's containers (any state) with all these labels, ours or not.
     pub async fn containers_labelled(&self, labels: &[(&str, &str)]) -> TestResult<Vec<String>> {
         let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
