@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{error_of, Server};
+use common::{error_of, eventually, Server};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -97,6 +97,77 @@ async fn custom_domain_routes_conflicts_and_is_removed() {
         server.get(domain, "/").await.who(),
         Some(("bravo".into(), "v1".into()))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_file_gets_one_json_line_per_request_and_keeps_them_at_shutdown() {
+    let dir = std::env::temp_dir().join(format!("nimbus-access-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("access.log");
+    let mut server = Server::start_with(&["--access-log", &path.to_string_lossy()]).await;
+    server.deploy("logged", &[]).await;
+    let host = Server::host("logged");
+    let read_lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+            .collect()
+    };
+    let mut ids = Vec::new();
+    for path in ["/", "/headers", "/nope"] {
+        let reply = server
+            .get_with(&host, path, &[("x-request-id", &format!("log-{path}"))])
+            .await;
+        ids.push(
+            reply.headers["x-request-id"]
+                .to_str()
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+    // Lines reach the file within about a second of the request, not only at shutdown.
+    let lines = eventually(
+        "the access log has the three requests",
+        Duration::from_secs(10),
+        async || {
+            let lines = read_lines();
+            ids.iter()
+                .all(|id| lines.iter().any(|l| l["request_id"] == id.as_str()))
+                .then_some(lines)
+        },
+    )
+    .await;
+    let first = lines
+        .iter()
+        .find(|l| l["request_id"] == "log-/")
+        .expect("the first request's line");
+    assert_eq!(first["service"], "logged", "{first}");
+    assert_eq!(first["namespace"], "default", "{first}");
+    assert_eq!(first["version"], "v1", "{first}");
+    assert_eq!(first["host"], host, "{first}");
+    assert_eq!(first["method"], "GET", "{first}");
+    assert_eq!(first["path"], "/", "{first}");
+    assert_eq!(first["status"], 200, "{first}");
+    assert!(
+        first["instance"].as_str().is_some_and(|i| !i.is_empty()),
+        "{first}"
+    );
+    assert!(first["bytes"].as_u64().is_some_and(|b| b > 0), "{first}");
+    assert!(first["duration_ms"].as_f64().is_some(), "{first}");
+    assert!(first["upstream_ms"].as_f64().is_some(), "{first}");
+    assert!(first["time_ms"].as_u64().is_some(), "{first}");
+
+    // A request just before a graceful stop is in the file once the server has exited.
+    server
+        .get_with(&host, "/", &[("x-request-id", "log-last")])
+        .await;
+    assert!(server.sigterm().await.success());
+    assert!(
+        read_lines().iter().any(|l| l["request_id"] == "log-last"),
+        "the last line is written at shutdown"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 
 mod containers;
 mod functions;
+mod log_writer;
 mod plan;
 mod reconciler;
 mod scaling;
