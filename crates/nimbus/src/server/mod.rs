@@ -4,7 +4,6 @@
 
 mod containers;
 mod functions;
-mod log_writer;
 mod plan;
 mod reconciler;
 mod scaling;

@@ -20,8 +20,6 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::warn;
 
-use super::log_writer::BackgroundFile;
-
 type Labels = Vec<(String, String)>;
 
 fn version_labels(namespace: &str, service: &str, version: &str) -> Labels {
@@ -60,11 +58,10 @@ impl std::str::FromStr for AccessLog {
 enum LogSink {
     Off,
     Stdout,
-    /// Gathered in chunks that a writer thread appends; handed over at most
-    /// [`ACCESS_LOG_FLUSH_MS`] after a line was written (on the next line, or the next metering
-    /// tick), and written out in full at shutdown.
+    /// Buffered; flushed at most [`ACCESS_LOG_FLUSH_MS`] after a line was written (on the next
+    /// line, or the next metering tick), and at shutdown.
     File {
-        file: BackgroundFile,
+        file: std::io::BufWriter<std::fs::File>,
         /// Wall-clock milliseconds of the last flush (compared with each record's time, so a
         /// line costs no clock read).
         flushed_ms: u64,
@@ -255,9 +252,16 @@ impl Telemetry {
             AccessLog::Off => LogSink::Off,
             AccessLog::Stdout => LogSink::Stdout,
             AccessLog::File(path) => LogSink::File {
-                file: BackgroundFile::open(path).map_err(|e| {
-                    anyhow::anyhow!("cannot open the access log {}: {e}", path.display())
-                })?,
+                file: std::io::BufWriter::with_capacity(
+                    64 * 1024,
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .map_err(|e| {
+                            anyhow::anyhow!("cannot open the access log {}: {e}", path.display())
+                        })?,
+                ),
                 flushed_ms: unix_ms(),
             },
         };
@@ -436,19 +440,6 @@ impl Telemetry {
         }
     }
 
-    /// Waits until every access log line so far is in the file.
-    fn sync_access_log(&self) {
-        let mut state = self
-            .access_log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let LogSink::File { file, .. } = &mut state.sink {
-            if let Err(error) = file.sync() {
-                warn!(%error, "Cannot write the access log.");
-            }
-        }
-    }
-
     /// Moves the requests counted on the request path into the meter.
     fn drain_pending_usage(&self) {
         let pending: Vec<(UsageKey, PendingUsage)> = {
@@ -541,7 +532,7 @@ impl Telemetry {
     /// Final flush at shutdown.
     pub fn flush(&self) {
         self.drain_pending_usage();
-        self.sync_access_log();
+        self.flush_access_log();
         let flush = self.meter().flush(unix_ms());
         if let Err(error) = self.usage.commit(&flush) {
             warn!(%error, "Cannot write usage at shutdown.");
