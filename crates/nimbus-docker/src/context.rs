@@ -10,6 +10,15 @@
 use std::io::{self, Write};
 use std::path::Path;
 
+/// Where a Dockerfile given outside the folder is put inside the packed context.
+pub const OUTSIDE_DOCKERFILE: &str = ".nimbus.Dockerfile";
+
+/// The Dockerfile's path inside the folder, if it is inside (both paths canonical).
+pub fn dockerfile_in_context(context: &Path, dockerfile: &Path) -> Option<String> {
+    let name = dockerfile.strip_prefix(context).ok()?.to_str()?;
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 /// The parsed lines of a `.dockerignore`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct IgnoreRules {

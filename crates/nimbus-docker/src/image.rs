@@ -3,7 +3,7 @@
 //! classic builder, its output streamed line by line as it arrives), plus the pure helpers they
 //! use: image references, build output lines, the failing step.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bollard::errors::Error as EngineError;
@@ -11,14 +11,12 @@ use bollard::models::{CreateImageInfo, ImageId};
 use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
 use futures_util::StreamExt;
 
+use crate::context::{append_context, dockerfile_in_context, OUTSIDE_DOCKERFILE};
 use crate::error::{BuildError, DockerError};
 use crate::DockerDriver;
 
 #[cfg(test)]
 mod tests;
-
-/// Where a Dockerfile given outside the context is put inside the packed context.
-const OUTSIDE_DOCKERFILE: &str = ".nimbus.Dockerfile";
 
 /// What [`DockerDriver::pull`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,8 +218,7 @@ fn pack_context(
     let inside = dockerfile_in_context(&context, &dockerfile);
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
-    crate::context::append_context(&mut builder, &context, inside.as_deref())
-        .map_err(context_err(&context))?;
+    append_context(&mut builder, &context, inside.as_deref()).map_err(context_err(&context))?;
     let name = match inside {
         Some(name) => name,
         None => {
@@ -233,13 +230,6 @@ fn pack_context(
     };
     let tar = builder.into_inner().map_err(context_err(&context))?;
     Ok((tar, name))
-}
-
-/// The Dockerfile's path inside the context, if it is inside (both paths canonical).
-fn dockerfile_in_context(context: &Path, dockerfile: &Path) -> Option<String> {
-    let relative: PathBuf = dockerfile.strip_prefix(context).ok()?.to_path_buf();
-    let name = relative.to_str()?;
-    (!name.is_empty()).then(|| name.to_owned())
 }
 
 /// Splits a reference into what the engine's pull wants: repository and tag (or digest).

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use nimbus_docker::context;
 use nimbus_model::names::validate_name;
 use nimbus_model::spec::parse_volume;
 use nimbus_model::{ByteSize, ScalingInput, VersionInput, VolumeMount};
@@ -514,9 +515,6 @@ pub struct PackedSource {
     pub dockerfile: Option<String>,
 }
 
-/// Where a Dockerfile outside the source folder is put inside the tar.
-const OUTSIDE_DOCKERFILE: &str = ".nimbus.Dockerfile";
-
 /// Packs `dir` (symlinks kept as links; what its `.dockerignore` excludes left out). A
 /// `dockerfile` inside the folder is named by its path in it; one outside is added as
 /// `.nimbus.Dockerfile`.
@@ -537,16 +535,12 @@ pub fn pack_source(dir: &Path, dockerfile: Option<&Path>) -> Result<PackedSource
             std::fs::canonicalize(path).map_err(|e| usage("cannot read the Dockerfile", path, e))
         })
         .transpose()?;
-    let inside = dockerfile.as_ref().and_then(|path| {
-        path.strip_prefix(&dir)
-            .ok()
-            .and_then(Path::to_str)
-            .filter(|inside| !inside.is_empty())
-            .map(str::to_string)
-    });
+    let inside = dockerfile
+        .as_ref()
+        .and_then(|path| context::dockerfile_in_context(&dir, path));
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
-    nimbus_docker::context::append_context(
+    context::append_context(
         &mut builder,
         &dir,
         Some(inside.as_deref().unwrap_or("Dockerfile")),
@@ -557,9 +551,9 @@ pub fn pack_source(dir: &Path, dockerfile: Option<&Path>) -> Result<PackedSource
         (Some(_), Some(inside)) => Some(inside),
         (Some(path), None) => {
             builder
-                .append_path_with_name(&path, OUTSIDE_DOCKERFILE)
+                .append_path_with_name(&path, context::OUTSIDE_DOCKERFILE)
                 .map_err(|e| usage("cannot pack the Dockerfile", &path, e))?;
-            Some(OUTSIDE_DOCKERFILE.to_string())
+            Some(context::OUTSIDE_DOCKERFILE.to_string())
         }
     };
     let tar = builder
