@@ -5,7 +5,8 @@
 //!
 //! Records live next to the store, not in it: `DATA/builds/{ns}/{service}/b{N}.json` (id, status,
 //! image, duration, failing step) and `b{N}.log` (the output, line by line, written as it comes).
-//! The newest [`KEEP_BUILDS`] of a service are kept; deleting the service removes them.
+//! The newest [`KEEP_BUILDS`] of a service are kept; deleting the service removes them. Their
+//! images go with them once no version runs them ([`crate::images`]).
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -209,6 +210,7 @@ pub async fn start(
     tracing::info!(namespace = %ns, service = %service, build = %record.id, "Building from source.");
     let (tx, response) = ndjson();
     let _ = tx.send(json!({ "build": record }));
+    let collect_images = state.collect_images.clone();
     tokio::spawn(async move {
         let _scratch = scratch; // removed when the build is over
         let record = run_build(
@@ -242,6 +244,8 @@ pub async fn start(
         };
         let _ = tx.send(last);
         prune(&dir, KEEP_BUILDS);
+        // A pruned build's image may now be unneeded.
+        collect_images.notify_one();
     });
     Ok(response)
 }

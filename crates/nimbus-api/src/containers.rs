@@ -78,6 +78,10 @@ pub trait ContainerEngine: Send + Sync {
         tag: &str,
         output: LineSink,
     ) -> Result<BuiltImage, BuildFailure>;
+    /// The tags of the images this server built.
+    async fn built_images(&self) -> Result<Vec<String>, ApiError>;
+    /// Removes an image tag: `false` (and nothing changed) while a container uses the image.
+    async fn remove_image(&self, image: &str) -> Result<bool, ApiError>;
     async fn create_volume(&self, name: &str) -> Result<VolumeInfo, ApiError>;
     /// This server's volumes, sorted by name.
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>, ApiError>;

@@ -86,6 +86,7 @@ pub async fn delete_service(
         tracing::warn!(%error, "Could not drop the deleted function's invocations.");
     }
     wait_until_stopped(&state, |i| i.namespace == ns && i.service == service).await;
+    state.collect_images.notify_one();
     Ok(Json(json!({"deleted": service})))
 }
 
@@ -289,6 +290,7 @@ pub async fn delete_version(
         i.namespace == ns && i.service == service && i.version == version
     })
     .await;
+    state.collect_images.notify_one();
     Ok(Json(json!({"deleted": version})))
 }
 

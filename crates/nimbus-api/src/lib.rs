@@ -21,6 +21,7 @@ pub mod containers;
 pub mod error;
 pub mod functions;
 mod handlers;
+pub mod images;
 pub mod openapi;
 pub mod views;
 
@@ -58,6 +59,8 @@ pub struct ApiState {
     pub status: watch::Receiver<Arc<RuntimeStatus>>,
     /// Wakes the reconciler after a write.
     pub reconcile: Arc<Notify>,
+    /// Wakes the image collector ([`images::run_collector`]) after a build or a delete.
+    pub collect_images: Arc<Notify>,
     /// Renders the Prometheus text exposition for `GET /metrics`.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
     /// Metered usage (per-minute rollups) for `GET /v1/usage`.

@@ -1,16 +1,23 @@
 //! Images: [`DockerDriver::image_exists`], [`DockerDriver::pull`] (skipped when the image is
 //! present) and [`DockerDriver::build`] (a source folder packed as a tar, built by the engine's
-//! classic builder, its output streamed line by line as it arrives), plus the pure helpers they
-//! use: image references, build output lines, the failing step.
+//! classic builder, its output streamed line by line as it arrives, the image labelled with the
+//! server's data dir), [`DockerDriver::built_images`] and [`DockerDriver::remove_image`] for the
+//! collection of built images nothing needs any more, plus the pure helpers they use: image
+//! references, build output lines, the failing step.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bollard::errors::Error as EngineError;
 use bollard::models::{CreateImageInfo, ImageId};
-use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateImageOptionsBuilder, ListImagesOptionsBuilder,
+    RemoveImageOptionsBuilder,
+};
 use futures_util::StreamExt;
 
+use crate::container::LABEL_DATA;
 use crate::context::{append_context, dockerfile_in_context, OUTSIDE_DOCKERFILE};
 use crate::error::{BuildError, DockerError};
 use crate::DockerDriver;
@@ -25,6 +32,17 @@ pub enum PullOutcome {
     AlreadyPresent,
     /// The image was downloaded.
     Pulled,
+}
+
+/// What [`DockerDriver::remove_image`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveOutcome {
+    /// The tag is gone (and the image with it, when it had no other tag).
+    Removed,
+    /// A container (running or stopped) still uses the image; nothing changed.
+    InUse,
+    /// There was no such image.
+    Missing,
 }
 
 /// A successful build.
@@ -47,6 +65,39 @@ impl DockerDriver {
             Ok(_) => Ok(true),
             Err(error) if DockerError::is_not_found(&error) => Ok(false),
             Err(error) => Err(DockerError::api(format!("inspect image {image}"))(error)),
+        }
+    }
+
+    /// The tags of the images this server built (labelled with its data dir), e.g.
+    /// `nimbus/default/web:b3`.
+    pub async fn built_images(&self) -> Result<Vec<String>, DockerError> {
+        let filters = HashMap::from([("label", vec![self.data_filter()])]);
+        let options = ListImagesOptionsBuilder::new().filters(&filters).build();
+        let images = self
+            .engine()
+            .list_images(Some(options))
+            .await
+            .map_err(DockerError::api("list images"))?;
+        Ok(images
+            .into_iter()
+            .flat_map(|image| image.repo_tags)
+            .filter(|tag| tag != "<none>:<none>")
+            .collect())
+    }
+
+    /// Removes the tag `image` (the image too once no tag is left), unless a container uses it.
+    pub async fn remove_image(&self, image: &str) -> Result<RemoveOutcome, DockerError> {
+        let options = RemoveImageOptionsBuilder::new().build();
+        match self.engine().remove_image(image, Some(options), None).await {
+            Ok(_) => {
+                tracing::info!(image, "Removed an image nothing uses.");
+                Ok(RemoveOutcome::Removed)
+            }
+            Err(error) if DockerError::is_not_found(&error) => Ok(RemoveOutcome::Missing),
+            Err(error) if crate::error::status_code(&error) == Some(409) => {
+                Ok(RemoveOutcome::InUse)
+            }
+            Err(error) => Err(DockerError::api(format!("remove image {image}"))(error)),
         }
     }
 
@@ -118,9 +169,13 @@ impl DockerDriver {
                 })??;
         tracing::info!(tag, context = %context_dir.display(), bytes = tar.len(), "Building image.");
 
+        // The label says which server built the image, so its collection never touches another
+        // server's images on a shared engine.
+        let labels = HashMap::from([(LABEL_DATA, self.data_label())]);
         let options = BuildImageOptionsBuilder::new()
             .dockerfile(&dockerfile_name)
             .t(tag)
+            .labels(&labels)
             .rm(true)
             // Remove intermediate containers of failed steps too: nothing leaks.
             .forcerm(true)

@@ -41,5 +41,7 @@ mod volume;
 
 pub use driver::{resolve_socket, DockerConfig, DockerDriver, DEFAULT_SOCKET};
 pub use error::{BuildError, DockerError};
-pub use image::{failing_step, split_image_ref, BuildOutcome, LineSplitter, PullOutcome};
+pub use image::{
+    failing_step, split_image_ref, BuildOutcome, LineSplitter, PullOutcome, RemoveOutcome,
+};
 pub use volume::VolumeInfo;

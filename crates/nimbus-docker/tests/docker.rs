@@ -7,7 +7,9 @@ mod support;
 use std::time::Duration;
 
 use nimbus_docker::container::{LABEL_DATA, LABEL_INSTANCE, LABEL_SERVICE, LABEL_VERSION};
-use nimbus_docker::{BuildError, DockerConfig, DockerDriver, DockerError, PullOutcome};
+use nimbus_docker::{
+    BuildError, DockerConfig, DockerDriver, DockerError, PullOutcome, RemoveOutcome,
+};
 use nimbus_runtime::{Driver, DriverError, ExitStatus, VolumeMount};
 use support::*;
 
@@ -390,7 +392,24 @@ async fn builds_pulls_and_refuses_missing_images() {
         )?;
         let tag = format!("nimbus-test/ignoring:{}", unique_id("t"));
         driver.build(&ignoring, None, &tag, |_| {}).await?;
-        env.remove_image(&tag).await;
+
+        // A built image carries the driver's label: it is listed as built, refused removal
+        // while a container uses it, then removed.
+        let built = driver.built_images().await?;
+        assert!(built.contains(&tag), "{tag} not in {built:?}");
+        let id = unique_id("user");
+        let mut user = spec(&id, "sleep 30");
+        user.container = Some(nimbus_runtime::ContainerSpec {
+            image: tag.clone(),
+            ..Default::default()
+        });
+        driver.start(&user).await?;
+        assert_eq!(driver.remove_image(&tag).await?, RemoveOutcome::InUse);
+        assert!(driver.image_exists(&tag).await?);
+        driver.stop(&id, GRACE).await?;
+        assert_eq!(driver.remove_image(&tag).await?, RemoveOutcome::Removed);
+        assert!(!driver.image_exists(&tag).await?);
+        assert_eq!(driver.remove_image(&tag).await?, RemoveOutcome::Missing);
 
         let mut progress = Vec::new();
         let pulled = driver.pull(TEST_IMAGE, |line| progress.push(line)).await?;
@@ -444,7 +463,7 @@ async fn a_bad_dockerfile_fails_naming_the_step() {
                 log,
             }) => {
                 let step = failing_step.ok_or("no failing step")?;
-                assert!(step.starts_with("Step 3/3 : RUN"), "{step}");
+                assert!(step.starts_with("Step 3/4 : RUN"), "{step}");
                 assert!(message.contains("non-zero code"), "{message}");
                 assert!(log.contains(&step), "{log}");
                 assert!(lines.iter().any(|l| l.starts_with("ERROR:")), "{lines:?}");

@@ -4,7 +4,7 @@
 //! images are built locally FROM scratch with the host's static busybox (no registry).
 //!
 //! Without a reachable Docker Engine these tests FAIL; `NIMBUS_SKIP_DOCKER=1` skips them loudly
-//! (the convention of crates/nimbus-docker). Each test removes every container and volume
+//! (the convention of crates/nimbus-docker). Each test removes every container, volume and image
 //! labelled with its data dir when it ends, passed or not.
 
 mod common;
@@ -257,6 +257,12 @@ impl Drop for Cleanup {
                 .args(["volume", "rm", "-f", &name])
                 .output();
         }
+        // Images its builds left (a test that failed before its service was deleted).
+        for id in list(&["images", "-q", "--filter", &self.label]) {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "-f", &id])
+                .output();
+        }
     }
 }
 
@@ -471,7 +477,7 @@ async fn source_build_streams_its_output_then_serves() {
     assert!(built >= two);
     assert!(
         text.iter()
-            .any(|l| l.starts_with("Step 4/6 : RUN echo marker-one")),
+            .any(|l| l.starts_with("Step 4/7 : RUN echo marker-one")),
         "{text:#?}"
     );
 
@@ -495,9 +501,49 @@ async fn source_build_streams_its_output_then_serves() {
         .await;
     assert_eq!(builds["builds"][0]["status"], "succeeded", "{builds}");
 
-    // The build is unique to this run: do not leave its image behind.
+    // The image says which server built it, so only that server ever collects it.
+    let label = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"nimbus.data\"}}",
+        "nimbus/default/built:b1",
+    ])
+    .await;
+    assert_eq!(
+        format!("label=nimbus.data={}", label.trim()),
+        server.cleanup.label
+    );
+
+    // A second build of the same source (its layers cached): a second tag of the image.
+    server.cli_ok(&["deploy", "built", "--source", "app"]).await;
+    assert!(image_exists("nimbus/default/built:b2").await);
+
+    // Deleting the service leaves no image behind: its builds are gone and nothing runs them.
     server.cli_ok(&["service", "delete", "built"]).await;
-    docker(&["rmi", "nimbus/default/built:b1"]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for tag in ["nimbus/default/built:b1", "nimbus/default/built:b2"] {
+        while image_exists(tag).await {
+            assert!(
+                Instant::now() < deadline,
+                "{tag} still there 30 s after the delete"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Whether the engine has `image` (asked with the docker CLI).
+async fn image_exists(image: &str) -> bool {
+    tokio::process::Command::new("docker")
+        .args(["image", "inspect", image])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .unwrap_or_else(|e| panic!("run docker image inspect: {e}"))
+        .success()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,7 +562,7 @@ async fn a_failing_build_creates_no_version() {
     );
     assert!(
         out.stderr
-            .contains("build failed at Step 4/6 : RUN echo about-to-fail && exit 3"),
+            .contains("build failed at Step 4/7 : RUN echo about-to-fail && exit 3"),
         "the failing step is named: {out}"
     );
     assert!(out.stderr.contains("no version was created"), "{out}");
@@ -528,7 +574,7 @@ async fn a_failing_build_creates_no_version() {
     assert!(log.stdout.contains("failed"), "{log}");
     assert!(
         log.stdout
-            .contains("# failed at: Step 4/6 : RUN echo about-to-fail"),
+            .contains("# failed at: Step 4/7 : RUN echo about-to-fail"),
         "{log}"
     );
 

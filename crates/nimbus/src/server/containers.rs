@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use nimbus_api::{ApiError, BuildFailure, BuiltImage, ContainerEngine, LineSink, VolumeInfo};
-use nimbus_docker::{BuildError, DockerDriver, DockerError, PullOutcome};
+use nimbus_docker::{BuildError, DockerDriver, DockerError, PullOutcome, RemoveOutcome};
 
 /// The Docker driver, as the API sees it.
 pub struct DockerEngine(pub Arc<DockerDriver>);
@@ -47,6 +47,17 @@ impl ContainerEngine for DockerEngine {
                 duration: outcome.duration,
             }),
             Err(error) => Err(build_failure(error)),
+        }
+    }
+
+    async fn built_images(&self) -> Result<Vec<String>, ApiError> {
+        self.0.built_images().await.map_err(api_error)
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<bool, ApiError> {
+        match self.0.remove_image(image).await.map_err(api_error)? {
+            RemoveOutcome::Removed | RemoveOutcome::Missing => Ok(true),
+            RemoveOutcome::InUse => Ok(false),
         }
     }
 

@@ -315,7 +315,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         }
         None => nimbus_metering::PriceSheet::default(),
     };
-    let api = nimbus_api::router(ApiState {
+    let collect_images = Arc::new(Notify::new());
+    let api_state = ApiState {
         store: store.clone(),
         token: token.into(),
         base_domain: args.base_domain.clone().into(),
@@ -325,13 +326,20 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         containers,
         status,
         reconcile: changed.clone(),
+        collect_images: collect_images.clone(),
         metrics,
         usage: usage.clone(),
         prices: Arc::new(prices),
         storage: storage.clone(),
         s3_keys: s3_keys.clone(),
         functions: functions.clone(),
-    });
+    };
+    let images_task = tokio::spawn(nimbus_api::images::run_collector(
+        api_state.clone(),
+        collect_images,
+        shutdown_rx.clone(),
+    ));
+    let api = nimbus_api::router(api_state);
     let mut s3_addr = None;
     let s3_task = match s3_listener {
         Some(listener) => {
@@ -412,6 +420,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), worker_task).await;
     let _ = timers_task.await;
     let _ = housekeeping_task.await;
+    let _ = images_task.await;
     info!("Stopped.");
     Ok(())
 }

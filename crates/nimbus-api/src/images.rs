@@ -1,0 +1,233 @@
+//! Collection of built images, so builds do not fill the disk. An image this server built
+//! (`nimbus/{ns}/{service}:b{N}`, labelled with its data dir) is kept while a version runs it or
+//! its build is still listed (the newest [`KEEP_BUILDS`](crate::builds::KEEP_BUILDS) of the
+//! service, so `nimbus deploy --build bN` works for every build `nimbus logs --build` can show);
+//! any other is removed. One a container still uses is skipped and tried again shortly.
+//! Images the server did not build — pulled ones, another server's builds on the same engine —
+//! are never touched.
+//!
+//! The collector sweeps at start, when woken (a build finished, a version or service was
+//! deleted) and every [`SWEEP_EVERY`].
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use crate::builds::{build_number, image_tag};
+use crate::{ApiState, Containers};
+
+/// The sweep when nothing wakes the collector (it also catches what a crash left).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// The next sweep when an image was still used by a container (one being stopped).
+const RETRY_IN_USE: Duration = Duration::from_secs(3);
+/// Retries for images in use before falling back to [`SWEEP_EVERY`].
+const MAX_IN_USE_RETRIES: u32 = 20;
+
+/// The built images nothing needs: the `nimbus/{ns}/{service}:b{N}` tags in `built` that are not
+/// in `needed` (the images of versions and of listed builds). Other tags are left alone.
+/// A version may name the image with Docker Hub's host; the engine lists tags without it.
+pub fn unneeded_images<'a>(built: &'a [String], needed: &HashSet<&str>) -> Vec<&'a str> {
+    let needed: HashSet<&str> = needed
+        .iter()
+        .map(|image| {
+            ["docker.io/", "index.docker.io/"]
+                .iter()
+                .find_map(|host| image.strip_prefix(host))
+                .unwrap_or(image)
+        })
+        .collect();
+    built
+        .iter()
+        .map(String::as_str)
+        .filter(|tag| is_build_tag(tag) && !needed.contains(tag))
+        .collect()
+}
+
+/// Whether `tag` has the shape [`image_tag`] gives a build's image.
+fn is_build_tag(tag: &str) -> bool {
+    let Some((repo, id)) = tag.rsplit_once(':') else {
+        return false;
+    };
+    let mut parts = repo.split('/');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some("nimbus"), Some(ns), Some(service), None) if !ns.is_empty() && !service.is_empty()
+    ) && build_number(id).is_some()
+}
+
+/// The image tags of the builds listed under `builds_dir` (`{ns}/{service}/b{N}.json`).
+fn listed_build_images(builds_dir: &Path) -> Vec<String> {
+    let dirs = |path: &Path| -> Vec<(String, std::path::PathBuf)> {
+        std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| Some((entry.file_name().into_string().ok()?, entry.path())))
+            // `.incoming` holds contexts being received, not builds.
+            .filter(|(name, _)| !name.starts_with('.'))
+            .collect()
+    };
+    let mut tags = Vec::new();
+    for (ns, ns_dir) in dirs(builds_dir) {
+        for (service, service_dir) in dirs(&ns_dir) {
+            for (name, _) in dirs(&service_dir) {
+                if let Some(id) = name
+                    .strip_suffix(".json")
+                    .filter(|id| build_number(id).is_some())
+                {
+                    tags.push(image_tag(&ns, &service, id));
+                }
+            }
+        }
+    }
+    tags
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub removed: usize,
+    /// Unneeded images a container still uses.
+    pub in_use: usize,
+}
+
+/// One pass: removes the built images nothing needs.
+pub async fn sweep(state: &ApiState) -> Result<Swept, crate::ApiError> {
+    let Containers::Available(engine) = &state.containers else {
+        return Ok(Swept::default());
+    };
+    // The engine first, then the records and versions: a build writes its record before its
+    // image is tagged, so every image listed here is either needed by what is read next or
+    // really unneeded.
+    let built = engine.built_images().await?;
+    if built.is_empty() {
+        return Ok(Swept::default());
+    }
+    let builds_dir = state.builds_dir.clone();
+    let listed = tokio::task::spawn_blocking(move || listed_build_images(&builds_dir))
+        .await
+        .unwrap_or_default();
+    let versions = state.store.snapshot()?.versions;
+    let needed: HashSet<&str> = listed
+        .iter()
+        .map(String::as_str)
+        .chain(versions.iter().filter_map(|v| v.spec.image.as_deref()))
+        .collect();
+    let mut swept = Swept::default();
+    for tag in unneeded_images(&built, &needed) {
+        if engine.remove_image(tag).await? {
+            swept.removed += 1;
+        } else {
+            swept.in_use += 1;
+        }
+    }
+    Ok(swept)
+}
+
+/// Sweeps until shutdown: at start, on `wake`, every [`SWEEP_EVERY`], and soon again while an
+/// unneeded image is still in use. Returns at once without a container engine.
+pub async fn run_collector(
+    state: ApiState,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if matches!(state.containers, Containers::Unavailable(_)) {
+        return;
+    }
+    let mut in_use_retries = 0;
+    let mut wait = Duration::ZERO;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = wake.notified() => in_use_retries = 0,
+            _ = shutdown.changed() => return,
+        }
+        wait = match sweep(&state).await {
+            Ok(swept) if swept.in_use > 0 && in_use_retries < MAX_IN_USE_RETRIES => {
+                in_use_retries += 1;
+                RETRY_IN_USE
+            }
+            Ok(_) => SWEEP_EVERY,
+            Err(error) => {
+                tracing::warn!(code = %error.code, message = %error.message, "Cannot collect unneeded images; trying again later.");
+                SWEEP_EVERY
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_built_images_are_unneeded() {
+        let built: Vec<String> = [
+            "nimbus/default/web:b1",  // unneeded: not listed, no version
+            "nimbus/default/web:b2",  // a version runs it
+            "nimbus/default/web:b3",  // listed build
+            "nimbus/team/api:b12",    // unneeded, another namespace
+            "nimbus/default/web:v1",  // not a build tag
+            "nimbus/web:b1",          // not a build tag (no namespace)
+            "nimbus/a/b/c:b1",        // not a build tag (too deep)
+            "nimbus/default/web:b01", // not a build id
+            "busybox:latest",         // pulled
+            "nimbus/default/web",     // no tag
+        ]
+        .map(String::from)
+        .to_vec();
+        let needed = HashSet::from([
+            "docker.io/nimbus/default/web:b2", // as a version may name it
+            "nimbus/default/web:b3",
+        ]);
+        assert_eq!(
+            unneeded_images(&built, &needed),
+            ["nimbus/default/web:b1", "nimbus/team/api:b12"]
+        );
+        assert!(unneeded_images(&[], &needed).is_empty());
+        let all_needed = HashSet::from([
+            "nimbus/default/web:b1",
+            "nimbus/default/web:b2",
+            "nimbus/default/web:b3",
+            "nimbus/team/api:b12",
+        ]);
+        assert_eq!(
+            unneeded_images(&built, &all_needed),
+            Vec::<&str>::new(),
+            "an image a version or a listed build needs stays"
+        );
+    }
+
+    #[test]
+    fn listed_builds_are_read_from_the_record_files() {
+        let dir = std::env::temp_dir().join(format!("nimbus-images-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for file in [
+            "default/web/b1.json",
+            "default/web/b1.log",
+            "default/web/b2.json",
+            "team/api/b7.json",
+            "team/api/notes.json",
+        ] {
+            let path = dir.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "{}").unwrap();
+        }
+        std::fs::create_dir_all(dir.join(".incoming")).unwrap();
+        let mut tags = listed_build_images(&dir);
+        tags.sort();
+        assert_eq!(
+            tags,
+            [
+                "nimbus/default/web:b1",
+                "nimbus/default/web:b2",
+                "nimbus/team/api:b7"
+            ]
+        );
+        assert!(listed_build_images(&dir.join("missing")).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
