@@ -11,13 +11,12 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::builds::{build_number, image_tag};
-use crate::{ApiState, Containers};
+use crate::{ApiError, ApiState, Containers};
 
 /// The sweep when nothing wakes the collector (it also catches what a crash left).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
@@ -95,7 +94,7 @@ pub struct Swept {
 }
 
 /// One pass: removes the built images nothing needs.
-pub async fn sweep(state: &ApiState) -> Result<Swept, crate::ApiError> {
+pub async fn sweep(state: &ApiState) -> Result<Swept, ApiError> {
     let Containers::Available(engine) = &state.containers else {
         return Ok(Swept::default());
     };
@@ -106,11 +105,15 @@ pub async fn sweep(state: &ApiState) -> Result<Swept, crate::ApiError> {
     if built.is_empty() {
         return Ok(Swept::default());
     }
-    let builds_dir = state.builds_dir.clone();
-    let listed = tokio::task::spawn_blocking(move || listed_build_images(&builds_dir))
-        .await
-        .unwrap_or_default();
-    let versions = state.store.snapshot()?.versions;
+    // Off the runtime's thread: the gateway shares it, and a big store takes a while to read.
+    let (builds_dir, store) = (state.builds_dir.clone(), state.store.clone());
+    let (listed, versions) =
+        tokio::task::spawn_blocking(move || (listed_build_images(&builds_dir), store.snapshot()))
+            .await
+            .map_err(|error| {
+                ApiError::internal(format!("cannot read the builds and versions: {error}"))
+            })?;
+    let versions = versions?.versions;
     let needed: HashSet<&str> = listed
         .iter()
         .map(String::as_str)
@@ -127,13 +130,10 @@ pub async fn sweep(state: &ApiState) -> Result<Swept, crate::ApiError> {
     Ok(swept)
 }
 
-/// Sweeps until shutdown: at start, on `wake`, every [`SWEEP_EVERY`], and soon again while an
-/// unneeded image is still in use. Returns at once without a container engine.
-pub async fn run_collector(
-    state: ApiState,
-    wake: Arc<Notify>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Sweeps until shutdown: at start, when woken (`ApiState::collect_images`), every
+/// [`SWEEP_EVERY`], and soon again while an unneeded image is still in use. Returns at once
+/// without a container engine.
+pub async fn run_collector(state: ApiState, mut shutdown: watch::Receiver<bool>) {
     if matches!(state.containers, Containers::Unavailable(_)) {
         return;
     }
@@ -142,7 +142,7 @@ pub async fn run_collector(
     loop {
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = wake.notified() => in_use_retries = 0,
+            () = state.collect_images.notified() => in_use_retries = 0,
             _ = shutdown.changed() => return,
         }
         wait = match sweep(&state).await {

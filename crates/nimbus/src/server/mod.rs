@@ -315,7 +315,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         }
         None => nimbus_metering::PriceSheet::default(),
     };
-    let collect_images = Arc::new(Notify::new());
     let api_state = ApiState {
         store: store.clone(),
         token: token.into(),
@@ -326,7 +325,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         containers,
         status,
         reconcile: changed.clone(),
-        collect_images: collect_images.clone(),
+        collect_images: Arc::new(Notify::new()),
         metrics,
         usage: usage.clone(),
         prices: Arc::new(prices),
@@ -336,7 +335,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     let images_task = tokio::spawn(nimbus_api::images::run_collector(
         api_state.clone(),
-        collect_images,
         shutdown_rx.clone(),
     ));
     let api = nimbus_api::router(api_state);
@@ -420,7 +418,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), worker_task).await;
     let _ = timers_task.await;
     let _ = housekeeping_task.await;
-    let _ = images_task.await;
+    // A sweep in progress ends with its engine call.
+    let _ = tokio::time::timeout(Duration::from_secs(5), images_task).await;
     info!("Stopped.");
     Ok(())
 }
