@@ -180,8 +180,8 @@ impl DockerDriver {
     }
 
     /// The engine's label filter for everything this driver owns.
-    pub(crate) fn data_filter(&self) -> String {
-        format!("{LABEL_DATA}={}", self.data_label)
+    pub(crate) fn data_filter(&self) -> HashMap<&'static str, Vec<String>> {
+        HashMap::from([("label", vec![format!("{LABEL_DATA}={}", self.data_label)])])
     }
 
     fn cursor_path(&self, id: &str) -> PathBuf {
@@ -468,7 +468,7 @@ impl Driver for DockerDriver {
     }
 
     async fn adopt(&self) -> Result<Vec<InstanceInfo>, DriverError> {
-        let filters = HashMap::from([("label", vec![self.data_filter()])]);
+        let filters = self.data_filter();
         let options = ListContainersOptionsBuilder::new()
             .all(true)
             .filters(&filters)

@@ -71,7 +71,7 @@ impl DockerDriver {
     /// The tags of the images this server built (labelled with its data dir), e.g.
     /// `nimbus/default/web:b3`.
     pub async fn built_images(&self) -> Result<Vec<String>, DockerError> {
-        let filters = HashMap::from([("label", vec![self.data_filter()])]);
+        let filters = self.data_filter();
         let options = ListImagesOptionsBuilder::new().filters(&filters).build();
         let images = self
             .engine()

@@ -67,7 +67,7 @@ impl DockerDriver {
 
     /// This server's volumes, sorted by name, with the containers that mount each.
     pub async fn list_volumes(&self) -> Result<Vec<VolumeInfo>, DockerError> {
-        let filters = HashMap::from([("label", vec![self.data_filter()])]);
+        let filters = self.data_filter();
         let options = ListVolumesOptionsBuilder::new().filters(&filters).build();
         let volumes = self
             .engine()
