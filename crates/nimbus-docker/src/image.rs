@@ -150,7 +150,7 @@ impl DockerDriver {
     /// it arrives. `dockerfile` defaults to `Dockerfile` in the context; a relative path is taken
     /// inside the context; a file outside the context is packed along with it.
     ///
-    /// The whole context is packed in memory; `.dockerignore` is not applied.
+    /// The whole context (`.dockerignore` applied) is packed in memory.
     pub async fn build(
         &self,
         context_dir: &Path,
