@@ -85,25 +85,18 @@ fn listed_build_images(builds_dir: &Path) -> Vec<String> {
     tags
 }
 
-/// What one sweep did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Swept {
-    pub removed: usize,
-    /// Unneeded images a container still uses.
-    pub in_use: usize,
-}
-
-/// One pass: removes the built images nothing needs.
-pub async fn sweep(state: &ApiState) -> Result<Swept, ApiError> {
+/// One pass: removes the built images nothing needs. Returns how many of them a container still
+/// uses (left for a later pass).
+pub async fn sweep(state: &ApiState) -> Result<usize, ApiError> {
     let Containers::Available(engine) = &state.containers else {
-        return Ok(Swept::default());
+        return Ok(0);
     };
     // The engine first, then the records and versions: a build writes its record before its
     // image is tagged, so every image listed here is either needed by what is read next or
     // really unneeded.
     let built = engine.built_images().await?;
     if built.is_empty() {
-        return Ok(Swept::default());
+        return Ok(0);
     }
     // Off the runtime's thread: the gateway shares it, and a big store takes a while to read.
     let (builds_dir, store) = (state.builds_dir.clone(), state.store.clone());
@@ -119,15 +112,13 @@ pub async fn sweep(state: &ApiState) -> Result<Swept, ApiError> {
         .map(String::as_str)
         .chain(versions.iter().filter_map(|v| v.spec.image.as_deref()))
         .collect();
-    let mut swept = Swept::default();
+    let mut in_use = 0;
     for tag in unneeded_images(&built, &needed) {
-        if engine.remove_image(tag).await? {
-            swept.removed += 1;
-        } else {
-            swept.in_use += 1;
+        if !engine.remove_image(tag).await? {
+            in_use += 1;
         }
     }
-    Ok(swept)
+    Ok(in_use)
 }
 
 /// Sweeps until shutdown: at start, when woken (`ApiState::collect_images`), every
@@ -146,7 +137,7 @@ pub async fn run_collector(state: ApiState, mut shutdown: watch::Receiver<bool>)
             _ = shutdown.changed() => return,
         }
         wait = match sweep(&state).await {
-            Ok(swept) if swept.in_use > 0 && in_use_retries < MAX_IN_USE_RETRIES => {
+            Ok(in_use) if in_use > 0 && in_use_retries < MAX_IN_USE_RETRIES => {
                 in_use_retries += 1;
                 RETRY_IN_USE
             }
