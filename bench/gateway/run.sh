@@ -20,7 +20,8 @@
 #   NIMBUS_BEFORE=/tmp/nimbus-old bench/gateway/run.sh   # A/B: adds "nimbus before" rows
 #
 # Everything listens on 127.0.0.1; the temp dir, the proxies, the servers and their instances
-# are cleaned up on exit. Numbers are only comparable within one run, on a quiet machine.
+# are cleaned up on exit. While a row runs, the Nimbus servers not under test are paused.
+# Numbers are only comparable within one run, on a quiet machine.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -79,6 +80,20 @@ stop_pid() {
     kill -KILL "$pid" 2>/dev/null || true
 }
 
+# While a row is measured, every Nimbus server but the measured one is paused (SIGSTOP): their
+# control-plane ticks (the big server walks its 10,000 versions every 2 s) would otherwise take
+# the proxy core in the middle of whichever row runs, HAProxy's as much as Nimbus's.
+pause_servers_except() {
+    local pid
+    for pid in "${SERVER_PIDS[@]}"; do
+        [[ $pid == "${1:-}" ]] || kill -STOP "$pid" 2>/dev/null || true
+    done
+}
+resume_servers() {
+    local pid
+    for pid in "${SERVER_PIDS[@]}"; do kill -CONT "$pid" 2>/dev/null || true; done
+}
+
 # Kills the process group of every instance a server left a pid file for.
 kill_instances() {
     local file pgid
@@ -93,6 +108,7 @@ kill_instances() {
 
 cleanup() {
     set +e
+    resume_servers
     for pid in "${SERVER_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
     for pid in "${SERVER_PIDS[@]}"; do stop_pid "$pid"; done
     for dir in "${DATA_DIRS[@]}"; do kill_instances "$dir"; done
@@ -304,6 +320,12 @@ h2load_as_wrk() {
 }
 
 measure() { # NAME ROUND
+    pause_servers_except "${PID_OF[$1]}"
+    measure_row "$@"
+    resume_servers
+}
+
+measure_row() { # NAME ROUND
     local name=$1 url=${URL[$1]} host=${HOST_OF[$1]} out
     local pid=${PID_OF[$1]} before after
     if [[ ${TOOL_OF[$1]} == h2load ]]; then
