@@ -43,6 +43,15 @@ pub struct BuiltImage {
     pub duration: Duration,
 }
 
+/// One tag of an image this server built, with the image's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedImage {
+    /// e.g. `nimbus/default/web:b3`.
+    pub tag: String,
+    /// The engine's id, `sha256:…`.
+    pub id: String,
+}
+
 /// A build that produced no image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildFailure {
@@ -78,8 +87,8 @@ pub trait ContainerEngine: Send + Sync {
         tag: &str,
         output: LineSink,
     ) -> Result<BuiltImage, BuildFailure>;
-    /// The tags of the images this server built.
-    async fn built_images(&self) -> Result<Vec<String>, ApiError>;
+    /// Every tag of the images this server built, with its image's id.
+    async fn built_images(&self) -> Result<Vec<TaggedImage>, ApiError>;
     /// Removes an image tag: `false` (and nothing changed) while a container uses the image.
     async fn remove_image(&self, image: &str) -> Result<bool, ApiError>;
     async fn create_volume(&self, name: &str) -> Result<VolumeInfo, ApiError>;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::builds::{build_number, image_tag};
-use crate::{ApiError, ApiState, Containers};
+use crate::{ApiError, ApiState, Containers, TaggedImage};
 
 /// The sweep when nothing wakes the collector (it also catches what a crash left).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
@@ -25,11 +25,13 @@ const RETRY_IN_USE: Duration = Duration::from_secs(3);
 /// Retries for images in use before falling back to [`SWEEP_EVERY`].
 const MAX_IN_USE_RETRIES: u32 = 20;
 
-/// The built images nothing needs: the `nimbus/{ns}/{service}:b{N}` tags in `built` that are not
-/// in `needed` (the images of versions and of listed builds). Other tags are left alone.
-/// A version may name the image with Docker Hub's host; the engine lists tags without it.
-pub fn unneeded_images<'a>(built: &'a [String], needed: &HashSet<&str>) -> Vec<&'a str> {
-    let needed: HashSet<&str> = needed
+/// The built images nothing needs: the `nimbus/{ns}/{service}:b{N}` tags in `built` that
+/// `needed` (the images of versions and of listed builds) names neither by tag nor by id. Other
+/// tags are left alone. A version may name the image with Docker Hub's host (the engine lists
+/// tags without it), or by its id as the engine accepts one: `sha256:…`, the bare hex, or a
+/// prefix of it such as the 12 characters `docker images` shows.
+pub fn unneeded_images<'a>(built: &'a [TaggedImage], needed: &HashSet<&str>) -> Vec<&'a str> {
+    let by_tag: HashSet<&str> = needed
         .iter()
         .map(|image| {
             ["docker.io/", "index.docker.io/"]
@@ -38,10 +40,22 @@ pub fn unneeded_images<'a>(built: &'a [String], needed: &HashSet<&str>) -> Vec<&
                 .unwrap_or(image)
         })
         .collect();
+    // Any hex reference counts as a possible id prefix: keeping an image too long is harmless,
+    // removing one a version runs is not.
+    let by_id: Vec<&str> = needed
+        .iter()
+        .map(|image| image.strip_prefix("sha256:").unwrap_or(image))
+        .filter(|hex| !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
     built
         .iter()
-        .map(String::as_str)
-        .filter(|tag| is_build_tag(tag) && !needed.contains(tag))
+        .filter(|image| {
+            let id = image.id.strip_prefix("sha256:").unwrap_or(&image.id);
+            is_build_tag(&image.tag)
+                && !by_tag.contains(image.tag.as_str())
+                && !by_id.iter().any(|prefix| id.starts_with(prefix))
+        })
+        .map(|image| image.tag.as_str())
         .collect()
 }
 
@@ -154,9 +168,17 @@ pub async fn run_collector(state: ApiState, mut shutdown: watch::Receiver<bool>)
 mod tests {
     use super::*;
 
+    /// `tag` with an id made from `n` (64 hex digits, as the engine gives them).
+    fn tagged(tag: &str, n: u8) -> TaggedImage {
+        TaggedImage {
+            tag: tag.to_string(),
+            id: format!("sha256:{}", format!("{n:02x}").repeat(32)),
+        }
+    }
+
     #[test]
     fn which_built_images_are_unneeded() {
-        let built: Vec<String> = [
+        let built: Vec<TaggedImage> = [
             "nimbus/default/web:b1",  // unneeded: not listed, no version
             "nimbus/default/web:b2",  // a version runs it
             "nimbus/default/web:b3",  // listed build
@@ -168,8 +190,10 @@ mod tests {
             "busybox:latest",         // pulled
             "nimbus/default/web",     // no tag
         ]
-        .map(String::from)
-        .to_vec();
+        .iter()
+        .zip(1..)
+        .map(|(tag, n)| tagged(tag, n))
+        .collect();
         let needed = HashSet::from([
             "docker.io/nimbus/default/web:b2", // as a version may name it
             "nimbus/default/web:b3",
@@ -190,6 +214,48 @@ mod tests {
             Vec::<&str>::new(),
             "an image a version or a listed build needs stays"
         );
+    }
+
+    #[test]
+    fn an_image_a_version_names_by_id_stays() {
+        let built = [
+            tagged("nimbus/default/web:b1", 0xab),
+            tagged("nimbus/default/web:b2", 0xcd),
+            tagged("nimbus/default/web:b3", 0xef),
+        ];
+        let full = format!("sha256:{}", "ab".repeat(32));
+        let bare = "cd".repeat(32);
+        for (needed, left) in [
+            // The full id, the bare hex, the short id `docker images` shows.
+            (
+                vec![full.as_str()],
+                vec!["nimbus/default/web:b2", "nimbus/default/web:b3"],
+            ),
+            (
+                vec![bare.as_str()],
+                vec!["nimbus/default/web:b1", "nimbus/default/web:b3"],
+            ),
+            (
+                vec!["efefefefefef"],
+                vec!["nimbus/default/web:b1", "nimbus/default/web:b2"],
+            ),
+            (
+                vec!["sha256:efef"],
+                vec!["nimbus/default/web:b1", "nimbus/default/web:b2"],
+            ),
+            // Not an id of these images, or not hex at all.
+            (
+                vec!["sha256:0000", "abz", "web", "sha256:"],
+                vec![
+                    "nimbus/default/web:b1",
+                    "nimbus/default/web:b2",
+                    "nimbus/default/web:b3",
+                ],
+            ),
+        ] {
+            let needed: HashSet<&str> = needed.into_iter().collect();
+            assert_eq!(unneeded_images(&built, &needed), left, "needed: {needed:?}");
+        }
     }
 
     #[test]

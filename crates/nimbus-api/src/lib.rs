@@ -37,7 +37,9 @@ use nimbus_model::status::RuntimeStatus;
 use nimbus_store::Store;
 use tokio::sync::{watch, Notify};
 
-pub use containers::{BuildFailure, BuiltImage, ContainerEngine, Containers, LineSink, VolumeInfo};
+pub use containers::{
+    BuildFailure, BuiltImage, ContainerEngine, Containers, LineSink, TaggedImage, VolumeInfo,
+};
 pub use error::ApiError;
 
 /// What every handler needs.

@@ -45,6 +45,15 @@ pub enum RemoveOutcome {
     Missing,
 }
 
+/// One tag of an image this server built, with the image's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedImage {
+    /// e.g. `nimbus/default/web:b3`.
+    pub tag: String,
+    /// The engine's id, `sha256:…`.
+    pub id: String,
+}
+
 /// A successful build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildOutcome {
@@ -68,9 +77,9 @@ impl DockerDriver {
         }
     }
 
-    /// The tags of the images this server built (labelled with its data dir), e.g.
-    /// `nimbus/default/web:b3`.
-    pub async fn built_images(&self) -> Result<Vec<String>, DockerError> {
+    /// Every tag of the images this server built (labelled with its data dir), with its image's
+    /// id.
+    pub async fn built_images(&self) -> Result<Vec<TaggedImage>, DockerError> {
         let filters = self.data_filter();
         let options = ListImagesOptionsBuilder::new().filters(&filters).build();
         let images = self
@@ -80,8 +89,17 @@ impl DockerDriver {
             .map_err(DockerError::api("list images"))?;
         Ok(images
             .into_iter()
-            .flat_map(|image| image.repo_tags)
-            .filter(|tag| tag != "<none>:<none>")
+            .flat_map(|image| {
+                let id = image.id;
+                image
+                    .repo_tags
+                    .into_iter()
+                    .filter(|tag| tag != "<none>:<none>")
+                    .map(move |tag| TaggedImage {
+                        tag,
+                        id: id.clone(),
+                    })
+            })
             .collect())
     }
 

@@ -43,5 +43,6 @@ pub use driver::{resolve_socket, DockerConfig, DockerDriver, DEFAULT_SOCKET};
 pub use error::{BuildError, DockerError};
 pub use image::{
     failing_step, split_image_ref, BuildOutcome, LineSplitter, PullOutcome, RemoveOutcome,
+    TaggedImage,
 };
 pub use volume::VolumeInfo;

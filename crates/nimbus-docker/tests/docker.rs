@@ -391,12 +391,18 @@ async fn builds_pulls_and_refuses_missing_images() {
             ),
         )?;
         let tag = format!("nimbus-test/ignoring:{}", unique_id("t"));
-        driver.build(&ignoring, None, &tag, |_| {}).await?;
+        let outcome = driver.build(&ignoring, None, &tag, |_| {}).await?;
 
-        // A built image carries the driver's label: it is listed as built, refused removal
-        // while a container uses it, then removed.
+        // A built image carries the driver's label: it is listed as built (with its id),
+        // refused removal while a container uses it, then removed.
         let built = driver.built_images().await?;
-        assert!(built.contains(&tag), "{tag} not in {built:?}");
+        assert!(
+            built
+                .iter()
+                .any(|image| image.tag == tag && image.id == outcome.image_id),
+            "{tag} ({}) not in {built:?}",
+            outcome.image_id
+        );
         let id = unique_id("user");
         let mut user = spec(&id, "sleep 30");
         user.container = Some(nimbus_runtime::ContainerSpec {

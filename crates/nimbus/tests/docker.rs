@@ -519,8 +519,39 @@ async fn source_build_streams_its_output_then_serves() {
     server.cli_ok(&["deploy", "built", "--source", "app"]).await;
     assert!(image_exists("nimbus/default/built:b2").await);
 
-    // Deleting the service leaves no image behind: its builds are gone and nothing runs them.
+    // Another service runs the build by its short id (as `docker images` shows it), scaled to
+    // zero so no container holds the image: deleting `built` drops its build records, but the
+    // image stays, and `byid` still cold-starts from it.
+    let id = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        "nimbus/default/built:b1",
+    ])
+    .await;
+    let short_id = &id.trim().trim_start_matches("sha256:")[..12];
+    server
+        .cli_ok(&[
+            "deploy",
+            "byid",
+            "--image",
+            short_id,
+            "--min-instances",
+            "0",
+        ])
+        .await;
     server.cli_ok(&["service", "delete", "built"]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        image_exists("nimbus/default/built:b1").await,
+        "the image byid names by id was collected"
+    );
+    let hello = server.body("byid", "/").await;
+    assert!(hello.starts_with("hello from byid v1"), "{hello}");
+
+    // Once nothing needs it, no image is left behind.
+    server.cli_ok(&["service", "delete", "byid"]).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     for tag in ["nimbus/default/built:b1", "nimbus/default/built:b2"] {
         while image_exists(tag).await {

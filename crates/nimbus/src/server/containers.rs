@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use nimbus_api::{ApiError, BuildFailure, BuiltImage, ContainerEngine, LineSink, VolumeInfo};
+use nimbus_api::{
+    ApiError, BuildFailure, BuiltImage, ContainerEngine, LineSink, TaggedImage, VolumeInfo,
+};
 use nimbus_docker::{BuildError, DockerDriver, DockerError, PullOutcome, RemoveOutcome};
 
 /// The Docker driver, as the API sees it.
@@ -50,8 +52,15 @@ impl ContainerEngine for DockerEngine {
         }
     }
 
-    async fn built_images(&self) -> Result<Vec<String>, ApiError> {
-        self.0.built_images().await.map_err(api_error)
+    async fn built_images(&self) -> Result<Vec<TaggedImage>, ApiError> {
+        let built = self.0.built_images().await.map_err(api_error)?;
+        Ok(built
+            .into_iter()
+            .map(|image| TaggedImage {
+                tag: image.tag,
+                id: image.id,
+            })
+            .collect())
     }
 
     async fn remove_image(&self, image: &str) -> Result<bool, ApiError> {
