@@ -908,8 +908,8 @@ impl Reconciler {
         let health = &self.health;
         let schedules = &self.desired.schedules;
         let (changes, reasons_changed) = self.scaler.decide_all(
-            |key, desired| {
-                let current = counts.get(key).map_or(0, |c| c.1);
+            counts.iter().map(|(key, c)| (*key, c.1)),
+            |key, current, desired| {
                 if health.get(key).is_some_and(|h| h.consecutive_failures > 0) {
                     // Crashed instances waiting out a backoff still count: a crash is not a
                     // reason to scale down (which would stop the restarts and hide the failure).

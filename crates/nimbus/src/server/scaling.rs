@@ -74,6 +74,8 @@ struct VersionScaling {
     sampled: bool,
     /// The version is on [`Scaler::warm`]: [`Scaler::sample_gates`] visits it.
     warm: bool,
+    /// Instances running or starting, as of the current [`Scaler::decide_all`] pass.
+    running: u32,
 }
 
 impl VersionScaling {
@@ -172,6 +174,7 @@ impl Scaler {
                             gate: None,
                             sampled: false,
                             warm: true,
+                            running: 0,
                         },
                     );
                     self.warm.push(key.clone());
@@ -246,23 +249,42 @@ impl Scaler {
         });
     }
 
-    /// Runs the decider for every version in one pass (no key copies): `current` gives a
-    /// version's instances running or starting (given its desired count), `schedules` its
-    /// service's schedules (evaluated in the server's local time zone).
-    /// Also says whether any version's scaling reason changed.
-    pub fn decide_all(
+    /// Runs the decider for every version in one pass (no key copies). `running` lists the
+    /// versions with instances running or starting and how many; `current` gives the count a
+    /// version with fewer than it desires should be decided with (say, counting crashed
+    /// instances waiting out a backoff); `schedules` gives its service's schedules (evaluated
+    /// in the server's local time zone). Also says whether any version's scaling reason
+    /// changed.
+    ///
+    /// The counts go in as a list rather than a lookup: the pass then touches only the versions
+    /// that have instances, not the map once per version — thousands of probes every tick, on
+    /// the thread the gateway shares.
+    pub fn decide_all<'k>(
         &mut self,
-        current: impl Fn(&VersionKey, u32) -> u32,
+        running: impl IntoIterator<Item = (&'k VersionKey, u32)>,
+        current: impl Fn(&VersionKey, u32, u32) -> u32,
         schedules: impl Fn(&VersionKey) -> Vec<Schedule>,
         local_now: &chrono::DateTime<chrono::Local>,
     ) -> (Vec<Change>, bool) {
+        for v in self.versions.values_mut() {
+            v.running = 0;
+        }
+        for (key, count) in running {
+            if let Some(v) = self.versions.get_mut(key) {
+                v.running = count;
+            }
+        }
         let now = self.now();
         let mut reasons_changed = false;
         let changes = self
             .versions
             .iter_mut()
             .filter_map(|(key, v)| {
-                let running = current(key, v.desired);
+                let running = if v.running < v.desired {
+                    current(key, v.running, v.desired)
+                } else {
+                    v.running
+                };
                 let schedules = schedules(key);
                 // A version at rest (no demand for longer than the stable window, at its floor,
                 // running what it wants, no schedule to move the floor) would get the same
@@ -392,6 +414,50 @@ mod tests {
         spec.min_instances = min;
         spec.max_instances = max;
         spec
+    }
+
+    #[test]
+    fn a_pass_reads_the_running_counts_it_is_given() {
+        let mut scaler = Scaler::new(ScalingTimings::default());
+        let s = spec(2, 5);
+        let name = |v: &str| -> VersionKey { ("default".into(), "hello".into(), v.into()) };
+        let versions = ["full", "short", "gone"].map(name);
+        scaler.sync(versions.iter().map(|k| (k.clone(), &s)), |_, _| 2);
+        // `full` runs what it wants; `short` runs fewer; `gone` has no instance, and a count
+        // for a version the scaler does not know is ignored.
+        let unknown = name("deleted");
+        let running = [(&versions[0], 2), (&versions[1], 1), (&unknown, 7)];
+        let asked = std::cell::RefCell::new(Vec::new());
+        scaler.decide_all(
+            running,
+            |key, current, desired| {
+                asked.borrow_mut().push((key.2.clone(), current, desired));
+                desired // as if the missing ones were crashed instances in a backoff
+            },
+            |_| Vec::new(),
+            &chrono::Local::now(),
+        );
+        let mut asked = asked.into_inner();
+        asked.sort();
+        assert_eq!(
+            asked,
+            [("gone".to_string(), 0, 2), ("short".to_string(), 1, 2)],
+            "only versions running fewer than they want are asked about"
+        );
+        for key in &versions {
+            assert_eq!(scaler.desired(key), Some(2), "{key:?}");
+        }
+        assert_eq!(scaler.versions[&versions[0]].running, 2);
+        assert_eq!(scaler.versions[&versions[2]].running, 0);
+
+        // Counts are per pass: one missing from the next list is zero.
+        scaler.decide_all(
+            [],
+            |_, current, _| current,
+            |_| Vec::new(),
+            &chrono::Local::now(),
+        );
+        assert_eq!(scaler.versions[&versions[0]].running, 0);
     }
 
     #[test]
