@@ -13,6 +13,10 @@
 # connections), so background noise falls on all rows alike, and the table shows the median of
 # the rounds: rps, p50, p99 and the ratios to HAProxy (and each Nimbus row against HAProxy on the
 # same protocol).
+# Then, unless PACE_MS=0, the plain-HTTP rows run again at a *paced* load: every connection waits
+# PACE_MS (1 ms) between requests, so every proxy carries about the same rate (≈ half of what
+# the backend alone serves) and the latency percentiles compare at equal throughput — at
+# saturation a closed loop's tail mostly reflects which stage is the bottleneck.
 #
 #   bench/gateway/run.sh                        # build nimbus (dist profile), install tools, run
 #   DURATION=30 CONNS=100 ROUNDS=5 bench/gateway/run.sh
@@ -32,6 +36,7 @@ CONNS=${CONNS:-50}
 ROUNDS=${ROUNDS:-3}
 SERVICES=${SERVICES:-1000}
 VERSIONS=${VERSIONS:-10}
+PACE_MS=${PACE_MS:-1}       # paced rounds: each connection waits this long between requests; 0: none
 ACCESS_LOG=${ACCESS_LOG:-file} # file: the nimbus rows write the JSON access log; off: they do not
 PROXY_CORE=${PROXY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
@@ -348,6 +353,22 @@ measure_row() { # NAME ROUND
     record "$name" "$out" $((after - before))
 }
 
+# The paced load: wrk's delay() hook holds each connection PACE_MS after every response.
+PACED_LUA=$TMP/paced.lua
+printf 'function delay()\n  return %s\nend\n' "$PACE_MS" >"$PACED_LUA"
+declare -A PACED_RPS PACED_P50 PACED_P99
+measure_paced() { # NAME ROUND
+    local name=$1 url=${URL[$1]} host=${HOST_OF[$1]} out
+    pause_servers_except "${PID_OF[$1]}"
+    log "paced round $2/$ROUNDS, $name: ${DURATION}s, $CONNS connections, ${PACE_MS} ms apart"
+    out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$PACED_LUA" \
+        -H "Host: $host" "$url")
+    resume_servers
+    PACED_RPS[$name]+=" $(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")"
+    PACED_P50[$name]+=" $(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
+    PACED_P99[$name]+=" $(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
+}
+
 record() { # NAME OUTPUT CPU_TICKS: files one round's figures
     local name=$1 out=$2 ticks=$3
     # CPU time per request is far less sensitive than rps to other load on the machine.
@@ -395,6 +416,20 @@ for round in $(seq 1 "$ROUNDS"); do
         for row in "${group[@]}"; do measure "$row" "$round"; done
     done
 done
+
+# Paced rounds: the plain-HTTP rows (no TLS), HAProxy next to the Nimbus rows, order reversed on
+# even rounds.
+PACED_ROWS=()
+if ((PACE_MS > 0)); then
+    for row in "${ROWS[@]}"; do
+        [[ ${URL[$row]} == http://* ]] && PACED_ROWS+=("$row")
+    done
+    for round in $(seq 1 "$ROUNDS"); do
+        order=("${PACED_ROWS[@]}")
+        if ((round % 2 == 0)); then mapfile -t order < <(printf '%s\n' "${PACED_ROWS[@]}" | tac); fi
+        for row in "${order[@]}"; do measure_paced "$row" "$round"; done
+    done
+fi
 
 # The median over rounds of one row's figure divided by its peer's in the same round.
 paired() { # ROW_VALUES PEER_VALUES
@@ -446,3 +481,18 @@ for row in "${NIMBUS_ROWS[@]}"; do
             if (pr != "") printf ", p99 %s", pr
             printf "\n" }'
 done
+
+if ((${#PACED_ROWS[@]})); then
+    echo
+    echo "Paced: the same rows with each connection waiting ${PACE_MS} ms between requests (equal load),"
+    echo "median of $ROUNDS rounds; ratios are medians of per-round pairs with $HAPROXY_ROW."
+    echo
+    printf '| %-32s | %7s | %7s | %7s | %13s | %13s |\n' row rps "p50 ms" "p99 ms" "p50 / haproxy" "p99 / haproxy"
+    printf '|%s|%s|%s|%s|%s|%s|\n' "----------------------------------" "---------" "---------" "---------" "---------------" "---------------"
+    for row in "${PACED_ROWS[@]}"; do
+        printf '| %-32s | %7.0f | %7.3f | %7.3f | %13s | %13s |\n' "$row" \
+            "$(median "${PACED_RPS[$row]}")" "$(median "${PACED_P50[$row]}")" "$(median "${PACED_P99[$row]}")" \
+            "$(paired "${PACED_P50[$row]}" "${PACED_P50[$HAPROXY_ROW]}")" \
+            "$(paired "${PACED_P99[$row]}" "${PACED_P99[$HAPROXY_ROW]}")"
+    done
+fi

@@ -109,21 +109,11 @@ fn main() -> ExitCode {
             };
         }
     };
-    // `nimbus server` on one worker thread (`--worker-threads 1`, or a process allowed one CPU,
-    // e.g. under `taskset`) runs on the current-thread scheduler: the same single thread without
-    // the work-stealing machinery.
-    let workers = match &cli.command {
-        Command::Server(args) => args.worker_threads(),
-        _ => None,
-    };
-    let mut builder = match workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(n);
-            builder
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
+    // `nimbus server` runs its control plane on this thread's current-thread runtime and starts
+    // the gateway's own runtime (`server::DataPlane`); client commands use the default one.
+    let mut builder = match &cli.command {
+        Command::Server(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,

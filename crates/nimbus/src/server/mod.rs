@@ -3,6 +3,7 @@
 //! down in order on SIGTERM / Ctrl-C.
 
 mod containers;
+mod dataplane;
 mod functions;
 mod plan;
 mod reconciler;
@@ -26,6 +27,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
+use dataplane::DataPlane;
 use reconciler::Reconciler;
 use scaling::ScalingTimings;
 use telemetry::{AccessLog, Telemetry};
@@ -98,8 +100,8 @@ pub struct ServerArgs {
     /// JSON access log, one line per request: `off`, `stdout` or a file path.
     #[arg(long, value_name = "TARGET", default_value = "off")]
     pub access_log: AccessLog,
-    /// Async worker threads [default: the CPUs this process may run on]. With 1 the server
-    /// runs on a single-threaded scheduler.
+    /// Threads serving the gateway and S3 traffic [default: the CPUs this process may run on].
+    /// The API, reconciler and metering run on one more thread of their own.
     #[arg(long, value_name = "N")]
     pub worker_threads: Option<usize>,
     /// Gateway: largest request head (request line and headers); 431 past it. At least 8Ki.
@@ -130,12 +132,13 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    /// Worker threads for the runtime: the flag (at least 1), else the CPUs this process may
+    /// The data plane's worker threads: the flag (at least 1), else the CPUs this process may
     /// use (`taskset` counts).
-    pub fn worker_threads(&self) -> Option<usize> {
+    pub fn worker_threads(&self) -> usize {
         self.worker_threads
             .map(|n| n.clamp(1, 1024))
             .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+            .unwrap_or(1)
     }
 
     fn gateway_config(
@@ -248,14 +251,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .access_key_secrets()
             .context("reading the S3 access keys")?,
     );
+    let dataplane = DataPlane::start(args.worker_threads())?;
     let s3_listener = match args.s3 {
-        Some(addr) => Some(bind(addr, "--s3").await?),
+        Some(addr) => Some(dataplane.bind(addr, "--s3").await?),
         None => None,
     };
     let api_listener = bind(args.api, "--api").await?;
-    let http_listener = bind(args.http, "--http").await?;
+    let http_listener = dataplane.bind(args.http, "--http").await?;
     let https_listener = match args.https {
-        Some(addr) => Some(bind(addr, "--https").await?),
+        Some(addr) => Some(dataplane.bind(addr, "--https").await?),
         None => None,
     };
     let api_addr = api_listener.local_addr()?;
@@ -342,7 +346,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let s3_task = match s3_listener {
         Some(listener) => {
             s3_addr = Some(listener.local_addr()?);
-            Some(tokio::spawn(nimbus_storage::serve(
+            Some(dataplane.spawn(nimbus_storage::serve(
                 listener,
                 storage.clone(),
                 s3_keys.clone(),
@@ -370,13 +374,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     ));
     let reconciler_task = tokio::spawn(reconciler.run(changed, shutdown_rx.clone()));
     let https_task = https_listener.map(|listener| {
-        tokio::spawn(
+        dataplane.spawn(
             gateway
                 .clone()
                 .serve_tls(listener, wait_for(shutdown_rx.clone())),
         )
     });
-    let gateway_task = tokio::spawn(gateway.serve(http_listener, wait_for(shutdown_rx.clone())));
+    let gateway_task = dataplane.spawn(gateway.serve(http_listener, wait_for(shutdown_rx.clone())));
     let api_task = tokio::spawn(async move {
         axum::serve(
             api_listener,
@@ -420,6 +424,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let _ = housekeeping_task.await;
     // A sweep in progress ends with its engine call.
     let _ = tokio::time::timeout(Duration::from_secs(5), images_task).await;
+    drop(dataplane);
     info!("Stopped.");
     Ok(())
 }
