@@ -481,6 +481,12 @@ for row in "${NIMBUS_ROWS[@]}"; do
             if (pr != "") printf ", p99 %s", pr
             printf "\n" }'
 done
+# The big table's cost: its row against the one-service row, measured in the same round.
+BIG_ROW=${NIMBUS_ROWS[-1]}
+if [[ $BIG_ROW == *versions* ]]; then
+    one=${NIMBUS_ROWS[0]}
+    echo "Route table cost, $BIG_ROW vs $one: per-round pairs: rps $(paired "${RPS[$BIG_ROW]}" "${RPS[$one]}"), CPU/req $(paired "${CPU[$BIG_ROW]}" "${CPU[$one]}"), p99 $(paired "${P99[$BIG_ROW]}" "${P99[$one]}") (goal: 1.00 within noise)"
+fi
 
 if ((${#PACED_ROWS[@]})); then
     echo

@@ -42,6 +42,8 @@ impl DataPlane {
             .name("nimbus-gateway".into())
             .spawn(move || {
                 let _ = runtime.block_on(stopped);
+                // A blocking file operation of S3 still running gets a bounded moment.
+                runtime.shutdown_timeout(std::time::Duration::from_secs(5));
             })
             .context("starting the gateway's thread")?;
         Ok(Self {
