@@ -302,3 +302,46 @@ async fn websocket_echo_through_gateway() {
     assert_eq!(echo, Message::binary(payload));
     ws.close(None).await.expect("close");
 }
+
+/// The gateway runs on threads of its own: with one worker thread, an API write stuck on a
+/// locked store (SQLite waits up to 5 s for the lock, on the control plane's thread) holds up
+/// no traffic — requests are answered while the write still waits, and the write lands once
+/// the lock is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_flows_while_the_control_plane_waits_on_the_store() {
+    let server = Server::start_with(&["--worker-threads", "1"]).await;
+    server.deploy("steady", &[]).await;
+    let host = Server::host("steady");
+    server.wait_served_by(&host, "/", "v1").await;
+
+    // Another process holding the write lock, as a backup or a stray sqlite3 shell might.
+    let db = rusqlite::Connection::open(server.data.join("nimbus.db")).expect("open the store");
+    db.execute_batch("BEGIN EXCLUSIVE")
+        .expect("take the store's write lock");
+    let domain =
+        json!({"host": "steady.example.test", "namespace": "default", "service": "steady"});
+    let write = server.api_post("/v1/domains", &domain);
+    tokio::pin!(write);
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut write).await;
+    assert!(
+        early.is_err(),
+        "the write should wait for the lock: {early:?}"
+    );
+
+    for _ in 0..20 {
+        let reply = server.get(&host, "/").await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.version(), "v1", "{reply:?}");
+    }
+    let still = tokio::time::timeout(Duration::from_millis(10), &mut write).await;
+    assert!(
+        still.is_err(),
+        "the gateway's requests were answered only after the write gave up: {still:?}"
+    );
+
+    db.execute_batch("COMMIT").expect("release the lock");
+    let (status, body) = write.await;
+    assert_eq!(status, 201, "{body}");
+    let reply = server.get("steady.example.test", "/").await;
+    assert_eq!(reply.version(), "v1", "{reply:?}");
+}
