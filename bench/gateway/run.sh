@@ -324,9 +324,11 @@ h2load_as_wrk() {
         /^time for request:/ { printf "50%% %s\n", $6 }'
 }
 
-measure() { # NAME ROUND
+measure() { # HOW NAME ROUND: runs HOW (measure_row or measure_paced) with the others paused
+    local how=$1
+    shift
     pause_servers_except "${PID_OF[$1]}"
-    measure_row "$@"
+    "$how" "$@"
     resume_servers
 }
 
@@ -359,14 +361,10 @@ printf 'function delay()\n  return %s\nend\n' "$PACE_MS" >"$PACED_LUA"
 declare -A PACED_RPS PACED_P50 PACED_P99
 measure_paced() { # NAME ROUND
     local name=$1 url=${URL[$1]} host=${HOST_OF[$1]} out
-    pause_servers_except "${PID_OF[$1]}"
     log "paced round $2/$ROUNDS, $name: ${DURATION}s, $CONNS connections, ${PACE_MS} ms apart"
     out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$PACED_LUA" \
         -H "Host: $host" "$url")
-    resume_servers
-    PACED_RPS[$name]+=" $(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")"
-    PACED_P50[$name]+=" $(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
-    PACED_P99[$name]+=" $(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
+    file_figures "$name" "$out" PACED_RPS PACED_P50 PACED_P99
 }
 
 record() { # NAME OUTPUT CPU_TICKS: files one round's figures
@@ -374,14 +372,20 @@ record() { # NAME OUTPUT CPU_TICKS: files one round's figures
     # CPU time per request is far less sensitive than rps to other load on the machine.
     CPU[$name]+=" $(awk -v t="$ticks" -v hz="$HZ" \
         -v n="$(awk '/requests in/ { print $1 }' <<<"$out")" 'BEGIN { printf "%.2f", t / hz / n * 1e6 }')"
+    file_figures "$name" "$out" RPS P50 P99
+}
+
+# Files a run's rps, p50 and p99 (when the tool gave one) under NAME in the three arrays named.
+file_figures() { # NAME OUTPUT RPS_ARRAY P50_ARRAY P99_ARRAY
+    local name=$1 out=$2 p99
+    local -n rps_of=$3 p50_of=$4 p99_of=$5
     if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
         log "$name: errors during the run: $(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ')"
     fi
-    RPS[$name]+=" $(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")"
-    P50[$name]+=" $(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
-    local p99
+    rps_of[$name]+=" $(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")"
+    p50_of[$name]+=" $(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
     p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
-    [[ -n $p99 ]] && P99[$name]+=" $(to_ms "$p99")"
+    [[ -n $p99 ]] && p99_of[$name]+=" $(to_ms "$p99")"
     return 0
 }
 
@@ -407,13 +411,13 @@ for row in "${ROWS[@]}"; do
     esac
 done
 for round in $(seq 1 "$ROUNDS"); do
-    for row in "${OTHER_ROWS[@]}"; do measure "$row" "$round"; done
+    for row in "${OTHER_ROWS[@]}"; do measure measure_row "$row" "$round"; done
     for peer in "$HAPROXY_ROW" "$HAPROXY_ROW (TLS)" "$HAPROXY_ROW (TLS, h2)"; do
         mapfile -t group <<<"${GROUP[$peer]}"
         if ((round % 2 == 0)); then
             mapfile -t group < <(printf '%s\n' "${group[@]}" | tac)
         fi
-        for row in "${group[@]}"; do measure "$row" "$round"; done
+        for row in "${group[@]}"; do measure measure_row "$row" "$round"; done
     done
 done
 
@@ -427,7 +431,7 @@ if ((PACE_MS > 0)); then
     for round in $(seq 1 "$ROUNDS"); do
         order=("${PACED_ROWS[@]}")
         if ((round % 2 == 0)); then mapfile -t order < <(printf '%s\n' "${PACED_ROWS[@]}" | tac); fi
-        for row in "${order[@]}"; do measure_paced "$row" "$round"; done
+        for row in "${order[@]}"; do measure measure_paced "$row" "$round"; done
     done
 fi
 
