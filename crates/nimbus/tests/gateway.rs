@@ -171,6 +171,68 @@ async fn access_log_file_gets_one_json_line_per_request_and_keeps_them_at_shutdo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_log_nobody_reads_never_stops_traffic() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    // The access log is a FIFO whose reader is open but stalled (a hung `tail`, a full pipe to
+    // a log shipper): the pipe fills after 64 KiB of lines. Requests must still be answered.
+    let dir = std::env::temp_dir().join(format!("nimbus-access-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let fifo = dir.join("access.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(&fifo)
+        .expect("open the FIFO's read end");
+    let server = Server::start_with(&["--access-log", &fifo.to_string_lossy()]).await;
+    server.deploy("piped", &["--min-instances", "1"]).await;
+    let host = Server::host("piped");
+    const REQUESTS: usize = 1500; // about 500 KB of lines, eight pipes' worth
+    let answered = tokio::time::timeout(Duration::from_secs(120), async {
+        for n in 0..REQUESTS {
+            let id = format!("fifo-{n}");
+            let reply = server.get_with(&host, "/", &[("x-request-id", &id)]).await;
+            assert_eq!(reply.status, 200, "request {n}: {reply:?}");
+        }
+    })
+    .await;
+    assert!(
+        answered.is_ok(),
+        "requests stopped being answered while the access log's pipe was full"
+    );
+
+    // Once the reader catches up, every line arrives, in order.
+    // The read end is non-blocking: a read with nothing in the pipe returns at once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut text = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    while Instant::now() < deadline && text.iter().filter(|b| **b == b'\n').count() < REQUESTS {
+        match reader.read(&mut chunk) {
+            Ok(n) if n > 0 => text.extend_from_slice(&chunk[..n]),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let lines = String::from_utf8_lossy(&text);
+    let ids: Vec<String> = lines
+        .lines()
+        .map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).expect("each line is JSON");
+            line["request_id"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    let expected: Vec<String> = (0..REQUESTS).map(|n| format!("fifo-{n}")).collect();
+    assert_eq!(ids, expected, "every request's line, in order");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_and_request_id_reach_the_app() {
     let server = Server::start().await;
     server.deploy("hdr", &[]).await;

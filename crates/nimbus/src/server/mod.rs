@@ -2,6 +2,7 @@
 //! adopts leftover instances, starts the reconciler, the gateway and the API, and shuts everything
 //! down in order on SIGTERM / Ctrl-C.
 
+mod access_log;
 mod containers;
 mod dataplane;
 mod functions;
@@ -414,6 +415,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(task) = https_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
+    // The drained connections' last lines; a stalled destination gets a bounded wait.
+    let closing = telemetry.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.close_access_log()).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
     if let Some(task) = s3_task {
         let _ = tokio::time::timeout(Duration::from_secs(6), task).await;

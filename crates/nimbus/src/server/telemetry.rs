@@ -20,6 +20,8 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::warn;
 
+use super::access_log::AccessLogWriter;
+
 type Labels = Vec<(String, String)>;
 
 fn version_labels(namespace: &str, service: &str, version: &str) -> Labels {
@@ -53,28 +55,6 @@ impl std::str::FromStr for AccessLog {
             path => Ok(Self::File(PathBuf::from(path))),
         }
     }
-}
-
-enum LogSink {
-    Off,
-    Stdout,
-    /// Buffered; flushed at most [`ACCESS_LOG_FLUSH_MS`] after a line was written (on the next
-    /// line, or the next metering tick), and at shutdown.
-    File {
-        file: std::io::BufWriter<std::fs::File>,
-        /// Wall-clock milliseconds of the last flush (compared with each record's time, so a
-        /// line costs no clock read).
-        flushed_ms: u64,
-    },
-}
-
-/// Longest an access log line waits in the buffer while requests keep coming.
-const ACCESS_LOG_FLUSH_MS: u64 = 1000;
-
-/// The access log sink and a line buffer reused for every line.
-struct AccessLogState {
-    sink: LogSink,
-    line: Vec<u8>,
 }
 
 /// Writes one access log line (JSON, keys in alphabetical order, the order the lines always had)
@@ -158,7 +138,8 @@ pub struct Telemetry {
     usage_requests: Family<Labels, Gauge>,
     meter: Mutex<Meter>,
     usage: Arc<UsageStore>,
-    access_log: Mutex<AccessLogState>,
+    /// `None` when the access log is off.
+    access_log: Option<AccessLogWriter>,
     /// The request path's per-version state; lock order: `hot`, then `meter`.
     hot: Mutex<HotMap>,
 }
@@ -248,23 +229,29 @@ impl Telemetry {
             "Metered requests (last 30 days)",
             usage_requests.clone(),
         );
-        let sink = match access_log {
-            AccessLog::Off => LogSink::Off,
-            AccessLog::Stdout => LogSink::Stdout,
-            AccessLog::File(path) => LogSink::File {
-                file: std::io::BufWriter::with_capacity(
-                    64 * 1024,
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(path)
-                        .map_err(|e| {
-                            anyhow::anyhow!("cannot open the access log {}: {e}", path.display())
-                        })?,
-                ),
-                flushed_ms: unix_ms(),
-            },
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped_lines",
+            "Access log lines dropped because the log's destination fell behind",
+            access_log_dropped.clone(),
+        );
+        let sink: Option<Box<dyn Write + Send>> = match access_log {
+            AccessLog::Off => None,
+            AccessLog::Stdout => Some(Box::new(std::io::stdout())),
+            AccessLog::File(path) => Some(Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot open the access log {}: {e}", path.display())
+                    })?,
+            )),
         };
+        let access_log = sink
+            .map(|sink| AccessLogWriter::start(sink, access_log_dropped))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("cannot start the access log's writer: {e}"))?;
         Ok(Self {
             registry,
             requests,
@@ -283,10 +270,7 @@ impl Telemetry {
             usage_requests,
             meter: Mutex::new(meter),
             usage,
-            access_log: Mutex::new(AccessLogState {
-                sink,
-                line: Vec::with_capacity(512),
-            }),
+            access_log,
             hot: Mutex::new(HotMap::default()),
         })
     }
@@ -396,46 +380,17 @@ impl Telemetry {
     }
 
     fn log_access(&self, record: &RequestRecord) {
-        let mut state = self
-            .access_log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if matches!(state.sink, LogSink::Off) {
-            return;
-        }
-        let AccessLogState { sink, line: buf } = &mut *state;
-        buf.clear();
-        if write_access_line(buf, record).is_err() {
-            return;
-        }
-        let written = match sink {
-            LogSink::Off => Ok(()),
-            LogSink::Stdout => std::io::stdout().lock().write_all(buf),
-            LogSink::File { file, flushed_ms } => file.write_all(buf).and_then(|()| {
-                if record.at_ms.saturating_sub(*flushed_ms) >= ACCESS_LOG_FLUSH_MS {
-                    *flushed_ms = record.at_ms;
-                    file.flush()
-                } else {
-                    Ok(())
-                }
-            }),
-        };
-        if let Err(error) = written {
-            warn!(%error, "Cannot write the access log; turning it off.");
-            *sink = LogSink::Off;
+        if let Some(log) = &self.access_log {
+            log.append(|buf| write_access_line(buf, record).is_ok());
         }
     }
 
-    /// Writes out buffered access log lines.
-    fn flush_access_log(&self) {
-        let mut state = self
-            .access_log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let LogSink::File { file, flushed_ms } = &mut state.sink {
-            *flushed_ms = unix_ms();
-            if let Err(error) = file.flush() {
-                warn!(%error, "Cannot write the access log.");
+    /// Writes the access log's last lines and stops its writer (at shutdown, once the gateway
+    /// has drained).
+    pub fn close_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            if !log.close(Duration::from_secs(5)) {
+                warn!("The access log's destination did not take its last lines in time.");
             }
         }
     }
@@ -489,7 +444,6 @@ impl Telemetry {
         };
         let now = unix_ms();
         self.drain_pending_usage();
-        self.flush_access_log();
         let mut meter = self.meter();
         let live: std::collections::HashSet<&str> =
             status.instances.iter().map(|i| i.id.as_str()).collect();
@@ -532,7 +486,6 @@ impl Telemetry {
     /// Final flush at shutdown.
     pub fn flush(&self) {
         self.drain_pending_usage();
-        self.flush_access_log();
         let flush = self.meter().flush(unix_ms());
         if let Err(error) = self.usage.commit(&flush) {
             warn!(%error, "Cannot write usage at shutdown.");
