@@ -24,8 +24,6 @@ use crate::ApiState;
 
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
-/// How long a gateway policy change waits for the reconciler to publish it.
-const POLICY_WAIT: Duration = Duration::from_secs(5);
 /// How long a delete waits for the reconciler to stop the instances it removed.
 const STOP_WAIT: Duration = Duration::from_secs(30);
 
@@ -307,7 +305,7 @@ pub async fn set_traffic(
     StrictJson(policy): StrictJson<TrafficPolicy>,
 ) -> ApiResult {
     let record = state.store.set_traffic(&ns, &service, &policy)?;
-    state.changed();
+    state.changed_and_routed().await;
     to_json(urls(&state).service(&record))
 }
 
@@ -335,12 +333,7 @@ pub async fn set_gateway(
         )
     })?;
     let stored = state.store.set_gateway_policy(&ns, &service, &spec)?;
-    // Answer once the reconciler has published a route table with it (bounded), so the next
-    // request through the gateway already follows the new policy.
-    let mut published = state.status.clone();
-    published.borrow_and_update();
-    state.changed();
-    let _ = tokio::time::timeout(POLICY_WAIT, published.changed()).await;
+    state.changed_and_routed().await;
     to_json(stored)
 }
 
@@ -404,7 +397,7 @@ pub async fn add_cert(
     let record = state
         .store
         .put_certificate(&host, &body.cert_pem, &body.key_pem)?;
-    state.changed();
+    state.changed_and_routed().await;
     Ok((
         StatusCode::CREATED,
         Json(json!({"host": record.host, "created_at": record.created_at})),
@@ -424,7 +417,7 @@ pub async fn list_certs(State(state): State<ApiState>) -> ApiResult {
 pub async fn remove_cert(State(state): State<ApiState>, Path(host): Path<String>) -> ApiResult {
     let host = cert_host(&host)?;
     state.store.remove_certificate(&host)?;
-    state.changed();
+    state.changed_and_routed().await;
     Ok(Json(json!({"deleted": host})))
 }
 
@@ -525,14 +518,14 @@ pub async fn add_domain(
     let host = validate_custom_domain(&body.host, &state.base_domain)?;
     let ns = body.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
     let record = state.store.add_domain(&host, ns, &body.service)?;
-    state.changed();
+    state.changed_and_routed().await;
     Ok((StatusCode::CREATED, to_json(record)?))
 }
 
 pub async fn remove_domain(State(state): State<ApiState>, Path(host): Path<String>) -> ApiResult {
     let host = nimbus_model::domains::normalize_host(&host);
     let removed = state.store.remove_domain(&host)?;
-    state.changed();
+    state.changed_and_routed().await;
     Ok(Json(json!({"deleted": removed.host})))
 }
 

@@ -26,7 +26,9 @@ pub mod openapi;
 pub mod views;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
@@ -61,6 +63,8 @@ pub struct ApiState {
     pub status: watch::Receiver<Arc<RuntimeStatus>>,
     /// Wakes the reconciler after a write.
     pub reconcile: Arc<Notify>,
+    /// Tells a write when the reconciler has published routes that include it.
+    pub tickets: Arc<ChangeTickets>,
     /// Wakes the image collector ([`images::run_collector`]) after a build or a delete.
     pub collect_images: Arc<Notify>,
     /// Renders the Prometheus text exposition for `GET /metrics`.
@@ -79,6 +83,70 @@ pub struct ApiState {
 impl ApiState {
     fn changed(&self) {
         self.reconcile.notify_one();
+    }
+
+    /// Wakes the reconciler after a write that changes routing (traffic, domains, gateway
+    /// policy, certificates) and waits, at most [`ROUTE_WAIT`], until it has published routes
+    /// that include the write: when the response arrives, the gateway already follows it.
+    async fn changed_and_routed(&self) {
+        let ticket = self.tickets.take();
+        self.reconcile.notify_one();
+        if !self.tickets.wait(ticket, ROUTE_WAIT).await {
+            tracing::warn!(
+                "The reconciler has not applied a routing change yet; answering anyway."
+            );
+        }
+    }
+}
+
+/// Longest a routing change's response waits for the reconciler to publish it.
+const ROUTE_WAIT: Duration = Duration::from_secs(5);
+
+/// Read-your-writes for routing: each write takes a ticket after it commits; the reconciler
+/// notes the newest ticket before it reads the store and, once it has published the routes built
+/// from that read, marks the ticket (and all before it) applied.
+#[derive(Debug)]
+pub struct ChangeTickets {
+    taken: AtomicU64,
+    applied: watch::Sender<u64>,
+}
+
+impl Default for ChangeTickets {
+    fn default() -> Self {
+        Self {
+            taken: AtomicU64::new(0),
+            applied: watch::channel(0).0,
+        }
+    }
+}
+
+impl ChangeTickets {
+    /// A ticket for a write that has just committed.
+    pub fn take(&self) -> u64 {
+        self.taken.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The newest ticket taken: a store read that starts now includes its write.
+    pub fn latest(&self) -> u64 {
+        self.taken.load(Ordering::SeqCst)
+    }
+
+    /// Routes built from a store read that started after `ticket` was taken are published.
+    pub fn applied(&self, ticket: u64) {
+        self.applied.send_if_modified(|applied| {
+            let newer = *applied < ticket;
+            if newer {
+                *applied = ticket;
+            }
+            newer
+        });
+    }
+
+    /// Waits until `ticket` is applied; false when `timeout` passes first.
+    pub async fn wait(&self, ticket: u64, timeout: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        let waited = tokio::time::timeout(timeout, applied.wait_for(|a| *a >= ticket)).await;
+        matches!(waited, Ok(Ok(_)))
     }
 }
 
@@ -277,4 +345,30 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_waits_for_the_pass_that_read_the_store_after_it() {
+        let tickets = ChangeTickets::default();
+        let short = Duration::from_millis(20);
+        // A pass that noted the newest ticket before the write does not cover it.
+        let before = tickets.latest();
+        let write = tickets.take();
+        tickets.applied(before);
+        assert!(!tickets.wait(write, short).await, "an earlier pass");
+        // The next pass does, and every write before it.
+        let second = tickets.take();
+        let pass = tickets.latest();
+        tickets.applied(pass);
+        assert!(tickets.wait(write, short).await);
+        assert!(tickets.wait(second, short).await);
+        // An older pass finishing late changes nothing.
+        tickets.applied(before);
+        assert!(tickets.wait(second, short).await);
+        assert!(!tickets.wait(tickets.take(), short).await, "a newer write");
+    }
 }

@@ -304,6 +304,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     ));
 
     let changed = Arc::new(Notify::new());
+    let tickets = Arc::new(nimbus_api::ChangeTickets::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let status_for_metering = status.clone();
     let metrics = {
@@ -330,6 +331,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         containers,
         status,
         reconcile: changed.clone(),
+        tickets: tickets.clone(),
         collect_images: Arc::new(Notify::new()),
         metrics,
         usage: usage.clone(),
@@ -373,7 +375,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Duration::from_secs_f64(args.meter_interval),
         shutdown_rx.clone(),
     ));
-    let reconciler_task = tokio::spawn(reconciler.run(changed, shutdown_rx.clone()));
+    let reconciler_task = tokio::spawn(reconciler.run(changed, tickets, shutdown_rx.clone()));
     let https_task = https_listener.map(|listener| {
         dataplane.spawn(
             gateway

@@ -15,6 +15,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nimbus_api::ChangeTickets;
 use nimbus_gateway::outlier::{ActiveCheck, HealthState};
 use nimbus_gateway::{
     Endpoint, GateLimits, Gateway, HostRoute, RouteTable, ServicePolicy, ServiceRoute, VersionGate,
@@ -1067,7 +1068,12 @@ impl Reconciler {
     }
 
     /// Runs until `shutdown` fires, then drains and stops every instance.
-    pub async fn run(mut self, changed: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        mut self,
+        changed: Arc<Notify>,
+        tickets: Arc<ChangeTickets>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut sample = tokio::time::interval(SAMPLE_EVERY);
         let mut decide = tokio::time::interval(self.scaler.tick());
@@ -1076,7 +1082,14 @@ impl Reconciler {
         }
         loop {
             tokio::select! {
-                _ = changed.notified() => self.reconcile().await,
+                _ = changed.notified() => {
+                    let ticket = tickets.latest();
+                    self.reconcile().await;
+                    // A failed store read leaves the pass's writes unapplied (and retried).
+                    if !self.store_changed {
+                        tickets.applied(ticket);
+                    }
+                }
                 Some(key) = self.cold_rx.recv() => {
                     // One poke per held request: take the whole burst at once.
                     let mut keys = vec![key];
