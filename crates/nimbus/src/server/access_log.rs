@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use tracing::warn;
@@ -107,23 +107,15 @@ impl AccessLogWriter {
     /// Writes what is waiting and stops the writer; waits at most `timeout` for it (a sink that
     /// blocks for good is left behind). True when everything was written in time.
     pub fn close(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
         state.closing = true;
         self.shared.wake.notify_one();
-        while !state.stopped {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            state = self
-                .shared
-                .stopped
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        true
+        let (state, _) = self
+            .shared
+            .stopped
+            .wait_timeout_while(state, timeout, |state| !state.stopped)
+            .unwrap_or_else(PoisonError::into_inner);
+        state.stopped
     }
 }
 
@@ -144,19 +136,12 @@ impl Shared {
         let mut out = Vec::new();
         loop {
             let (closing, dropped) = {
-                let mut state = self.lock();
-                let deadline = Instant::now() + WRITE_INTERVAL;
-                while state.pending.len() < self.limits.write_bytes && !state.closing {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    state = self
-                        .wake
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
+                let (mut state, _) = self
+                    .wake
+                    .wait_timeout_while(self.lock(), WRITE_INTERVAL, |state| {
+                        state.pending.len() < self.limits.write_bytes && !state.closing
+                    })
+                    .unwrap_or_else(PoisonError::into_inner);
                 std::mem::swap(&mut out, &mut state.pending);
                 (state.closing, std::mem::take(&mut state.dropped))
             };
@@ -192,6 +177,8 @@ impl Shared {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     /// Whether the sink takes writes, and what it has taken.
