@@ -12,7 +12,7 @@
 //! - [`usage`]: [`Usage`], the quantities in exact integer units, and the GB-s formulas.
 //! - [`price`]: [`PriceSheet`] from TOML, [`DEFAULT_PRICE_SHEET`] (documented in `docs/pricing.md`).
 //! - [`bill`]: [`bill_month`], [`bill_gross`], [`Money`]; rounding rules.
-//! - [`sample`]: `/proc/PID/stat` + `statm` per process group or tree; cgroup v2 `cpu.stat` and
+//! - [`sample`]: `/proc/PID/stat` per process group or tree; cgroup v2 `cpu.stat` and
 //!   `memory.current`.
 //! - [`meter`]: [`Meter`], [`Sample`], [`Rollup`], [`Flush`]: deltas and restart safety.
 //! - [`store`]: [`UsageStore`]: `usage_minutes` and friends, queries by service/version/day.

@@ -2,10 +2,23 @@ use super::*;
 
 /// A stat line for `pid` with the fields metering reads; the rest are zeros.
 fn stat_line(pid: i32, comm: &str, state: char, ppid: i32, pgrp: i32, times: [u64; 4]) -> String {
+    with_rss(pid, comm, state, ppid, pgrp, times, 100)
+}
+
+/// [`stat_line`] with `rss` resident pages.
+fn with_rss(
+    pid: i32,
+    comm: &str,
+    state: char,
+    ppid: i32,
+    pgrp: i32,
+    times: [u64; 4],
+    rss: u64,
+) -> String {
     let [utime, stime, cutime, cstime] = times;
     format!(
         "{pid} ({comm}) {state} {ppid} {pgrp} {pgrp} 0 -1 4194304 100 0 0 0 \
-         {utime} {stime} {cutime} {cstime} 20 0 1 0 98765 1000 100 18446744073709551615"
+         {utime} {stime} {cutime} {cstime} 20 0 1 0 98765 1000 {rss} 18446744073709551615"
     )
 }
 
@@ -20,6 +33,7 @@ fn stat(pid: i32, state: char, ppid: i32, pgrp: i32, ticks: u64) -> ProcStat {
         cutime: 0,
         cstime: 0,
         start_time: 1,
+        rss_pages: 0,
     }
 }
 
@@ -27,50 +41,53 @@ fn stat(pid: i32, state: char, ppid: i32, pgrp: i32, ticks: u64) -> ProcStat {
 fn parse_stat_fields() {
     let real = "4242 (sh) R 4000 4242 4000 34816 4242 4194304 119 0 0 0 \
                 150 7 3 2 20 0 1 0 123456 2600960 220 18446744073709551615 1 1 0 0 0 0";
-    type Fields = (i32, char, i32, i32, u64, u64);
+    type Fields = (i32, char, i32, i32, u64, u64, u64);
     let cases: &[(String, Option<Fields>)] = &[
-        // (text, Some((pid, state, ppid, pgrp, cpu ticks, start time)))
-        (real.to_string(), Some((4242, 'R', 4000, 4242, 162, 123456))),
+        // (text, Some((pid, state, ppid, pgrp, cpu ticks, start time, resident pages)))
+        (
+            real.to_string(),
+            Some((4242, 'R', 4000, 4242, 162, 123456, 220)),
+        ),
         (
             stat_line(7, "my (odd) app", 'S', 1, 7, [1, 2, 3, 4]),
-            Some((7, 'S', 1, 7, 10, 98765)),
+            Some((7, 'S', 1, 7, 10, 98765, 100)),
         ), // parentheses and spaces in the name
         (
             stat_line(9, ")", 'Z', 1, 9, [0, 0, 0, 0]),
-            Some((9, 'Z', 1, 9, 0, 98765)),
+            Some((9, 'Z', 1, 9, 0, 98765, 100)),
         ), // a name that is just `)`
         (
             stat_line(9, "x", 'S', 1, 9, [5, 0, 0, 0]).replace(" 0 0 20", " -1 0 20"),
-            Some((9, 'S', 1, 9, 5, 98765)),
+            Some((9, 'S', 1, 9, 5, 98765, 100)),
         ), // a negative cutime counts as 0
         (String::new(), None),                               // empty
         ("12 (sh) S 1 12 12 0 -1 0".into(), None),           // truncated before field 14
         ("12 sh S 1 12 12 0 -1 0 0 0 0 0 1 1".into(), None), // no parentheses
         (real.replace("150", "x"), None),                    // utime not a number
+        (real.replace(" 220 ", " x "), None),                // rss not a number
+        (
+            real.replace(" 220 18446744073709551615 1 1 0 0 0 0", ""),
+            None,
+        ), // truncated before rss
     ];
     for (text, expected) in cases {
-        let got =
-            parse_stat(text).map(|s| (s.pid, s.state, s.ppid, s.pgrp, s.cpu_ticks(), s.start_time));
+        let got = parse_stat(text).map(|s| {
+            (
+                s.pid,
+                s.state,
+                s.ppid,
+                s.pgrp,
+                s.cpu_ticks(),
+                s.start_time,
+                s.rss_pages,
+            )
+        });
         assert_eq!(got, *expected, "{text:?}");
     }
 }
 
 #[test]
 fn parse_small_files() {
-    let statm: &[(&str, Option<u64>)] = &[
-        ("650 220 180 25 0 180 0\n", Some(220)),
-        ("650", None),
-        ("650 x 1", None),
-        ("", None),
-    ];
-    for (text, expected) in statm {
-        assert_eq!(
-            parse_statm_resident_pages(text),
-            *expected,
-            "statm {text:?}"
-        );
-    }
-
     let cpu_stat: &[(&str, Option<u64>)] = &[
         (
             "usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\n\
@@ -170,38 +187,25 @@ fn ticks_become_micros() {
 #[test]
 fn snapshot_of_a_fake_proc_tree() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let procs: &[(i32, String, Option<&str>)] = &[
-        (
-            10,
-            stat_line(10, "sh", 'S', 1, 10, [100, 0, 50, 0]),
-            Some("9 3 0 0 0 0 0"),
-        ),
-        (
-            11,
-            stat_line(11, "app", 'R', 10, 10, [0, 200, 0, 0]),
-            Some("9 5 0 0 0 0 0"),
-        ),
-        // A member whose statm vanished before it was read: its CPU counts, its RSS does not.
-        (12, stat_line(12, "gone", 'R', 10, 10, [1, 0, 0, 0]), None),
-        (
-            20,
-            stat_line(20, "other", 'R', 1, 20, [999, 0, 0, 0]),
-            Some("9 7 0 0 0 0 0"),
-        ),
+    let procs = [
+        with_rss(10, "sh", 'S', 1, 10, [100, 0, 50, 0], 3),
+        with_rss(11, "app", 'R', 10, 10, [0, 200, 0, 0], 5),
+        with_rss(12, "worker", 'R', 11, 10, [1, 0, 0, 0], 2),
+        // A zombie member: its time is in its parent's once reaped; it counts for nothing.
+        with_rss(13, "done", 'Z', 10, 10, [40, 0, 0, 0], 0),
+        with_rss(20, "other", 'R', 1, 20, [999, 0, 0, 0], 7),
     ];
-    for (pid, stat_text, statm) in procs {
-        let p = dir.path().join(pid.to_string());
+    for stat_text in &procs {
+        let pid = stat_text.split(' ').next().unwrap_or_default();
+        let p = dir.path().join(pid);
         std::fs::create_dir(&p)?;
         std::fs::write(p.join("stat"), stat_text)?;
-        if let Some(statm) = statm {
-            std::fs::write(p.join("statm"), statm)?;
-        }
     }
     std::fs::create_dir(dir.path().join("self"))?; // not a pid: ignored
     std::fs::create_dir(dir.path().join("30"))?; // no stat file: ignored
 
     let snapshot = ProcSnapshot::read_at(dir.path())?;
-    assert_eq!(snapshot.stats().len(), 4);
+    assert_eq!(snapshot.stats().len(), 5);
     let ticks = snapshot.ticks_per_second;
     let page = snapshot.page_size;
 
@@ -210,9 +214,12 @@ fn snapshot_of_a_fake_proc_tree() -> Result<(), Box<dyn std::error::Error>> {
     pids.sort_unstable();
     assert_eq!(pids, vec![10, 11, 12]);
     assert_eq!(group.cpu_micros, ticks_to_micros(351, ticks));
-    assert_eq!(group.rss_bytes, 8 * page);
+    assert_eq!(group.rss_bytes, 10 * page);
 
-    assert_eq!(snapshot.process_tree(11).pids, vec![11]);
+    let tree = snapshot.process_tree(11);
+    assert_eq!(tree.pids, vec![11, 12]);
+    assert_eq!(tree.cpu_micros, ticks_to_micros(201, ticks));
+    assert_eq!(tree.rss_bytes, 7 * page);
     assert_eq!(snapshot.process_group(42), ProcessSample::default());
     Ok(())
 }
