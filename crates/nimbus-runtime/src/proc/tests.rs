@@ -38,3 +38,42 @@ fn own_process_is_alive_and_own_group_is_never_ours() {
     assert!(!group_is_ours(0, 0));
     assert!(!group_is_ours(1, 0));
 }
+
+#[tokio::test]
+async fn a_group_has_members_while_running_and_none_as_a_zombie_or_once_reaped() {
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .expect("spawn sleep");
+    let pgid = child.id() as i32;
+    let started = start_time(pgid).expect("the leader's start time");
+    assert!(group_has_members(pgid, started), "running");
+    assert!(
+        !group_has_members(pgid, started + 1),
+        "another start time: not ours"
+    );
+
+    signal_group(pgid, started, Signal::SIGKILL).expect("kill the group");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while stat(pgid).is_some_and(|s| s.is_running()) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Unreaped: the kernel still knows the zombie, so only the scan can say "no members".
+    assert!(
+        group_may_have_members(pgid),
+        "a zombie is still in the group"
+    );
+    assert!(
+        !group_has_members(pgid, started),
+        "a zombie is not a member"
+    );
+
+    child.wait().expect("reap");
+    assert!(
+        !group_may_have_members(pgid),
+        "reaped: the kernel knows no member"
+    );
+    assert!(!group_has_members(pgid, started), "reaped");
+}
