@@ -2,6 +2,7 @@
 //! and which to stop. Tested with tables; the I/O around it lives in `reconciler.rs`.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use nimbus_model::{Runtime, VersionSpec};
 use nimbus_runtime::{ContainerSpec, InstanceSpec, VolumeMount, DEFAULT_TMP_SIZE_BYTES};
@@ -75,6 +76,17 @@ pub fn crash_backoff_ms(failures: u32) -> u64 {
     (500u64 << exp).min(30_000)
 }
 
+/// When a pass owed to instance reports may run, given when the last pass started and how long
+/// it took: once the control thread has been free for as long again. A storm of reports (a
+/// thousand instances crashing at once, each pass rebuilding a large route table) then costs at
+/// most half the thread and coalesces, while a lone report before a quick pass goes at once.
+pub fn next_pass_at(last: Option<(Instant, Duration)>, now: Instant) -> Instant {
+    match last {
+        Some((started, took)) => (started + took * 2).max(now),
+        None => now,
+    }
+}
+
 /// Consecutive crashes after which a version is reported `failed`.
 pub const FAILED_AFTER: u32 = 3;
 
@@ -113,6 +125,26 @@ pub fn instance_spec(key: &VersionKey, id: String, port: u16, spec: &VersionSpec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passes_owed_to_reports_leave_the_thread_free_half_the_time() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let cases = [
+            // (last pass: started before now, took), wait from now
+            (None, ms(0)),                      // first pass: at once
+            (Some((ms(1), ms(0))), ms(0)),      // an instant pass: at once
+            (Some((ms(10), ms(1))), ms(0)),     // free long enough already
+            (Some((ms(20), ms(10))), ms(0)),    // exactly as long as it took
+            (Some((ms(12), ms(10))), ms(8)),    // 2 ms free of the 10 owed
+            (Some((ms(150), ms(100))), ms(50)), // a slow pass over a big table
+            (Some((ms(30), ms(30))), ms(30)),   // ... that ended just now
+        ];
+        for (last, wait) in cases {
+            let last = last.map(|(ago, took)| (now - ago, took));
+            assert_eq!(next_pass_at(last, now), now + wait, "{last:?}");
+        }
+    }
 
     fn key(v: &str) -> VersionKey {
         ("default".into(), "hello".into(), v.into())
