@@ -28,14 +28,15 @@ def build_release():
 
 
 class Server:
-    """A `nimbus server` with its own data dir; stopped (SIGTERM) by `close`."""
+    """A `nimbus server` with its own data dir (or `data`, which `close` leaves in place);
+    stopped (SIGTERM) by `close`. `binary` runs another build (an A/B's "before")."""
 
-    def __init__(self, extra_args=()):
+    def __init__(self, extra_args=(), binary=None, data=None):
         self.dir = tempfile.mkdtemp(prefix="nimbus-bench-")
-        self.data = os.path.join(self.dir, "data")
+        self.data = data or os.path.join(self.dir, "data")
         self.log = open(os.path.join(self.dir, "server.log"), "wb")
         self.proc = subprocess.Popen(
-            [NIMBUS, "server", "--data", self.data, "--api", "127.0.0.1:0", "--http", "127.0.0.1:0", *extra_args],
+            [binary or NIMBUS, "server", "--data", self.data, "--api", "127.0.0.1:0", "--http", "127.0.0.1:0", *extra_args],
             stdout=subprocess.PIPE,
             stderr=self.log,
             env={**os.environ, "NO_COLOR": "1", "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
