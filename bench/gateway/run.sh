@@ -214,32 +214,10 @@ start_nimbus() {
 }
 
 # seed_store DATA: writes SERVICES services of VERSIONS versions each straight into a stopped
-# server's store (deploying 10,000 versions through the API would start an instance for each).
-# The newest version of each takes all traffic and keeps one placeholder instance.
+# server's store (nimbus_bench.seed_store); the newest of each keeps one placeholder instance.
 seed_store() {
-    python3 - "$1/nimbus.db" "$SERVICES" "$VERSIONS" "$PLACEHOLDER" "$BACKEND_PORT" <<'PY'
-import json, sqlite3, sys, time
-db, services, versions = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-command, port = sys.argv[4], int(sys.argv[5])
-now = int(time.time())
-conn = sqlite3.connect(db)
-for i in range(1, services + 1):
-    name = f"svc-{i}"
-    traffic = {"split": [{"version": f"v{versions}", "percent": 100}], "rules": []}
-    conn.execute(
-        "INSERT INTO services (namespace, name, created_at, next_version, traffic)"
-        " VALUES ('default', ?, ?, ?, ?)",
-        (name, now, versions + 1, json.dumps(traffic)))
-    for v in range(1, versions + 1):
-        spec = {"command": command, "env": {}, "port": port, "health_path": "/",
-                "min_instances": 1 if v == versions else 0, "max_instances": 10,
-                "concurrency": 1000, "timeout_secs": 300}
-        conn.execute(
-            "INSERT INTO versions (namespace, service, name, seq, spec, created_at)"
-            " VALUES ('default', ?, ?, ?, ?, ?)",
-            (name, f"v{v}", v, json.dumps(spec), now))
-conn.commit()
-PY
+    python3 "$HERE/../lib/nimbus_bench.py" seed "$1/nimbus.db" "$SERVICES" "$VERSIONS" \
+        "$PLACEHOLDER" "$BACKEND_PORT"
 }
 
 # CPU time (user + system) a process and its children (nginx's workers) have used, in ticks.

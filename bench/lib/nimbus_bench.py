@@ -7,7 +7,9 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -108,6 +110,32 @@ class Server:
         return f"{service}--default.nimbus.localhost"
 
 
+def seed_store(db, services, versions, command, port):
+    """Writes `services` services of `versions` versions each straight into a stopped server's
+    store (deploying 10,000 versions through the API would start an instance for each). The
+    newest version of each takes all traffic and keeps one instance running `command`, whose
+    --port is `port` (a shared backend, so readiness probes are real HTTP)."""
+    now = int(time.time())
+    conn = sqlite3.connect(db)
+    for i in range(1, services + 1):
+        name = f"svc-{i}"
+        traffic = {"split": [{"version": f"v{versions}", "percent": 100}], "rules": []}
+        conn.execute(
+            "INSERT INTO services (namespace, name, created_at, next_version, traffic)"
+            " VALUES ('default', ?, ?, ?, ?)",
+            (name, now, versions + 1, json.dumps(traffic)))
+        for v in range(1, versions + 1):
+            spec = {"command": command, "env": {}, "port": port, "health_path": "/",
+                    "min_instances": 1 if v == versions else 0, "max_instances": 10,
+                    "concurrency": 1000, "timeout_secs": 300}
+            conn.execute(
+                "INSERT INTO versions (namespace, service, name, seq, spec, created_at)"
+                " VALUES ('default', ?, ?, ?, ?, ?)",
+                (name, f"v{v}", v, json.dumps(spec), now))
+    conn.commit()
+    conn.close()
+
+
 def get(addr, path, host=None, timeout=60):
     """One GET on a fresh connection; returns (status, body, seconds)."""
     started = time.perf_counter()
@@ -206,3 +234,10 @@ def build_bench_image(tag="nimbus-bench/httpd:v1", busybox="/bin/busybox"):
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
     return tag
+
+
+if __name__ == "__main__":
+    # For the shell benches: nimbus_bench.py seed DB SERVICES VERSIONS COMMAND PORT
+    if len(sys.argv) != 7 or sys.argv[1] != "seed":
+        sys.exit("usage: nimbus_bench.py seed DB SERVICES VERSIONS COMMAND PORT")
+    seed_store(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6]))

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import sys
 import tempfile
 import socket
@@ -84,29 +83,6 @@ http {{
     raise RuntimeError("the nginx backend did not start")
 
 
-def seed(db, services, versions, port):
-    """The newest version of each service takes all traffic and keeps one instance."""
-    now = int(time.time())
-    conn = sqlite3.connect(db)
-    for i in range(1, services + 1):
-        name = f"svc-{i}"
-        traffic = {"split": [{"version": f"v{versions}", "percent": 100}], "rules": []}
-        conn.execute(
-            "INSERT INTO services (namespace, name, created_at, next_version, traffic)"
-            " VALUES ('default', ?, ?, ?, ?)",
-            (name, now, versions + 1, json.dumps(traffic)))
-        for v in range(1, versions + 1):
-            spec = {"command": PLACEHOLDER, "env": {}, "port": port, "health_path": "/",
-                    "min_instances": 1 if v == versions else 0, "max_instances": 10,
-                    "concurrency": 1000, "timeout_secs": 300}
-            conn.execute(
-                "INSERT INTO versions (namespace, service, name, seq, spec, created_at)"
-                " VALUES ('default', ?, ?, ?, ?, ?)",
-                (name, f"v{v}", v, json.dumps(spec), now))
-    conn.commit()
-    conn.close()
-
-
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -149,7 +125,7 @@ def measure(binary, services, versions, port, timeout):
         server.deploy("bench", command=PLACEHOLDER, port=port, min_instances=1)
         server.wait("bench ready", lambda: ready_count(server) >= 1, timeout=60)
         server.close()
-        seed(os.path.join(data, "nimbus.db"), services, versions, port)
+        nb.seed_store(os.path.join(data, "nimbus.db"), services, versions, PLACEHOLDER, port)
         server = nb.Server(binary=binary, data=data)
         want = services + 1
         started = time.monotonic()
