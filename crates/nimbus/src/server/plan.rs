@@ -76,10 +76,11 @@ pub fn crash_backoff_ms(failures: u32) -> u64 {
     (500u64 << exp).min(30_000)
 }
 
-/// When a pass owed to instance reports may run, given when the last pass started and how long
-/// it took: once the control thread has been free for as long again. A storm of reports (a
-/// thousand instances crashing at once, each pass rebuilding a large route table) then costs at
-/// most half the thread and coalesces, while a lone report before a quick pass goes at once.
+/// When a pass owed to instance reports may run, given when the last route publish started and
+/// how long it took: once the control thread has been free of it for as long again. A storm of
+/// reports (a thousand instances crashing at once, each pass rebuilding a large route table)
+/// then spends at most half the thread on rebuilds and coalesces, while a report after a quick
+/// publish (a small table: tens of microseconds) goes at once.
 pub fn next_pass_at(last: Option<(Instant, Duration)>, now: Instant) -> Instant {
     match last {
         Some((started, took)) => (started + took * 2).max(now),
@@ -131,7 +132,7 @@ mod tests {
         let now = Instant::now();
         let ms = Duration::from_millis;
         let cases = [
-            // (last pass: started before now, took), wait from now
+            // (last publish: started before now, took), wait from now
             (None, ms(0)),                      // first pass: at once
             (Some((ms(1), ms(0))), ms(0)),      // an instant pass: at once
             (Some((ms(10), ms(1))), ms(0)),     // free long enough already

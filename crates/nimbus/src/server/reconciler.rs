@@ -160,8 +160,10 @@ pub struct Reconciler {
     booted: bool,
     /// The store changed since `desired` was read (or a read failed).
     store_changed: bool,
-    /// When the last pass started and how long it took (paces passes owed to reports).
-    last_pass: Option<(Instant, Duration)>,
+    /// When the last route publish started and how long it took: the part of a pass that grows
+    /// with the table (waits on the driver do not hold the thread), which paces passes owed to
+    /// reports.
+    last_publish: Option<(Instant, Duration)>,
     /// Reports were handled and their pass waits for [`next_pass_at`].
     pass_owed: bool,
     telemetry: Arc<Telemetry>,
@@ -268,7 +270,7 @@ impl Reconciler {
             cold_ready: Vec::new(),
             booted: false,
             store_changed: true,
-            last_pass: None,
+            last_publish: None,
             pass_owed: false,
             telemetry,
             recycle_tx,
@@ -328,13 +330,7 @@ impl Reconciler {
     /// activator pokes change only live state, and skipping the store read keeps a cold start's
     /// path short.
     async fn reconcile_known(&mut self) {
-        let started = Instant::now();
         self.pass_owed = false;
-        self.pass().await;
-        self.last_pass = Some((started, started.elapsed()));
-    }
-
-    async fn pass(&mut self) {
         if std::mem::take(&mut self.store_changed) {
             match self.store.snapshot() {
                 Ok(desired) => self.desired = desired,
@@ -677,6 +673,7 @@ impl Reconciler {
     /// Rebuilds the route table from the desired state and ready instances, updates each
     /// version's gate, and publishes the status.
     fn publish(&mut self) {
+        let started = Instant::now();
         let mut ready: HashMap<&VersionKey, Vec<Arc<Endpoint>>> = HashMap::new();
         for instance in self.instances.values() {
             if instance.state == InstanceState::Ready && !instance.unhealthy {
@@ -786,6 +783,7 @@ impl Reconciler {
         self.gateway.swap(table);
         self.record_cold_starts();
         self.publish_status();
+        self.last_publish = Some((started, started.elapsed()));
     }
 
     /// Hands the stored TLS certificates to the gateway when they changed. One that does not
@@ -1102,7 +1100,7 @@ impl Reconciler {
         }
         loop {
             let owed_at =
-                tokio::time::Instant::from_std(next_pass_at(self.last_pass, Instant::now()));
+                tokio::time::Instant::from_std(next_pass_at(self.last_publish, Instant::now()));
             tokio::select! {
                 _ = tokio::time::sleep_until(owed_at), if self.pass_owed => {
                     self.reconcile_known().await;
@@ -1152,7 +1150,7 @@ impl Reconciler {
                         self.handle(report);
                     }
                     let now = Instant::now();
-                    if next_pass_at(self.last_pass, now) <= now {
+                    if next_pass_at(self.last_publish, now) <= now {
                         self.reconcile_known().await;
                     } else {
                         self.pass_owed = true;
