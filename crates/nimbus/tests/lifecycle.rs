@@ -189,3 +189,58 @@ async fn no_orphans_after_service_delete_and_sigterm() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_killed_at_once_comes_back_and_serves() {
+    let server = Server::start().await;
+    let services: Vec<String> = (1..=8).map(|i| format!("crowd{i}")).collect();
+    for service in &services {
+        server.deploy(service, &[]).await;
+    }
+    for service in &services {
+        server
+            .wait_served_by(&Server::host(service), "/", "v1")
+            .await;
+    }
+    settles_at(&server, services.len()).await;
+
+    let (_, body) = server.api_get("/v1/instances").await;
+    let before: Vec<(String, i32)> = body["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| {
+            let id = i["id"].as_str().expect("id").to_string();
+            (id, i["pid"].as_i64().expect("pid") as i32)
+        })
+        .collect();
+    assert_eq!(before.len(), services.len(), "{body}");
+    // All at once, as an OOM killer or `pkill` would: every report lands in one burst.
+    for (_, pid) in &before {
+        nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("SIGKILL the instance's group");
+    }
+
+    // Each service is served again, by a new instance, and nothing is left over or doubled.
+    for service in &services {
+        eventually(
+            &format!("{service} served by a new instance"),
+            Duration::from_secs(30),
+            async || {
+                let instances = server.instances(service).await;
+                let fresh = instances.len() == 1
+                    && instances[0]["state"] == "ready"
+                    && !before
+                        .iter()
+                        .any(|(id, _)| instances[0]["id"] == *id.as_str());
+                let served = server.get(&Server::host(service), "/").await.status == 200;
+                (fresh && served).then_some(())
+            },
+        )
+        .await;
+    }
+    settles_at(&server, services.len()).await;
+}
