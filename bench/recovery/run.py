@@ -104,14 +104,26 @@ def wait_idle(pid, timeout):
     raise RuntimeError("the server did not go idle")
 
 
-def kill_instances(data):
+def instance_pgids(data):
+    """The process groups of the instances the server's pid files name."""
+    pgids = []
     for path in glob.glob(os.path.join(data, "run", "*.json")):
         try:
             with open(path) as f:
                 pgid = int(json.load(f)["pgid"])
-            if pgid > 1:
-                os.killpg(pgid, signal.SIGKILL)
         except (OSError, ValueError, KeyError):
+            continue
+        if pgid > 1:
+            pgids.append(pgid)
+    return pgids
+
+
+def kill_instances(pgids):
+    """Cleanup: kills what is left, ignoring groups already gone."""
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
             pass
 
 
@@ -135,10 +147,7 @@ def measure(binary, services, versions, port, timeout):
         pid = server.proc.pid
         wait_idle(pid, timeout)
 
-        pgids = []
-        for path in glob.glob(os.path.join(data, "run", "*.json")):
-            with open(path) as f:
-                pgids.append(int(json.load(f)["pgid"]))
+        pgids = instance_pgids(data)
         cpu0, t0 = cpu_seconds(pid), time.monotonic()
         for pgid in pgids:
             os.killpg(pgid, signal.SIGKILL)
@@ -152,7 +161,7 @@ def measure(binary, services, versions, port, timeout):
     finally:
         if server is not None:
             server.close()
-        kill_instances(data)
+        kill_instances(instance_pgids(data))
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
