@@ -114,3 +114,4 @@ step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step build cargo build --workspace --all-targets
 step test cargo test --workspace --no-fail-fast -- --test-threads="$TEST_THREADS"
+step bench-lib python3 -m unittest discover -s bench/lib

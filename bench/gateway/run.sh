@@ -11,8 +11,11 @@
 # into its store before it starts). All of them are started first and stay up; then ROUNDS rounds
 # measure every row in turn (a 2-connection warm-up, then DURATION seconds of CONNS keep-alive
 # connections), so background noise falls on all rows alike, and the table shows the median of
-# the rounds: rps, p50, p99 and the ratios to HAProxy (and each Nimbus row against HAProxy on the
-# same protocol).
+# the rounds: rps, p50, p99 and the ratios to HAProxy. Below it, each goal gets a verdict from
+# the per-round pairs (Nimbus against HAProxy on the same protocol, measured back to back): their
+# median ratio and a 90% interval for it (bench/lib/pairs.py). A goal counts as missed only when
+# the whole interval lies on the wrong side of 1.00; "within noise" says this machine could not
+# tell the two apart.
 # Then, unless PACE_MS=0, the plain-HTTP rows run again at a *paced* load: every connection waits
 # PACE_MS (1 ms) between requests, so every proxy carries about the same rate (≈ half of what
 # the backend alone serves) and the latency percentiles compare at equal throughput — at
@@ -413,12 +416,11 @@ if ((PACE_MS > 0)); then
     done
 fi
 
-# The median over rounds of one row's figure divided by its peer's in the same round.
-paired() { # ROW_VALUES PEER_VALUES
-    paste <(tr ' ' '\n' <<<"$1" | grep .) <(tr ' ' '\n' <<<"$2" | grep .) |
-        awk '$2 > 0 { print $1 / $2 }' | sort -g | awk '{ v[NR] = $1 } END {
-            if (NR) printf "%.2f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
-}
+# One row's figures against its peer's, round by round (bench/lib/pairs.py): the median of the
+# per-round ratios and a 90% interval for it; `goal` adds the verdict on "at-least" or
+# "at-most" 1.00, which counts as missed only when the whole interval is on the wrong side.
+paired() { python3 "$HERE/../lib/pairs.py" pair "$1" "$2"; } # ROW_VALUES PEER_VALUES
+goal() { python3 "$HERE/../lib/pairs.py" goal "$1" "$2" "$3"; } # ROW_VALUES PEER_VALUES GOAL
 
 # --- table -------------------------------------------------------------------------------------
 base=$(median "${RPS[$HAPROXY_ROW]}")
@@ -449,36 +451,38 @@ echo
 echo "CPU µs/req: CPU time of the proxy process (with its children) over the requests served."
 echo "h2 rows: h2load, one stream per connection; it reports no percentiles, so p50 is the mean."
 echo "nimbus server CPU while idle (share of its core): ${IDLE[*]}"
-# Each Nimbus row against the HAProxy row of the same protocol: the ratio of the medians, and
-# the median of the per-round ratios (each round's pair measured back to back).
+# Each Nimbus row against the HAProxy row of the same protocol, pair by pair (each round's pair
+# measured back to back).
+echo
+echo "Goals, from per-round pairs: median ratio [90% interval for it]: verdict."
 for row in "${NIMBUS_ROWS[@]}"; do
     peer=$(peer_of "$row")
-    awk -v n="$row" -v peer="$peer" -v a="$(median "${RPS[$row]}")" -v b="$(median "${RPS[$peer]}")" \
-        -v p="$(median "${P99[$row]:-}")" -v q="$(median "${P99[$peer]:-}")" \
-        -v rr="$(paired "${RPS[$row]}" "${RPS[$peer]}")" -v cr="$(paired "${CPU[$row]}" "${CPU[$peer]}")" \
-        -v pr="$(paired "${P99[$row]:-}" "${P99[$peer]:-}")" 'BEGIN {
-            printf "Nimbus/HAProxy, %s vs %s: rps %.2f (goal ≥ 1.00)", n, peer, a / b
-            if (q > 0) printf "; p99 %.3f ms vs %.3f ms (goal ≤)", p, q
-            printf "; per-round pairs: rps %s, CPU/req %s", rr, cr
-            if (pr != "") printf ", p99 %s", pr
-            printf "\n" }'
+    echo "$row vs $peer:"
+    echo "  rps (goal ≥ 1.00): $(goal "${RPS[$row]}" "${RPS[$peer]}" at-least)"
+    echo "  CPU per request: $(paired "${CPU[$row]}" "${CPU[$peer]}")"
+    if [[ -n ${P99[$row]:-} ]]; then
+        echo "  p99 (goal ≤ 1.00): $(goal "${P99[$row]}" "${P99[$peer]}" at-most)"
+    fi
 done
 # The big table's cost: its row against the one-service row, measured in the same round.
 BIG_ROW=${NIMBUS_ROWS[-1]}
 if [[ $BIG_ROW == *versions* ]]; then
     one=${NIMBUS_ROWS[0]}
-    echo "Route table cost, $BIG_ROW vs $one: per-round pairs: rps $(paired "${RPS[$BIG_ROW]}" "${RPS[$one]}"), CPU/req $(paired "${CPU[$BIG_ROW]}" "${CPU[$one]}"), p99 $(paired "${P99[$BIG_ROW]}" "${P99[$one]}") (goal: 1.00 within noise)"
+    echo "Route table cost, $BIG_ROW vs $one (goal: no measurable loss):"
+    echo "  rps: $(goal "${RPS[$BIG_ROW]}" "${RPS[$one]}" at-least)"
+    echo "  CPU per request: $(goal "${CPU[$BIG_ROW]}" "${CPU[$one]}" at-most)"
+    echo "  p99: $(goal "${P99[$BIG_ROW]}" "${P99[$one]}" at-most)"
 fi
 
 if ((${#PACED_ROWS[@]})); then
     echo
     echo "Paced: the same rows with each connection waiting ${PACE_MS} ms between requests (equal load),"
-    echo "median of $ROUNDS rounds; ratios are medians of per-round pairs with $HAPROXY_ROW."
+    echo "median of $ROUNDS rounds; ratios are medians of per-round pairs with $HAPROXY_ROW [90% interval]."
     echo
-    printf '| %-32s | %7s | %7s | %7s | %13s | %13s |\n' row rps "p50 ms" "p99 ms" "p50 / haproxy" "p99 / haproxy"
-    printf '|%s|%s|%s|%s|%s|%s|\n' "----------------------------------" "---------" "---------" "---------" "---------------" "---------------"
+    printf '| %-32s | %7s | %7s | %7s | %17s | %17s |\n' row rps "p50 ms" "p99 ms" "p50 / haproxy" "p99 / haproxy"
+    printf '|%s|%s|%s|%s|%s|%s|\n' "----------------------------------" "---------" "---------" "---------" "-------------------" "-------------------"
     for row in "${PACED_ROWS[@]}"; do
-        printf '| %-32s | %7.0f | %7.3f | %7.3f | %13s | %13s |\n' "$row" \
+        printf '| %-32s | %7.0f | %7.3f | %7.3f | %17s | %17s |\n' "$row" \
             "$(median "${PACED_RPS[$row]}")" "$(median "${PACED_P50[$row]}")" "$(median "${PACED_P99[$row]}")" \
             "$(paired "${PACED_P50[$row]}" "${PACED_P50[$HAPROXY_ROW]}")" \
             "$(paired "${PACED_P99[$row]}" "${PACED_P99[$HAPROXY_ROW]}")"
