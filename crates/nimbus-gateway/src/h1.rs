@@ -226,6 +226,9 @@ where
         Framing::Length(length) => Some(length),
         Framing::Chunked => None,
     };
+    // Trailer fields go after the last chunk; with a content-length there is nowhere to put
+    // them (RFC 9112 §7.1.2), and they are dropped.
+    let mut trailers = None;
     loop {
         let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx)));
         let frame = match polled.await {
@@ -244,7 +247,10 @@ where
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => data,
-                Err(_trailers) => continue,
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    continue;
+                }
             },
         };
         if data.is_empty() {
@@ -275,7 +281,13 @@ where
                 "body shorter than its content-length",
             ));
         }
-        None => out.put_slice(b"0\r\n\r\n"),
+        None => {
+            out.put_slice(b"0\r\n");
+            for (name, value) in trailers.iter().flatten() {
+                put_header(out, name.as_str().as_bytes(), value.as_bytes());
+            }
+            out.put_slice(b"\r\n");
+        }
     }
     let written = write_out(io, out).await;
     // The finished body reports the request (access log, metrics) after the client has it.

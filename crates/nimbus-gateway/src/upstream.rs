@@ -33,7 +33,7 @@ use crate::proxy::{
 };
 use crate::route::Endpoint;
 
-/// Most header fields in an instance's response head.
+/// Most header fields in an instance's response head, and most trailer fields after its body.
 const MAX_RESPONSE_HEADERS: usize = 100;
 /// Largest response head (status line and headers) read from an instance.
 const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
@@ -144,6 +144,7 @@ impl ConnUpstream {
             framing,
             reusable,
             idle: Arc::clone(&self.idle),
+            trailers: None,
         };
         if body.framing == Framing::Done {
             body.finish();
@@ -447,6 +448,9 @@ pub(crate) struct KeptBody {
     framing: Framing,
     reusable: bool,
     idle: IdleConns,
+    /// Trailer fields of a chunked body, gathered until its end (made at the first one; boxed,
+    /// as most bodies have none and this one sits in every response's body).
+    trailers: Option<Box<HeaderMap>>,
 }
 
 impl std::fmt::Debug for KeptBody {
@@ -461,6 +465,8 @@ impl std::fmt::Debug for KeptBody {
 /// What one step of the body reader produced.
 enum Step {
     Data(Bytes),
+    /// The body is complete, and these trailer fields followed it.
+    Trailers(HeaderMap),
     /// Needs more bytes from the connection.
     More,
     /// Made progress without data (a chunk line); go on.
@@ -517,6 +523,15 @@ impl KeptBody {
                 Ok(match data {
                     ChunkOut::Data(bytes) => Step::Data(bytes),
                     ChunkOut::NeedMore => Step::More,
+                    ChunkOut::Trailer(line) => {
+                        add_trailer(self.trailers.get_or_insert_default(), &line)?;
+                        Step::Again
+                    }
+                    // The end of the body: its trailer fields, if it had any, come last.
+                    ChunkOut::Progress if next.is_none() => match self.trailers.take() {
+                        Some(trailers) => Step::Trailers(*trailers),
+                        None => Step::Again,
+                    },
                     ChunkOut::Progress => Step::Again,
                 })
             }
@@ -542,8 +557,38 @@ fn take_data(buf: &mut BytesMut, n: usize) -> Bytes {
 /// What one chunked-decoding step produced.
 enum ChunkOut {
     Data(Bytes),
+    /// One trailer field line.
+    Trailer(Vec<u8>),
     NeedMore,
     Progress,
+}
+
+/// Fields an instance may not set in a trailer, besides hop-by-hop ones: they frame, route or
+/// describe the whole message and only mean something in the head (RFC 9110 §6.5.1).
+const HEAD_ONLY_FIELDS: [HeaderName; 6] = [
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+    header::CONTENT_RANGE,
+    header::HOST,
+    header::SET_COOKIE,
+];
+
+/// Adds one trailer line (`name: value`) to `trailers`; a field no trailer may carry is left
+/// out, a malformed line is an invalid response.
+fn add_trailer(trailers: &mut HeaderMap, line: &[u8]) -> Result<(), UpstreamError> {
+    let invalid = || UpstreamError::Invalid("malformed trailer field");
+    let colon = line.iter().position(|&b| b == b':').ok_or_else(invalid)?;
+    let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| invalid())?;
+    let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).map_err(|_| invalid())?;
+    if is_hop_by_hop(&name, false) || HEAD_ONLY_FIELDS.contains(&name) {
+        return Ok(());
+    }
+    if trailers.len() >= MAX_RESPONSE_HEADERS {
+        return Err(UpstreamError::Invalid("too many trailer fields"));
+    }
+    trailers.append(name, value);
+    Ok(())
 }
 
 /// One step of chunked decoding over `buf`: the next state (`None`: the body is complete) and
@@ -605,12 +650,10 @@ fn chunk_step(
             Some(line) if line.is_empty() => (Some(Chunk::Size), ChunkOut::Progress),
             Some(_) => return Err(UpstreamError::Invalid("missing CRLF after chunk data")),
         },
-        // Trailer fields are dropped: few clients use them, and hyper sends none over HTTP/1.1
-        // unless asked.
         Chunk::Trailers => match line(buf)? {
             None => (Some(chunk), ChunkOut::NeedMore),
             Some(line) if line.is_empty() => (None, ChunkOut::Progress),
-            Some(_) => (Some(Chunk::Trailers), ChunkOut::Progress),
+            Some(line) => (Some(Chunk::Trailers), ChunkOut::Trailer(line)),
         },
     })
 }
@@ -643,6 +686,12 @@ impl Body for KeptBody {
                         this.finish();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Step::Trailers(trailers) => {
+                    // The last frame: the connection goes back now, as the body may not be
+                    // polled again.
+                    this.finish();
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                 }
                 Step::Again => {}
                 Step::More => {
@@ -782,17 +831,20 @@ mod tests {
         }
     }
 
-    /// Decodes a whole chunked body fed in pieces of `piece` bytes.
-    fn decode_chunked(wire: &[u8], piece: usize) -> Result<Vec<u8>, UpstreamError> {
+    /// Decodes a whole chunked body fed in pieces of `piece` bytes: its data, and its trailer
+    /// fields as `name: value` lines.
+    fn decode_chunked(wire: &[u8], piece: usize) -> Result<(Vec<u8>, String), UpstreamError> {
         let mut state = Some(Chunk::Size);
         let mut buf = BytesMut::new();
         let mut fed = 0;
         let mut out = Vec::new();
+        let mut trailers = HeaderMap::new();
         while let Some(chunk) = state {
             let (next, produced) = chunk_step(chunk, &mut buf)?;
             state = next;
             match produced {
                 ChunkOut::Data(data) => out.extend_from_slice(&data),
+                ChunkOut::Trailer(line) => add_trailer(&mut trailers, &line)?,
                 ChunkOut::Progress => {}
                 ChunkOut::NeedMore => {
                     if fed == wire.len() {
@@ -808,7 +860,11 @@ mod tests {
             buf.is_empty() && fed == wire.len(),
             "bytes left after the body"
         );
-        Ok(out)
+        let trailers = trailers
+            .iter()
+            .map(|(name, value)| format!("{name}: {}\n", value.to_str().unwrap()))
+            .collect();
+        Ok((out, trailers))
     }
 
     #[test]
@@ -832,7 +888,7 @@ mod tests {
         ];
         for (wire, want) in cases {
             for piece in [1, 3, 1024] {
-                let got = decode_chunked(wire, piece).ok();
+                let got = decode_chunked(wire, piece).ok().map(|(body, _)| body);
                 assert_eq!(
                     got.as_deref(),
                     *want,
@@ -841,6 +897,49 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn trailer_fields_are_kept_except_those_only_a_head_may_carry() {
+        // (trailer section after the last chunk, fields kept; None = invalid)
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (b"\r\n", Some("")),
+            (b"x-checksum: abc\r\n\r\n", Some("x-checksum: abc\n")),
+            (
+                b"Grpc-Status:0\r\ngrpc-message:  ok \r\n\r\n",
+                Some("grpc-status: 0\ngrpc-message: ok\n"),
+            ),
+            (b"x-a: 1\nx-a: 2\n\n", Some("x-a: 1\nx-a: 2\n")), // repeated, bare LF
+            // framing, routing and hop-by-hop fields are left out
+            (
+                b"content-length: 9\r\ntransfer-encoding: gzip\r\nconnection: close\r\nhost: x\r\nset-cookie: a=1\r\nx-ok: 1\r\n\r\n",
+                Some("x-ok: 1\n"),
+            ),
+            (b"no colon\r\n\r\n", None),
+            (b"bad name: 1\r\n\r\n", None),
+            (b"x-a: \x01\r\n\r\n", None),
+        ];
+        for (section, want) in cases {
+            let wire = [b"2\r\nok\r\n0\r\n".as_slice(), section].concat();
+            for piece in [1, 4, 1024] {
+                let got = decode_chunked(&wire, piece).ok();
+                assert_eq!(
+                    got.as_ref().map(|(_, trailers)| trailers.as_str()),
+                    *want,
+                    "{:?} in pieces of {piece}",
+                    String::from_utf8_lossy(section)
+                );
+                if let Some((body, _)) = got {
+                    assert_eq!(body, b"ok");
+                }
+            }
+        }
+        let many: Vec<u8> = (0..=MAX_RESPONSE_HEADERS)
+            .flat_map(|i| format!("x-{i}: 1\r\n").into_bytes())
+            .chain(*b"\r\n")
+            .collect();
+        let wire = [b"0\r\n".as_slice(), &many].concat();
+        assert!(decode_chunked(&wire, 1024).is_err(), "past the field limit");
     }
 
     /// Parses an encoded head back into (request line, header fields in order).

@@ -577,6 +577,10 @@ async fn raw_upstream() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicU
                             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n",
                             false,
                         ),
+                        (_, "/trailers") => (
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc\r\ncontent-length: 99\r\n\r\n",
+                            false,
+                        ),
                         (_, "/close") => (b"HTTP/1.1 200 OK\r\n\r\nuntil close", true),
                         // Closes a kept-alive connection right after answering, as an instance's
                         // idle timeout or a restart would.
@@ -650,11 +654,65 @@ async fn kept_upstream_connection_handles_every_framing_and_reconnects() {
     eventually("in flight back to 0", || endpoint.inflight() == 0).await;
 }
 
+#[tokio::test]
+async fn trailers_after_a_chunked_body_reach_http1_and_h2_clients() {
+    let (addr, _) = raw_upstream().await;
+    let endpoint = Arc::new(nimbus_gateway::Endpoint::new("raw-1".into(), addr));
+    let svc = service(
+        "raw",
+        TrafficPolicy::single("v1"),
+        vec![("v1", vec![endpoint.clone()])],
+    );
+    let gw = TestGateway::start(table(vec![("raw.example", HostRoute::Service(svc))])).await;
+
+    // HTTP/1.1: the fields follow the last chunk (those only a head may carry are left out),
+    // and the connection carries the next response.
+    let mut client = RawClient::connect(gw.addr).await;
+    client
+        .send(b"GET /trailers HTTP/1.1\r\nhost: raw.example\r\n\r\nGET /length HTTP/1.1\r\nhost: raw.example\r\n\r\n")
+        .await;
+    let reply = client.response(false).await;
+    assert_eq!((reply.0, reply.2.as_slice()), (200, b"hello".as_slice()));
+    assert_eq!(raw_header(&reply, "transfer-encoding"), Some("chunked"));
+    assert_eq!(
+        client.trailers,
+        [("x-checksum".to_string(), "abc".to_string())]
+    );
+    let reply = client.response(false).await;
+    assert_eq!((reply.0, reply.2.as_slice()), (200, b"hello".as_slice()));
+    assert!(client.trailers.is_empty());
+
+    // HTTP/2: a trailers frame ends the stream.
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://raw.example/trailers")
+        .version(http::Version::HTTP_2)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = within(sender.send_request(req)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let collected = within(response.into_body().collect()).await.unwrap();
+    let trailers = collected.trailers().cloned().expect("a trailers frame");
+    assert_eq!(
+        trailers.get("x-checksum").map(|v| v.as_bytes()),
+        Some(b"abc".as_slice())
+    );
+    assert_eq!(trailers.len(), 1, "{trailers:?}");
+    assert_eq!(collected.to_bytes(), "hello");
+    eventually("in flight back to 0", || endpoint.inflight() == 0).await;
+}
+
 /// A client speaking HTTP/1.1 by hand over one TCP connection, to send exactly the bytes a
 /// test needs (pipelined requests, `HEAD`, `Connection: close`, HTTP/1.0, garbage).
 struct RawClient {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// The trailer fields (names lowercase) after the last chunked body read.
+    trailers: Vec<(String, String)>,
 }
 
 /// Status, headers (names lowercase) and the decoded body of one response.
@@ -666,6 +724,7 @@ impl RawClient {
         RawClient {
             stream,
             buf: Vec::new(),
+            trailers: Vec::new(),
         }
     }
 
@@ -709,6 +768,7 @@ impl RawClient {
                 .map(|(_, v)| v.clone())
         };
         let mut body = Vec::new();
+        self.trailers.clear();
         if head_request {
         } else if let Some(length) = header("content-length") {
             let length: usize = length.parse().expect("a length");
@@ -726,17 +786,39 @@ impl RawClient {
                 };
                 let size_line = String::from_utf8_lossy(&self.buf[..line_end]).to_string();
                 let size = usize::from_str_radix(size_line.trim(), 16).expect("a chunk size");
+                if size == 0 {
+                    self.buf.drain(..line_end + 2);
+                    self.read_trailers().await;
+                    break;
+                }
                 while self.buf.len() < line_end + 2 + size + 2 {
                     assert!(self.fill().await, "closed inside a chunk");
                 }
                 body.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
                 self.buf.drain(..line_end + 2 + size + 2);
-                if size == 0 {
-                    break;
-                }
             }
         }
         (status, headers, body)
+    }
+
+    /// The trailer section after a last chunk: field lines up to an empty line.
+    async fn read_trailers(&mut self) {
+        loop {
+            let line_end = loop {
+                if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    break at;
+                }
+                assert!(self.fill().await, "closed inside the trailers");
+            };
+            let line: Vec<u8> = self.buf.drain(..line_end + 2).take(line_end).collect();
+            if line.is_empty() {
+                return;
+            }
+            let line = String::from_utf8_lossy(&line).to_string();
+            let (name, value) = line.split_once(':').expect("a trailer field");
+            self.trailers
+                .push((name.to_ascii_lowercase(), value.trim().to_string()));
+        }
     }
 
     /// True when the server closes the connection with nothing more to read.
