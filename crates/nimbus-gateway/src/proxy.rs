@@ -88,12 +88,8 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) besides `Proxy-*`, `Connection` and `Upgrade`.
-const HOP_BY_HOP: [HeaderName; 4] = [
-    KEEP_ALIVE,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
+/// `Trailer` is not one: it announces trailer fields, which the gateway passes on.
+const HOP_BY_HOP: [HeaderName; 3] = [KEEP_ALIVE, header::TE, header::TRANSFER_ENCODING];
 
 /// The client's request as the proxy takes it: hyper's body, or none (the gateway's own
 /// HTTP/1.1 loop serves only requests without one).
@@ -312,8 +308,16 @@ async fn proxy(
     let kept = (!upgrade && empty_body && policy.upstream == UpstreamProtocol::Http1)
         .then_some(&conn.upstream);
     if kept.is_none() {
+        // HTTP/2 lets `TE: trailers` through (RFC 9113 §8.2.2), and gRPC servers look for it:
+        // the client reads trailers, and so does the gateway, which passes them on.
+        let te_trailers = upstream_version == Version::HTTP_2 && accepts_trailers(&parts.headers);
         // The kept connection applies the same rewrite as it writes the head, in one pass.
         forwarded_by.rewrite(&mut parts.headers, upgrade);
+        if te_trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
     }
     // A retry needs the request again: keep its head (and a way to get an unsent body back)
     // only when the version has another instance to retry on. A request on the kept
@@ -795,6 +799,17 @@ pub(crate) fn connection_named(headers: &HeaderMap, upgrade: bool) -> HeaderName
     named
 }
 
+/// Whether the client's `TE` header accepts trailer fields (`TE: trailers`, RFC 9110 §10.1.4).
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|item| item.split(';').next())
+        .any(|coding| coding.trim().eq_ignore_ascii_case("trailers"))
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names. On an upgrade,
 /// `Connection` and `Upgrade` are end-to-end for this hop and stay.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
@@ -896,6 +911,21 @@ mod tests {
     }
 
     #[test]
+    fn te_accepts_trailers() {
+        let cases: &[(Pairs, bool)] = &[
+            (&[], false),
+            (&[("te", "trailers")], true),
+            (&[("te", "gzip;q=0.5, Trailers")], true),
+            (&[("te", "gzip"), ("te", "trailers;q=1")], true),
+            (&[("te", "gzip, deflate")], false),
+            (&[("te", "x-trailers")], false),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(accepts_trailers(&headers(pairs)), *want, "{pairs:?}");
+        }
+    }
+
+    #[test]
     fn hop_by_hop() {
         // (request headers, upgrade?, headers that must remain, headers that must go)
         let cases: &[(Pairs, bool, &[&str], &[&str])] = &[
@@ -926,9 +956,9 @@ mod tests {
                     ("transfer-encoding", "chunked"),
                 ],
                 false,
-                &[],
-                &["te", "trailer", "transfer-encoding"],
-            ), // fixed list
+                &["trailer"],
+                &["te", "transfer-encoding"],
+            ), // fixed list; `Trailer` is end-to-end
             (
                 &[
                     ("proxy-authorization", "x"),

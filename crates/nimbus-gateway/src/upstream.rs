@@ -565,7 +565,8 @@ enum ChunkOut {
 
 /// Fields an instance may not set in a trailer, besides hop-by-hop ones: they frame, route or
 /// describe the whole message and only mean something in the head (RFC 9110 §6.5.1).
-const HEAD_ONLY_FIELDS: [HeaderName; 6] = [
+const HEAD_ONLY_FIELDS: [HeaderName; 7] = [
+    header::TRAILER,
     header::CONTENT_LENGTH,
     header::CONTENT_TYPE,
     header::CONTENT_ENCODING,
@@ -912,7 +913,7 @@ mod tests {
             (b"x-a: 1\nx-a: 2\n\n", Some("x-a: 1\nx-a: 2\n")), // repeated, bare LF
             // framing, routing and hop-by-hop fields are left out
             (
-                b"content-length: 9\r\ntransfer-encoding: gzip\r\nconnection: close\r\nhost: x\r\nset-cookie: a=1\r\nx-ok: 1\r\n\r\n",
+                b"content-length: 9\r\ntransfer-encoding: gzip\r\nconnection: close\r\nhost: x\r\nset-cookie: a=1\r\ntrailer: x\r\nx-ok: 1\r\n\r\n",
                 Some("x-ok: 1\n"),
             ),
             (b"no colon\r\n\r\n", None),

@@ -674,6 +674,7 @@ async fn trailers_after_a_chunked_body_reach_http1_and_h2_clients() {
     let reply = client.response(false).await;
     assert_eq!((reply.0, reply.2.as_slice()), (200, b"hello".as_slice()));
     assert_eq!(raw_header(&reply, "transfer-encoding"), Some("chunked"));
+    assert_eq!(raw_header(&reply, "trailer"), Some("x-checksum"));
     assert_eq!(
         client.trailers,
         [("x-checksum".to_string(), "abc".to_string())]
@@ -695,6 +696,7 @@ async fn trailers_after_a_chunked_body_reach_http1_and_h2_clients() {
         .unwrap();
     let response = within(sender.send_request(req)).await.unwrap();
     assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["trailer"], "x-checksum");
     let collected = within(response.into_body().collect()).await.unwrap();
     let trailers = collected.trailers().cloned().expect("a trailers frame");
     assert_eq!(

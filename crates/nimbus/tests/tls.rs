@@ -198,4 +198,78 @@ async fn h2c_from_clients_and_to_upstreams() {
     // And an HTTP/1.1 client is still served over the h2c upstream.
     let plain = server.get(&host, "/proto").await;
     assert_eq!(plain.body, "HTTP/2.0\n", "{plain:?}");
+
+    // A gRPC-style call: `TE: trailers` reaches the instance, and the trailer fields that end
+    // its response reach the client, over HTTP/2 and over HTTP/1.1 (after the last chunk).
+    let (body, trailers) = h2_get_with_trailers(gateway, &host, "/trailers").await;
+    assert_eq!(body, "ok\n");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(b"0".as_slice())
+    );
+    assert_eq!(
+        trailers.get("x-te").map(|v| v.as_bytes()),
+        Some(b"trailers".as_slice())
+    );
+    let raw = raw_http1(
+        gateway,
+        &format!("GET /trailers HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(raw.contains("transfer-encoding: chunked\r\n"), "{raw}");
+    assert!(
+        raw.ends_with("\r\n0\r\ngrpc-status: 0\r\nx-te: none\r\n\r\n"),
+        "{raw}"
+    );
+}
+
+/// `GET path` over HTTP/2 (prior knowledge) with `TE: trailers`, as a gRPC client sends it:
+/// the body and the trailer fields after it.
+async fn h2_get_with_trailers(
+    gateway: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+) -> (String, http::HeaderMap) {
+    use http_body_util::{BodyExt, Empty};
+    let tcp = tokio::net::TcpStream::connect(gateway)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let request = http::Request::get(format!("http://{host}{path}"))
+        .version(http::Version::HTTP_2)
+        .header("te", "trailers")
+        .body(Empty::<hyper::body::Bytes>::new())
+        .expect("a request");
+    let response = sender.send_request(request).await.expect("h2 response");
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.expect("h2 body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    (
+        String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+        trailers,
+    )
+}
+
+/// Sends `request` as written and reads until the gateway closes the connection.
+async fn raw_http1(gateway: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(gateway)
+        .await
+        .expect("connect");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut reply = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut reply),
+    )
+    .await
+    .expect("the gateway answered in time")
+    .expect("read");
+    String::from_utf8_lossy(&reply).into_owned()
 }

@@ -16,6 +16,10 @@
 //! - `GET /log?msg=TEXT`: prints `TEXT` on stdout (log tests), answers `logged`.
 //! - `POST /upload`: reads the request body and answers `got N bytes` (body limit tests).
 //! - `GET /proto`: the HTTP version the request arrived with, e.g. `HTTP/2.0`.
+//! - `GET /trailers`: `ok` followed by trailer fields, as a gRPC server ends a call:
+//!   `grpc-status: 0` and `x-te` with the `TE` header the request came with (`none` without one).
+//!   HTTP/2 always carries them; over HTTP/1.1 they are sent only to a client asking with
+//!   `TE: trailers`.
 //!
 //! With `H2C=1` it also speaks HTTP/2 without TLS (prior knowledge), like a gRPC server.
 //!
@@ -181,6 +185,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         "/env" => json(&env_report()),
         "/headers" => json(&headers_report(&req)),
         "/proto" => text(StatusCode::OK, format!("{:?}\n", req.version())),
+        "/trailers" => with_trailers(req.headers().get(hyper::header::TE)),
         "/stream" => stream(
             number("chunks", 5).min(MAX_CHUNKS),
             number("delay_ms", 100).min(MAX_DELAY_MS),
@@ -295,6 +300,27 @@ fn stream(chunks: u64, delay_ms: u64) -> Response<Body> {
         Some((Ok::<_, Infallible>(frame), i + 1))
     });
     let mut response = Response::new(StreamBody::new(lines).boxed_unsync());
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// `ok`, then the trailer fields `grpc-status: 0` and `x-te` (the request's `TE`, or `none`).
+fn with_trailers(te: Option<&HeaderValue>) -> Response<Body> {
+    let mut trailers = hyper::HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    trailers.insert(
+        "x-te",
+        te.cloned().unwrap_or(HeaderValue::from_static("none")),
+    );
+    let frames = [
+        Frame::data(Bytes::from_static(b"ok\n")),
+        Frame::trailers(trailers),
+    ];
+    let body = futures_util::stream::iter(frames.map(Ok::<_, Infallible>));
+    let mut response = Response::new(StreamBody::new(body).boxed_unsync());
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
