@@ -16,7 +16,7 @@
 # median ratio and a 90% interval for it (bench/lib/pairs.py). A goal counts as missed only when
 # the whole interval lies on the wrong side of 1.00; "within noise" says this machine could not
 # tell the two apart.
-# Then, unless PACE_MS=0, the plain-HTTP rows run again at a *paced* load: every connection waits
+# Then, unless PACE_MS=0, the wrk rows (all but h2) run again at a *paced* load: every connection waits
 # PACE_MS (1 ms) between requests, so every proxy carries about the same rate (≈ half of what
 # the backend alone serves) and the latency percentiles compare at equal throughput — at
 # saturation a closed loop's tail mostly reflects which stage is the bottleneck.
@@ -391,29 +391,35 @@ for row in "${ROWS[@]}"; do
     *) OTHER_ROWS+=("$row") ;;
     esac
 done
-for round in $(seq 1 "$ROUNDS"); do
-    for row in "${OTHER_ROWS[@]}"; do measure measure_row "$row" "$round"; done
+# One round: HOW (measure_row or measure_paced) over ROW... in that order.
+measure_round() { # HOW ROUND ROW...
+    local how=$1 round=$2 row group peer
+    shift 2
+    local -A wanted
+    for row in "$@"; do wanted[$row]=1; done
+    for row in "${OTHER_ROWS[@]}"; do
+        [[ -n ${wanted[$row]:-} ]] && measure "$how" "$row" "$round"
+    done
     for peer in "$HAPROXY_ROW" "$HAPROXY_ROW (TLS)" "$HAPROXY_ROW (TLS, h2)"; do
         mapfile -t group <<<"${GROUP[$peer]}"
         if ((round % 2 == 0)); then
             mapfile -t group < <(printf '%s\n' "${group[@]}" | tac)
         fi
-        for row in "${group[@]}"; do measure measure_row "$row" "$round"; done
+        for row in "${group[@]}"; do
+            [[ -n ${wanted[$row]:-} ]] && measure "$how" "$row" "$round"
+        done
     done
-done
+    return 0
+}
+for round in $(seq 1 "$ROUNDS"); do measure_round measure_row "$round" "${ROWS[@]}"; done
 
-# Paced rounds: the plain-HTTP rows (no TLS), HAProxy next to the Nimbus rows, order reversed on
-# even rounds.
+# Paced rounds: every row wrk drives (all but the h2 ones), paired the same way.
 PACED_ROWS=()
 if ((PACE_MS > 0)); then
     for row in "${ROWS[@]}"; do
-        [[ ${URL[$row]} == http://* ]] && PACED_ROWS+=("$row")
+        [[ ${TOOL_OF[$row]} == wrk ]] && PACED_ROWS+=("$row")
     done
-    for round in $(seq 1 "$ROUNDS"); do
-        order=("${PACED_ROWS[@]}")
-        if ((round % 2 == 0)); then mapfile -t order < <(printf '%s\n' "${PACED_ROWS[@]}" | tac); fi
-        for row in "${order[@]}"; do measure measure_paced "$row" "$round"; done
-    done
+    for round in $(seq 1 "$ROUNDS"); do measure_round measure_paced "$round" "${PACED_ROWS[@]}"; done
 fi
 
 # One row's figures against its peer's, round by round (bench/lib/pairs.py): the median of the
@@ -473,18 +479,31 @@ if [[ $BIG_ROW == *versions* ]]; then
     echo "  CPU per request: $(goal "${CPU[$BIG_ROW]}" "${CPU[$one]}" at-most)"
     echo "  p99: $(goal "${P99[$BIG_ROW]}" "${P99[$one]}" at-most)"
 fi
+# At equal load (the paced rounds) latency compares without one proxy's higher throughput
+# moving the queue to the load core.
+if ((${#PACED_ROWS[@]})); then
+    echo "At equal load (paced), p99 (goal ≤ 1.00):"
+    for row in "${NIMBUS_ROWS[@]}"; do
+        peer=$(peer_of "$row")
+        [[ -n ${PACED_P99[$row]:-} ]] &&
+            echo "  $row vs $peer: $(goal "${PACED_P99[$row]}" "${PACED_P99[$peer]}" at-most)"
+    done
+    if [[ $BIG_ROW == *versions* ]]; then
+        echo "  route table cost, $BIG_ROW vs $one: $(goal "${PACED_P99[$BIG_ROW]}" "${PACED_P99[$one]}" at-most)"
+    fi
+fi
 
 if ((${#PACED_ROWS[@]})); then
     echo
     echo "Paced: the same rows with each connection waiting ${PACE_MS} ms between requests (equal load),"
-    echo "median of $ROUNDS rounds; ratios are medians of per-round pairs with $HAPROXY_ROW [90% interval]."
+    echo "median of $ROUNDS rounds; ratios are medians of per-round pairs with HAProxy on the same protocol [90% interval]."
     echo
     printf '| %-32s | %7s | %7s | %7s | %17s | %17s |\n' row rps "p50 ms" "p99 ms" "p50 / haproxy" "p99 / haproxy"
     printf '|%s|%s|%s|%s|%s|%s|\n' "----------------------------------" "---------" "---------" "---------" "-------------------" "-------------------"
     for row in "${PACED_ROWS[@]}"; do
         printf '| %-32s | %7.0f | %7.3f | %7.3f | %17s | %17s |\n' "$row" \
             "$(median "${PACED_RPS[$row]}")" "$(median "${PACED_P50[$row]}")" "$(median "${PACED_P99[$row]}")" \
-            "$(paired "${PACED_P50[$row]}" "${PACED_P50[$HAPROXY_ROW]}")" \
-            "$(paired "${PACED_P99[$row]}" "${PACED_P99[$HAPROXY_ROW]}")"
+            "$(paired "${PACED_P50[$row]}" "${PACED_P50[$(peer_of "$row")]}")" \
+            "$(paired "${PACED_P99[$row]}" "${PACED_P99[$(peer_of "$row")]}")"
     done
 fi

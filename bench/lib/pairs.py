@@ -80,9 +80,10 @@ def goal_line(rows, peers, goal):
     if not paired:
         return "—"
     low, high, cover = median_interval(paired)
-    line = f"{pair_line(rows, peers)}: {judge(low, high, goal)}"
-    # Fewer than 5 rounds cannot give a 90% interval: say how little the range holds.
-    return line if cover >= CONFIDENCE else f"{line}, only a {cover:.0%} interval"
+    if cover < CONFIDENCE:
+        # Fewer than 5 rounds cannot give a 90% interval: no verdict on so little.
+        return f"{pair_line(rows, peers)}: not judged ({len(paired)} rounds give only a {cover:.0%} interval)"
+    return f"{pair_line(rows, peers)}: {judge(low, high, goal)}"
 
 
 def _numbers(text):

@@ -85,11 +85,14 @@ class JudgeTest(unittest.TestCase):
         )
         self.assertEqual(pairs.goal_line([1.0], [0.0], "at-least"), "—")
 
-    def test_goal_line_says_when_too_few_rounds_give_a_weak_interval(self):
-        self.assertEqual(
-            pairs.goal_line([1.0, 2.0, 3.0], [1.0, 1.0, 1.0], "at-most"),
-            "2.00 [1.00, 3.00]: met within noise (not measurably above), only a 75% interval",
-        )
+    def test_too_few_rounds_get_no_verdict(self):
+        cases = [
+            ([1.0, 2.0, 3.0], "2.00 [1.00, 3.00]: not judged (3 rounds give only a 75% interval)"),
+            ([1.5, 1.6], "1.55 [1.50, 1.60]: not judged (2 rounds give only a 50% interval)"),
+        ]
+        for rows, want in cases:
+            with self.subTest(rows=rows):
+                self.assertEqual(pairs.goal_line(rows, [1.0] * len(rows), "at-most"), want)
 
 
 if __name__ == "__main__":
