@@ -498,17 +498,7 @@ async fn h2c_routes_by_authority() {
     );
     let gw = TestGateway::start(table(vec![("h2.example", HostRoute::Service(svc))])).await;
 
-    let tcp = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get("http://H2.example:8443/over-h2")
-        .version(http::Version::HTTP_2)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = within(sender.send_request(req)).await.unwrap();
+    let response = h2_get(gw.addr, "http://H2.example:8443/over-h2").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.version(), http::Version::HTTP_2);
     let body = within(response.into_body().collect())
@@ -520,6 +510,21 @@ async fn h2c_routes_by_authority() {
     assert_eq!(json["path"], "/over-h2");
     assert_eq!(json["headers"]["host"], "H2.example:8443");
     assert_eq!(json["headers"]["x-forwarded-host"], "H2.example:8443");
+}
+
+/// `GET uri` over a new HTTP/2 (prior knowledge) connection to the gateway at `addr`.
+async fn h2_get(addr: std::net::SocketAddr, uri: &str) -> http::Response<hyper::body::Incoming> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get(uri)
+        .version(http::Version::HTTP_2)
+        .body(Empty::<Bytes>::new())
+        .expect("a request");
+    within(sender.send_request(req)).await.expect("h2 response")
 }
 
 #[tokio::test]
@@ -601,9 +606,13 @@ async fn raw_upstream() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicU
     (addr, accepted)
 }
 
-#[tokio::test]
-async fn kept_upstream_connection_handles_every_framing_and_reconnects() {
-    use std::sync::atomic::Ordering::SeqCst;
+/// A gateway serving `raw.example` from one [`raw_upstream`] instance: the gateway, that
+/// instance's endpoint and the count of connections it accepted.
+async fn raw_gateway() -> (
+    TestGateway,
+    Arc<nimbus_gateway::Endpoint>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
     let (addr, accepted) = raw_upstream().await;
     let endpoint = Arc::new(nimbus_gateway::Endpoint::new("raw-1".into(), addr));
     let svc = service(
@@ -612,6 +621,13 @@ async fn kept_upstream_connection_handles_every_framing_and_reconnects() {
         vec![("v1", vec![endpoint.clone()])],
     );
     let gw = TestGateway::start(table(vec![("raw.example", HostRoute::Service(svc))])).await;
+    (gw, endpoint, accepted)
+}
+
+#[tokio::test]
+async fn kept_upstream_connection_handles_every_framing_and_reconnects() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (gw, endpoint, accepted) = raw_gateway().await;
     let body = |reply: &Reply| String::from_utf8_lossy(&reply.body).to_string();
 
     // Sequential requests from one client connection reuse one instance connection.
@@ -656,14 +672,7 @@ async fn kept_upstream_connection_handles_every_framing_and_reconnects() {
 
 #[tokio::test]
 async fn trailers_after_a_chunked_body_reach_http1_and_h2_clients() {
-    let (addr, _) = raw_upstream().await;
-    let endpoint = Arc::new(nimbus_gateway::Endpoint::new("raw-1".into(), addr));
-    let svc = service(
-        "raw",
-        TrafficPolicy::single("v1"),
-        vec![("v1", vec![endpoint.clone()])],
-    );
-    let gw = TestGateway::start(table(vec![("raw.example", HostRoute::Service(svc))])).await;
+    let (gw, endpoint, _) = raw_gateway().await;
 
     // HTTP/1.1: the fields follow the last chunk (those only a head may carry are left out),
     // and the connection carries the next response.
@@ -684,17 +693,7 @@ async fn trailers_after_a_chunked_body_reach_http1_and_h2_clients() {
     assert!(client.trailers.is_empty());
 
     // HTTP/2: a trailers frame ends the stream.
-    let tcp = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get("http://raw.example/trailers")
-        .version(http::Version::HTTP_2)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = within(sender.send_request(req)).await.unwrap();
+    let response = h2_get(gw.addr, "http://raw.example/trailers").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["trailer"], "x-checksum");
     let collected = within(response.into_body().collect()).await.unwrap();
