@@ -16,10 +16,11 @@
 # median ratio and a 90% interval for it (bench/lib/pairs.py). A goal counts as missed only when
 # the whole interval lies on the wrong side of 1.00; "within noise" says this machine could not
 # tell the two apart.
-# Then, unless PACE_MS=0, the wrk rows (all but h2) run again at a *paced* load: every connection waits
-# PACE_MS (1 ms) between requests, so every proxy carries about the same rate (≈ half of what
-# the backend alone serves) and the latency percentiles compare at equal throughput — at
-# saturation a closed loop's tail mostly reflects which stage is the bottleneck.
+# Then, unless RATE=0, the wrk rows (all but h2) run again at a *fixed rate* of RATE requests per
+# second (default 15,000, about half of what the slowest proxy row carries here) spread over the
+# same connections (fixed_rate.lua), so every proxy carries exactly the same load and the latency
+# percentiles compare at equal throughput — at saturation a closed loop's tail mostly reflects
+# which stage is the bottleneck, and a faster proxy is handed more load.
 #
 #   bench/gateway/run.sh                        # build nimbus (dist profile), install tools, run
 #   DURATION=30 CONNS=100 ROUNDS=5 bench/gateway/run.sh
@@ -39,7 +40,7 @@ CONNS=${CONNS:-50}
 ROUNDS=${ROUNDS:-3}
 SERVICES=${SERVICES:-1000}
 VERSIONS=${VERSIONS:-10}
-PACE_MS=${PACE_MS:-1}       # paced rounds: each connection waits this long between requests; 0: none
+RATE=${RATE:-15000}         # fixed-rate rounds: requests per second for every row; 0: none
 ACCESS_LOG=${ACCESS_LOG:-file} # file: the nimbus rows write the JSON access log; off: they do not
 PROXY_CORE=${PROXY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
@@ -305,7 +306,7 @@ h2load_as_wrk() {
         /^time for request:/ { printf "50%% %s\n", $6 }'
 }
 
-measure() { # HOW NAME ROUND: runs HOW (measure_row or measure_paced) with the others paused
+measure() { # HOW NAME ROUND: runs HOW (measure_row or measure_rated) with the others paused
     local how=$1
     shift
     pause_servers_except "${PID_OF[$1]}"
@@ -336,16 +337,14 @@ measure_row() { # NAME ROUND
     record "$name" "$out" $((after - before))
 }
 
-# The paced load: wrk's delay() hook holds each connection PACE_MS after every response.
-PACED_LUA=$TMP/paced.lua
-printf 'function delay()\n  return %s\nend\n' "$PACE_MS" >"$PACED_LUA"
-declare -A PACED_RPS PACED_P50 PACED_P99
-measure_paced() { # NAME ROUND
+# The fixed-rate load: wrk's delay() hook holds each request until its slot in a shared schedule.
+declare -A RATED_RPS RATED_P50 RATED_P99
+measure_rated() { # NAME ROUND
     local name=$1 url=${URL[$1]} host=${HOST_OF[$1]} out
-    log "paced round $2/$ROUNDS, $name: ${DURATION}s, $CONNS connections, ${PACE_MS} ms apart"
-    out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$PACED_LUA" \
-        -H "Host: $host" "$url")
-    file_figures "$name" "$out" PACED_RPS PACED_P50 PACED_P99
+    log "fixed-rate round $2/$ROUNDS, $name: ${DURATION}s, $CONNS connections, $RATE requests/s"
+    out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency \
+        -s "$HERE/fixed_rate.lua" -H "Host: $host" "$url" -- "$RATE")
+    file_figures "$name" "$out" RATED_RPS RATED_P50 RATED_P99
 }
 
 record() { # NAME OUTPUT CPU_TICKS: files one round's figures
@@ -391,7 +390,7 @@ for row in "${ROWS[@]}"; do
     *) OTHER_ROWS+=("$row") ;;
     esac
 done
-# One round: HOW (measure_row or measure_paced) over ROW... in that order.
+# One round: HOW (measure_row or measure_rated) over ROW... in that order.
 measure_round() { # HOW ROUND ROW...
     local how=$1 round=$2 row group peer
     shift 2
@@ -413,13 +412,13 @@ measure_round() { # HOW ROUND ROW...
 }
 for round in $(seq 1 "$ROUNDS"); do measure_round measure_row "$round" "${ROWS[@]}"; done
 
-# Paced rounds: every row wrk drives (all but the h2 ones), paired the same way.
-PACED_ROWS=()
-if ((PACE_MS > 0)); then
+# Fixed-rate rounds: every row wrk drives (all but the h2 ones), paired the same way.
+RATED_ROWS=()
+if ((RATE > 0)); then
     for row in "${ROWS[@]}"; do
-        [[ ${TOOL_OF[$row]} == wrk ]] && PACED_ROWS+=("$row")
+        [[ ${TOOL_OF[$row]} == wrk ]] && RATED_ROWS+=("$row")
     done
-    for round in $(seq 1 "$ROUNDS"); do measure_round measure_paced "$round" "${PACED_ROWS[@]}"; done
+    for round in $(seq 1 "$ROUNDS"); do measure_round measure_rated "$round" "${RATED_ROWS[@]}"; done
 fi
 
 # One row's figures against its peer's, round by round (bench/lib/pairs.py): the median of the
@@ -479,31 +478,31 @@ if [[ $BIG_ROW == *versions* ]]; then
     echo "  CPU per request: $(goal "${CPU[$BIG_ROW]}" "${CPU[$one]}" at-most)"
     echo "  p99: $(goal "${P99[$BIG_ROW]}" "${P99[$one]}" at-most)"
 fi
-# At equal load (the paced rounds) latency compares without one proxy's higher throughput
+# At equal load (the fixed-rate rounds) latency compares without one proxy's higher throughput
 # moving the queue to the load core.
-if ((${#PACED_ROWS[@]})); then
-    echo "At equal load (paced), p99 (goal ≤ 1.00):"
+if ((${#RATED_ROWS[@]})); then
+    echo "At equal load ($RATE requests/s), p99 (goal ≤ 1.00):"
     for row in "${NIMBUS_ROWS[@]}"; do
         peer=$(peer_of "$row")
-        [[ -n ${PACED_P99[$row]:-} ]] &&
-            echo "  $row vs $peer: $(goal "${PACED_P99[$row]}" "${PACED_P99[$peer]}" at-most)"
+        [[ -n ${RATED_P99[$row]:-} ]] &&
+            echo "  $row vs $peer: $(goal "${RATED_P99[$row]}" "${RATED_P99[$peer]}" at-most)"
     done
     if [[ $BIG_ROW == *versions* ]]; then
-        echo "  route table cost, $BIG_ROW vs $one: $(goal "${PACED_P99[$BIG_ROW]}" "${PACED_P99[$one]}" at-most)"
+        echo "  route table cost, $BIG_ROW vs $one: $(goal "${RATED_P99[$BIG_ROW]}" "${RATED_P99[$one]}" at-most)"
     fi
 fi
 
-if ((${#PACED_ROWS[@]})); then
+if ((${#RATED_ROWS[@]})); then
     echo
-    echo "Paced: the same rows with each connection waiting ${PACE_MS} ms between requests (equal load),"
+    echo "Fixed rate: the same rows at $RATE requests/s over $CONNS connections (equal load),"
     echo "median of $ROUNDS rounds; ratios are medians of per-round pairs with HAProxy on the same protocol [90% interval]."
     echo
     printf '| %-32s | %7s | %7s | %7s | %17s | %17s |\n' row rps "p50 ms" "p99 ms" "p50 / haproxy" "p99 / haproxy"
     printf '|%s|%s|%s|%s|%s|%s|\n' "----------------------------------" "---------" "---------" "---------" "-------------------" "-------------------"
-    for row in "${PACED_ROWS[@]}"; do
+    for row in "${RATED_ROWS[@]}"; do
         printf '| %-32s | %7.0f | %7.3f | %7.3f | %17s | %17s |\n' "$row" \
-            "$(median "${PACED_RPS[$row]}")" "$(median "${PACED_P50[$row]}")" "$(median "${PACED_P99[$row]}")" \
-            "$(paired "${PACED_P50[$row]}" "${PACED_P50[$(peer_of "$row")]}")" \
-            "$(paired "${PACED_P99[$row]}" "${PACED_P99[$(peer_of "$row")]}")"
+            "$(median "${RATED_RPS[$row]}")" "$(median "${RATED_P50[$row]}")" "$(median "${RATED_P99[$row]}")" \
+            "$(paired "${RATED_P50[$row]}" "${RATED_P50[$(peer_of "$row")]}")" \
+            "$(paired "${RATED_P99[$row]}" "${RATED_P99[$(peer_of "$row")]}")"
     done
 fi
