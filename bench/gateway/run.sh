@@ -506,3 +506,11 @@ if ((${#RATED_ROWS[@]})); then
             "$(paired "${RATED_P99[$row]}" "${RATED_P99[$(peer_of "$row")]}")"
     done
 fi
+
+# Every round's p99, so runs of the same build can be pooled later (bench/lib/pairs.py takes the
+# space-separated lists as they are).
+echo
+echo "p99 ms of each round (saturated | fixed rate):"
+for row in "${ROWS[@]}"; do
+    [[ -n ${P99[$row]:-} ]] && echo "  $row: ${P99[$row]# } | ${RATED_P99[$row]# }"
+done
