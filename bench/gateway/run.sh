@@ -512,5 +512,7 @@ fi
 echo
 echo "p99 ms of each round (saturated | fixed rate):"
 for row in "${ROWS[@]}"; do
-    [[ -n ${P99[$row]:-} ]] && echo "  $row: ${P99[$row]# } | ${RATED_P99[$row]# }"
+    if [[ -n ${P99[$row]:-} ]]; then
+        echo "  $row: ${P99[$row]# } | ${RATED_P99[$row]# }"
+    fi
 done

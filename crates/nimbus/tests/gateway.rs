@@ -171,6 +171,79 @@ async fn access_log_file_gets_one_json_line_per_request_and_keeps_them_at_shutdo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reopens_the_access_log_that_logrotate_moved_away() {
+    let dir = std::env::temp_dir().join(format!("nimbus-access-rotate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("access.log");
+    let rotated = dir.join("access.log.1");
+    let mut server = Server::start_with(&["--access-log", &path.to_string_lossy()]).await;
+    server.deploy("rotated", &[]).await;
+    let host = Server::host("rotated");
+    let ids_in = |file: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|line| line["request_id"].as_str().map(str::to_string))
+            .collect()
+    };
+    server
+        .get_with(&host, "/", &[("x-request-id", "before-rotation")])
+        .await;
+    eventually(
+        "the first line is in the file",
+        Duration::from_secs(10),
+        async || {
+            ids_in(&path)
+                .contains(&"before-rotation".to_string())
+                .then_some(())
+        },
+    )
+    .await;
+
+    // logrotate: move the file, then `kill -HUP`. The server lives on and starts a new file.
+    std::fs::rename(&path, &rotated).expect("rotate the log");
+    server.sighup();
+    let mut sent = vec!["before-rotation".to_string()];
+    let attempts = std::sync::Mutex::new(0);
+    eventually(
+        "lines after the SIGHUP land in a new file at the old path",
+        Duration::from_secs(15),
+        async || {
+            let id = {
+                let mut n = attempts.lock().unwrap();
+                *n += 1;
+                format!("after-rotation-{n}")
+            };
+            let reply = server.get_with(&host, "/", &[("x-request-id", &id)]).await;
+            assert_eq!(reply.status, 200, "the server still serves after SIGHUP");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            (!ids_in(&path).is_empty()).then_some(())
+        },
+    )
+    .await;
+    let after = *attempts.lock().unwrap();
+    sent.extend((1..=after).map(|n| format!("after-rotation-{n}")));
+    assert!(server.sigterm().await.success());
+
+    let old = ids_in(&rotated);
+    let new = ids_in(&path);
+    assert!(old.contains(&"before-rotation".to_string()), "{old:?}");
+    assert!(!new.contains(&"before-rotation".to_string()), "{new:?}");
+    for id in &sent {
+        assert_eq!(
+            old.iter()
+                .chain(&new)
+                .filter(|logged| *logged == id)
+                .count(),
+            1,
+            "{id} is logged exactly once across both files: old {old:?}, new {new:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_access_log_nobody_reads_never_stops_traffic() {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;

@@ -2,14 +2,14 @@
 //! of its own writes the buffer out, so a slow disk or a stdout nobody reads never holds up a
 //! request (HAProxy logs with non-blocking sends for the same reason; Envoy has a flush thread).
 //! When the writer falls far behind, new lines are dropped and counted rather than queued
-//! without bound.
+//! without bound. A file log can be reopened in place (SIGHUP), so logrotate can move it away.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use tracing::warn;
+use tracing::{info, warn};
 
 /// How much the writer gathers before it writes (it also writes once a second).
 const WRITE_BYTES: usize = 64 * 1024;
@@ -17,6 +17,9 @@ const WRITE_BYTES: usize = 64 * 1024;
 const WRITE_INTERVAL: Duration = Duration::from_secs(1);
 /// Most bytes waiting for the writer; past it, lines are dropped.
 const MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
+
+/// Opens the log's destination afresh (after logrotate moved the file away).
+pub type Reopen = Box<dyn FnMut() -> std::io::Result<Box<dyn Write + Send>> + Send>;
 
 /// A running access-log writer thread and the buffer it drains.
 pub struct AccessLogWriter {
@@ -45,15 +48,23 @@ struct State {
     /// Lines dropped since the writer last reported them.
     dropped: u64,
     closing: bool,
+    /// A reopen was asked for and the writer has not done it yet.
+    reopen: bool,
     /// The writer has stopped (closed, or the sink failed): appends are ignored.
     stopped: bool,
 }
 
 impl AccessLogWriter {
     /// Starts the writer thread for `sink`; `dropped_lines` counts the lines it had to drop.
-    pub fn start(sink: Box<dyn Write + Send>, dropped_lines: Counter) -> std::io::Result<Self> {
+    /// `reopen`, when the destination is a file, makes [`reopen`](Self::reopen) work.
+    pub fn start(
+        sink: Box<dyn Write + Send>,
+        reopen: Option<Reopen>,
+        dropped_lines: Counter,
+    ) -> std::io::Result<Self> {
         Self::start_with(
             sink,
+            reopen,
             dropped_lines,
             Limits {
                 write_bytes: WRITE_BYTES,
@@ -64,6 +75,7 @@ impl AccessLogWriter {
 
     fn start_with(
         sink: Box<dyn Write + Send>,
+        reopen: Option<Reopen>,
         dropped_lines: Counter,
         limits: Limits,
     ) -> std::io::Result<Self> {
@@ -77,7 +89,7 @@ impl AccessLogWriter {
         let writer = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("nimbus-access-log".into())
-            .spawn(move || writer.run(sink))?;
+            .spawn(move || writer.run(sink, reopen))?;
         Ok(Self { shared })
     }
 
@@ -102,6 +114,15 @@ impl AccessLogWriter {
         if before < limits.write_bytes && state.pending.len() >= limits.write_bytes {
             self.shared.wake.notify_one();
         }
+    }
+
+    /// Has the writer write what is waiting to the current destination, then open it afresh:
+    /// lines logged before the call stay in the old file. Returns at once; a log that cannot be
+    /// reopened keeps its old destination (and says so in the server's log).
+    pub fn reopen(&self) {
+        let mut state = self.shared.lock();
+        state.reopen = true;
+        self.shared.wake.notify_one();
     }
 
     /// Writes what is waiting and stops the writer; waits at most `timeout` for it (a sink that
@@ -130,20 +151,26 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The writer thread: waits for a buffer's worth (or a second, or the close), swaps the
-    /// buffer out and writes it without holding the lock.
-    fn run(&self, mut sink: Box<dyn Write + Send>) {
+    /// The writer thread: waits for a buffer's worth (or a second, a reopen, or the close),
+    /// swaps the buffer out and writes it without holding the lock.
+    fn run(&self, mut sink: Box<dyn Write + Send>, mut reopen: Option<Reopen>) {
         let mut out = Vec::new();
         loop {
-            let (closing, dropped) = {
+            let (closing, dropped, reopen_now) = {
                 let (mut state, _) = self
                     .wake
                     .wait_timeout_while(self.lock(), WRITE_INTERVAL, |state| {
-                        state.pending.len() < self.limits.write_bytes && !state.closing
+                        state.pending.len() < self.limits.write_bytes
+                            && !state.closing
+                            && !state.reopen
                     })
                     .unwrap_or_else(PoisonError::into_inner);
                 std::mem::swap(&mut out, &mut state.pending);
-                (state.closing, std::mem::take(&mut state.dropped))
+                (
+                    state.closing,
+                    std::mem::take(&mut state.dropped),
+                    std::mem::take(&mut state.reopen),
+                )
             };
             if dropped > 0 {
                 warn!(
@@ -161,6 +188,20 @@ impl Shared {
                 if out.capacity() > 4 * self.limits.write_bytes {
                     // A burst grew the buffer: give the memory back.
                     out = Vec::new();
+                }
+            }
+            if reopen_now {
+                if let Some(open) = reopen.as_mut() {
+                    match open() {
+                        Ok(fresh) => {
+                            sink = fresh;
+                            info!("Access log reopened.");
+                        }
+                        Err(error) => warn!(
+                            %error,
+                            "Cannot reopen the access log; still writing where it was."
+                        ),
+                    }
                 }
             }
             // Closing: keep going until a pass finds nothing more to write.
@@ -244,7 +285,8 @@ mod tests {
         let gate = Gate::default();
         gate.set_open(true);
         let writer =
-            AccessLogWriter::start_with(Box::new(gate.clone()), Counter::default(), SMALL).unwrap();
+            AccessLogWriter::start_with(Box::new(gate.clone()), None, Counter::default(), SMALL)
+                .unwrap();
         for n in 0..20 {
             writer.append(line(n));
         }
@@ -260,7 +302,8 @@ mod tests {
         let gate = Gate::default();
         let dropped = Counter::default();
         let writer =
-            AccessLogWriter::start_with(Box::new(gate.clone()), dropped.clone(), SMALL).unwrap();
+            AccessLogWriter::start_with(Box::new(gate.clone()), None, dropped.clone(), SMALL)
+                .unwrap();
         // The writer takes the first buffer's worth and blocks on it; the rest piles up to the
         // limit and past it is dropped. Every append returns at once.
         let started = Instant::now();
@@ -290,7 +333,8 @@ mod tests {
         let gate = Gate::default();
         gate.set_open(true);
         let writer =
-            AccessLogWriter::start_with(Box::new(gate.clone()), Counter::default(), SMALL).unwrap();
+            AccessLogWriter::start_with(Box::new(gate.clone()), None, Counter::default(), SMALL)
+                .unwrap();
         writer.append(line(1));
         writer.append(|buf: &mut Vec<u8>| {
             buf.extend_from_slice(b"half a li");
@@ -301,10 +345,77 @@ mod tests {
         assert_eq!(gate.written(), "line 1\nline 2\n");
     }
 
+    /// Waits until the writer has taken the reopen asked for.
+    fn reopen_taken(writer: &AccessLogWriter) {
+        let started = Instant::now();
+        while writer.shared.lock().reopen {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the writer never reopened"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_reopen_moves_later_lines_to_the_fresh_destination_and_a_failed_one_keeps_it() {
+        let first = Gate::default();
+        let second = Gate::default();
+        first.set_open(true);
+        second.set_open(true);
+        let fresh = second.clone();
+        let mut opens = 0;
+        let reopen: Reopen = Box::new(move || {
+            opens += 1;
+            if opens == 1 {
+                Ok(Box::new(fresh.clone()) as Box<dyn Write + Send>)
+            } else {
+                Err(std::io::Error::other("permission denied"))
+            }
+        });
+        let writer = AccessLogWriter::start_with(
+            Box::new(first.clone()),
+            Some(reopen),
+            Counter::default(),
+            SMALL,
+        )
+        .unwrap();
+        writer.append(line(1));
+        writer.reopen();
+        reopen_taken(&writer);
+        writer.append(line(2));
+        writer.reopen();
+        reopen_taken(&writer);
+        writer.append(line(3));
+        assert!(writer.close(Duration::from_secs(5)));
+        assert_eq!(
+            first.written(),
+            "line 1\n",
+            "lines before the reopen stay behind"
+        );
+        assert_eq!(second.written(), "line 2\nline 3\n");
+    }
+
+    #[test]
+    fn a_reopen_without_a_file_changes_nothing() {
+        let gate = Gate::default();
+        gate.set_open(true);
+        let writer =
+            AccessLogWriter::start_with(Box::new(gate.clone()), None, Counter::default(), SMALL)
+                .unwrap();
+        writer.append(line(1));
+        writer.reopen();
+        reopen_taken(&writer);
+        writer.append(line(2));
+        assert!(writer.close(Duration::from_secs(5)));
+        assert_eq!(gate.written(), "line 1\nline 2\n");
+    }
+
     #[test]
     fn a_failing_sink_turns_the_log_off() {
         let writer =
-            AccessLogWriter::start_with(Box::new(Failing), Counter::default(), SMALL).unwrap();
+            AccessLogWriter::start_with(Box::new(Failing), None, Counter::default(), SMALL)
+                .unwrap();
         for n in 0..20 {
             writer.append(line(n));
         }

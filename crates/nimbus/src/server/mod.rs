@@ -393,6 +393,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .await
     });
 
+    let hangup_task = reopen_on_hangup(telemetry.clone());
     info!(api = %api_addr, gateway = %http_addr, data = %data.display(), "Nimbus is up.");
     let s3_field = s3_addr.map_or(String::new(), |a| format!(" s3=http://{a}"));
     let https_field = https_addr.map_or(String::new(), |a| format!(" https=https://{a}"));
@@ -404,6 +405,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let _ = std::io::stdout().flush();
 
     shutdown_signal().await;
+    hangup_task.abort();
     info!("Shutting down: draining instances.");
     let _ = shutdown_tx.send(true);
     if let Err(error) = reconciler_task.await {
@@ -609,6 +611,25 @@ fn prune_deleted_logs(store: &Store, logs: &Path, before: Duration) {
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Reopens the access log file on every SIGHUP, so logrotate can move it away
+/// (`postrotate kill -HUP`), as nginx reopens its logs on USR1. It also means a hangup no
+/// longer ends the server.
+fn reopen_on_hangup(telemetry: Arc<Telemetry>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                warn!(%error, "Cannot listen for SIGHUP; the access log cannot be reopened.");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            info!("SIGHUP: reopening the access log.");
+            telemetry.reopen_access_log();
+        }
+    })
 }
 
 async fn shutdown_signal() {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +20,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::warn;
 
-use super::access_log::AccessLogWriter;
+use super::access_log::{AccessLogWriter, Reopen};
 
 type Labels = Vec<(String, String)>;
 
@@ -55,6 +55,15 @@ impl std::str::FromStr for AccessLog {
             path => Ok(Self::File(PathBuf::from(path))),
         }
     }
+}
+
+/// The access log file, appended to (and created when missing).
+fn open_access_log(path: &Path) -> std::io::Result<Box<dyn Write + Send>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    Ok(Box::new(file))
 }
 
 /// Writes one access log line (JSON, keys in alphabetical order, the order the lines always had)
@@ -235,23 +244,28 @@ impl Telemetry {
             "Access log lines dropped because the log's destination fell behind",
             access_log_dropped.clone(),
         );
-        let sink: Option<Box<dyn Write + Send>> = match access_log {
+        let access_log = match access_log {
             AccessLog::Off => None,
-            AccessLog::Stdout => Some(Box::new(std::io::stdout())),
-            AccessLog::File(path) => Some(Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot open the access log {}: {e}", path.display())
-                    })?,
+            AccessLog::Stdout => Some(AccessLogWriter::start(
+                Box::new(std::io::stdout()),
+                None,
+                access_log_dropped,
             )),
-        };
-        let access_log = sink
-            .map(|sink| AccessLogWriter::start(sink, access_log_dropped))
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("cannot start the access log's writer: {e}"))?;
+            AccessLog::File(path) => {
+                let sink = open_access_log(path).map_err(|e| {
+                    anyhow::anyhow!("cannot open the access log {}: {e}", path.display())
+                })?;
+                let path = path.clone();
+                let reopen: Reopen = Box::new(move || open_access_log(&path));
+                Some(AccessLogWriter::start(
+                    sink,
+                    Some(reopen),
+                    access_log_dropped,
+                ))
+            }
+        }
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("cannot start the access log's writer: {e}"))?;
         Ok(Self {
             registry,
             requests,
@@ -382,6 +396,14 @@ impl Telemetry {
     fn log_access(&self, record: &RequestRecord) {
         if let Some(log) = &self.access_log {
             log.append(|buf| write_access_line(buf, record).is_ok());
+        }
+    }
+
+    /// Opens the access log file afresh (SIGHUP, after logrotate moved it); lines already
+    /// logged go to the old file first. Nothing happens for `stdout` or `off`.
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.reopen();
         }
     }
 

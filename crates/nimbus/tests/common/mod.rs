@@ -410,6 +410,12 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Sends SIGHUP (logrotate's `postrotate`), without waiting for anything.
+    pub fn sighup(&self) {
+        let pid = self.pid().expect("server is running");
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGHUP);
+    }
+
     /// Sends SIGTERM and waits (bounded) for a graceful exit.
     pub async fn sigterm(&mut self) -> ExitStatus {
         let pid = self.pid().expect("server is running");
