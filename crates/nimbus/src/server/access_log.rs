@@ -280,13 +280,19 @@ mod tests {
         max_pending_bytes: 256,
     };
 
-    #[test]
-    fn lines_reach_the_sink_in_order_and_close_writes_the_rest() {
+    /// A writer with the small limits, writing into a gate that takes everything.
+    fn writer_into_open_gate() -> (Gate, AccessLogWriter) {
         let gate = Gate::default();
         gate.set_open(true);
         let writer =
             AccessLogWriter::start_with(Box::new(gate.clone()), None, Counter::default(), SMALL)
                 .unwrap();
+        (gate, writer)
+    }
+
+    #[test]
+    fn lines_reach_the_sink_in_order_and_close_writes_the_rest() {
+        let (gate, writer) = writer_into_open_gate();
         for n in 0..20 {
             writer.append(line(n));
         }
@@ -330,11 +336,7 @@ mod tests {
 
     #[test]
     fn a_line_that_cannot_be_formatted_leaves_nothing_behind() {
-        let gate = Gate::default();
-        gate.set_open(true);
-        let writer =
-            AccessLogWriter::start_with(Box::new(gate.clone()), None, Counter::default(), SMALL)
-                .unwrap();
+        let (gate, writer) = writer_into_open_gate();
         writer.append(line(1));
         writer.append(|buf: &mut Vec<u8>| {
             buf.extend_from_slice(b"half a li");
@@ -398,11 +400,7 @@ mod tests {
 
     #[test]
     fn a_reopen_without_a_file_changes_nothing() {
-        let gate = Gate::default();
-        gate.set_open(true);
-        let writer =
-            AccessLogWriter::start_with(Box::new(gate.clone()), None, Counter::default(), SMALL)
-                .unwrap();
+        let (gate, writer) = writer_into_open_gate();
         writer.append(line(1));
         writer.reopen();
         reopen_taken(&writer);
