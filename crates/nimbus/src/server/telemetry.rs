@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nimbus_gateway::{RequestObserver, RequestRecord};
@@ -110,6 +110,9 @@ struct VersionHot {
     by_status: Vec<(u16, Counter)>,
     key: UsageKey,
     pending: Option<PendingUsage>,
+    /// Closed minutes the request path could not fold in because the metering pass held the
+    /// meter; that pass (or the next) takes them, so a request never waits on the meter.
+    carried: Vec<PendingUsage>,
 }
 
 /// Requests of one version within one minute, not yet in the meter.
@@ -120,6 +123,22 @@ struct PendingUsage {
     requests: u64,
     egress: u64,
     ingress: u64,
+}
+
+impl PendingUsage {
+    fn starting(minute: u64, at_ms: u64) -> Self {
+        Self {
+            minute,
+            at_ms,
+            requests: 0,
+            egress: 0,
+            ingress: 0,
+        }
+    }
+
+    fn add_to(self, meter: &mut Meter, key: &UsageKey) {
+        meter.add_requests(key, self.at_ms, self.requests, self.egress, self.ingress);
+    }
 }
 
 /// Per-version hot entries by namespace, service and version (nested, so a lookup borrows the
@@ -400,11 +419,11 @@ impl Telemetry {
     }
 
     /// Opens the access log file afresh (SIGHUP, after logrotate moved it); lines already
-    /// logged go to the old file first. Nothing happens for `stdout` or `off`.
-    pub fn reopen_access_log(&self) {
-        if let Some(log) = &self.access_log {
-            log.reopen();
-        }
+    /// logged go to the old file first. False, and nothing done, for `stdout` or `off`.
+    pub fn reopen_access_log(&self) -> bool {
+        self.access_log
+            .as_ref()
+            .is_some_and(AccessLogWriter::reopen)
     }
 
     /// Writes the access log's last lines and stops its writer (at shutdown, once the gateway
@@ -419,18 +438,20 @@ impl Telemetry {
 
     /// Moves the requests counted on the request path into the meter.
     fn drain_pending_usage(&self) {
-        let pending: Vec<(UsageKey, PendingUsage)> = {
+        let mut pending: Vec<(UsageKey, PendingUsage)> = Vec::new();
+        {
             let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
-            hot.values_mut()
-                .filter_map(|v| v.pending.take().map(|p| (v.key.clone(), p)))
-                .collect()
-        };
+            for v in hot.values_mut() {
+                let taken = v.carried.drain(..).chain(v.pending.take());
+                pending.extend(taken.map(|p| (v.key.clone(), p)));
+            }
+        }
         if pending.is_empty() {
             return;
         }
         let mut meter = self.meter();
         for (key, p) in pending {
-            meter.add_requests(&key, p.at_ms, p.requests, p.egress, p.ingress);
+            p.add_to(&mut meter, &key);
         }
     }
 
@@ -450,6 +471,7 @@ impl Telemetry {
                 by_status: Vec::new(),
                 key: UsageKey::new(ns, service, version),
                 pending: None,
+                carried: Vec::new(),
             }
         })
     }
@@ -517,7 +539,7 @@ impl Telemetry {
 
 impl RequestObserver for Telemetry {
     fn finished(&self, record: RequestRecord) {
-        let closed_minute = {
+        {
             let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
             let version = self.version_hot(&mut hot, &record);
             version.duration.observe(record.duration.as_secs_f64());
@@ -539,38 +561,28 @@ impl RequestObserver for Telemetry {
                     version.by_status.push((record.status, counter));
                 }
             }
-            if record.service.is_empty() {
-                None
-            } else {
+            if !record.service.is_empty() {
                 // Metered per minute: count here, fold into the meter when the minute turns.
                 let minute = nimbus_metering::minute_of(record.at_ms);
-                let pending = version.pending.get_or_insert(PendingUsage {
-                    minute,
-                    at_ms: record.at_ms,
-                    requests: 0,
-                    egress: 0,
-                    ingress: 0,
-                });
-                let closed = (pending.minute != minute).then(|| {
-                    let closed = *pending;
-                    *pending = PendingUsage {
-                        minute,
-                        at_ms: record.at_ms,
-                        requests: 0,
-                        egress: 0,
-                        ingress: 0,
-                    };
-                    (version.key.clone(), closed)
-                });
+                let pending = version
+                    .pending
+                    .get_or_insert_with(|| PendingUsage::starting(minute, record.at_ms));
+                if pending.minute != minute {
+                    let closed =
+                        std::mem::replace(pending, PendingUsage::starting(minute, record.at_ms));
+                    // `hot` before `meter` is the lock order, and try_lock never waits.
+                    match self.meter.try_lock() {
+                        Ok(mut meter) => closed.add_to(&mut meter, &version.key),
+                        Err(TryLockError::Poisoned(poisoned)) => {
+                            closed.add_to(&mut poisoned.into_inner(), &version.key)
+                        }
+                        Err(TryLockError::WouldBlock) => version.carried.push(closed),
+                    }
+                }
                 pending.requests += 1;
                 pending.egress += record.bytes_out;
                 pending.ingress += record.bytes_in;
-                closed
             }
-        };
-        if let Some((key, p)) = closed_minute {
-            self.meter()
-                .add_requests(&key, p.at_ms, p.requests, p.egress, p.ingress);
         }
         self.log_access(&record);
     }
@@ -632,9 +644,9 @@ mod tests {
         assert!("".parse::<AccessLog>().is_err());
     }
 
-    #[test]
-    fn access_line_is_the_json_object_with_sorted_keys() {
-        let record = |instance: Option<&str>, upstream| RequestRecord {
+    /// A request as the gateway reports it; tests override fields.
+    fn served() -> RequestRecord {
+        RequestRecord {
             at_ms: 1_764_000_000_123,
             host: "hello--default.nimbus.localhost".into(),
             method: axum::http::Method::POST,
@@ -642,18 +654,26 @@ mod tests {
             namespace: Arc::from("default"),
             service: Arc::from("hello"),
             version: Arc::from("v1"),
-            instance: instance.map(Arc::from),
+            instance: Some(Arc::from("hello-v1-a")),
             status: 201,
             bytes_out: 42,
             bytes_in: 7,
             duration: Duration::from_micros(1500),
-            upstream,
+            upstream: Some(Duration::from_micros(1200)),
             request_id: axum::http::HeaderValue::from_static("abc"),
-        };
+        }
+    }
+
+    #[test]
+    fn access_line_is_the_json_object_with_sorted_keys() {
         // (record, what serde_json makes of the same fields)
         for r in [
-            record(Some("hello-v1-a"), Some(Duration::from_micros(1200))),
-            record(None, None), // no instance answered
+            served(),
+            RequestRecord {
+                instance: None, // no instance answered
+                upstream: None,
+                ..served()
+            },
         ] {
             let mut buf = Vec::new();
             write_access_line(&mut buf, &r).unwrap();
@@ -666,5 +686,36 @@ mod tests {
             });
             assert_eq!(String::from_utf8(buf).unwrap(), format!("{want}\n"));
         }
+    }
+
+    #[test]
+    fn a_minute_closing_while_the_metering_pass_holds_the_meter_waits_for_nothing_and_is_kept() {
+        let dir = std::env::temp_dir().join(format!("nimbus-telemetry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let usage = Arc::new(UsageStore::open(&dir.join("usage.db")).unwrap());
+        let telemetry = Telemetry::new(usage, Meter::new(), &AccessLog::Off).unwrap();
+        let minute = |m: u64| m * 60_000 + 1;
+
+        let metering_pass = telemetry.meter();
+        telemetry.finished(RequestRecord {
+            at_ms: minute(10),
+            ..served()
+        });
+        // Closes minute 10. A blocking lock here would deadlock this thread, which holds it.
+        telemetry.finished(RequestRecord {
+            at_ms: minute(11),
+            bytes_out: 5,
+            ..served()
+        });
+        drop(metering_pass);
+
+        telemetry.drain_pending_usage();
+        let rows = telemetry.meter().flush(minute(12)).rows;
+        let got: Vec<(u64, u64, u64)> = rows
+            .iter()
+            .map(|r| (r.minute, r.usage.requests, r.usage.egress_bytes))
+            .collect();
+        assert_eq!(got, [(10, 1, 42), (11, 1, 5)]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
