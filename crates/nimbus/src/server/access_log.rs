@@ -24,6 +24,8 @@ pub type Reopen = Box<dyn FnMut() -> std::io::Result<Box<dyn Write + Send>> + Se
 /// A running access-log writer thread and the buffer it drains.
 pub struct AccessLogWriter {
     shared: Arc<Shared>,
+    /// The destination can be opened afresh (a file).
+    reopens: bool,
 }
 
 struct Shared {
@@ -87,10 +89,11 @@ impl AccessLogWriter {
             dropped_lines,
         });
         let writer = Arc::clone(&shared);
+        let reopens = reopen.is_some();
         std::thread::Builder::new()
             .name("nimbus-access-log".into())
             .spawn(move || writer.run(sink, reopen))?;
-        Ok(Self { shared })
+        Ok(Self { shared, reopens })
     }
 
     /// Appends one line, which `format` writes at the end of the buffer (returning false when
@@ -118,11 +121,16 @@ impl AccessLogWriter {
 
     /// Has the writer write what is waiting to the current destination, then open it afresh:
     /// lines logged before the call stay in the old file. Returns at once; a log that cannot be
-    /// reopened keeps its old destination (and says so in the server's log).
-    pub fn reopen(&self) {
+    /// reopened keeps its old destination (and says so in the server's log). False, and
+    /// nothing done, when the destination is not a file.
+    pub fn reopen(&self) -> bool {
+        if !self.reopens {
+            return false;
+        }
         let mut state = self.shared.lock();
         state.reopen = true;
         self.shared.wake.notify_one();
+        true
     }
 
     /// Writes what is waiting and stops the writer; waits at most `timeout` for it (a sink that
@@ -383,10 +391,10 @@ mod tests {
         )
         .unwrap();
         writer.append(line(1));
-        writer.reopen();
+        assert!(writer.reopen());
         reopen_taken(&writer);
         writer.append(line(2));
-        writer.reopen();
+        assert!(writer.reopen());
         reopen_taken(&writer);
         writer.append(line(3));
         assert!(writer.close(Duration::from_secs(5)));
@@ -402,8 +410,11 @@ mod tests {
     fn a_reopen_without_a_file_changes_nothing() {
         let (gate, writer) = writer_into_open_gate();
         writer.append(line(1));
-        writer.reopen();
-        reopen_taken(&writer);
+        assert!(
+            !writer.reopen(),
+            "a destination that is no file is not reopened"
+        );
+        assert!(!writer.shared.lock().reopen);
         writer.append(line(2));
         assert!(writer.close(Duration::from_secs(5)));
         assert_eq!(gate.written(), "line 1\nline 2\n");

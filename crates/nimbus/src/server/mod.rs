@@ -626,8 +626,11 @@ fn reopen_on_hangup(telemetry: Arc<Telemetry>) -> tokio::task::JoinHandle<()> {
             }
         };
         while hangups.recv().await.is_some() {
-            info!("SIGHUP: reopening the access log.");
-            telemetry.reopen_access_log();
+            if telemetry.reopen_access_log() {
+                info!("SIGHUP: reopening the access log.");
+            } else {
+                info!("SIGHUP: the access log is not a file; nothing to reopen.");
+            }
         }
     })
 }
