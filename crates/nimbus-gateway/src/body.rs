@@ -12,7 +12,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use crate::error::BoxError;
 use crate::gate::Permit;
 use crate::observe::Pending;
-use crate::upstream::KeptBody;
+use crate::upstream::{keep_trailer_fields, KeptBody};
 
 /// A response body, without boxing on the hot path. It counts the bytes it sends and, when it is
 /// dropped (sent in full, failed, or abandoned by the client), reports the request to the
@@ -156,7 +156,15 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Self::Pooled(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+            Self::Pooled(body) => Pin::new(body).poll_frame(cx).map(|frame| {
+                frame.map(|frame| {
+                    let frame = frame?;
+                    Ok(match frame.into_trailers() {
+                        Ok(trailers) => Frame::trailers(keep_trailer_fields(trailers)),
+                        Err(frame) => frame,
+                    })
+                })
+            }),
             Self::Kept(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
         }
     }

@@ -575,6 +575,33 @@ const HEAD_ONLY_FIELDS: [HeaderName; 7] = [
     header::SET_COOKIE,
 ];
 
+/// Whether a trailer may carry the field `name`: not a hop-by-hop one, nor one only a head may
+/// carry.
+fn trailer_may_carry(name: &HeaderName) -> bool {
+    !(is_hop_by_hop(name, false) || HEAD_ONLY_FIELDS.contains(name))
+}
+
+/// The trailer fields of a response hyper decoded (HTTP/2, or a pooled HTTP/1.1 connection)
+/// without the ones no trailer may carry, as [`add_trailer`] leaves them out of the gateway's
+/// own decoding.
+pub(crate) fn keep_trailer_fields(trailers: HeaderMap) -> HeaderMap {
+    if trailers.keys().all(trailer_may_carry) {
+        return trailers;
+    }
+    let mut kept = HeaderMap::with_capacity(trailers.len());
+    let mut name = None;
+    // A name comes with its first value only; the values after it share it.
+    for (next, value) in trailers {
+        if next.is_some() {
+            name = next;
+        }
+        if let Some(name) = name.as_ref().filter(|n| trailer_may_carry(n)) {
+            kept.append(name.clone(), value);
+        }
+    }
+    kept
+}
+
 /// Adds one trailer line (`name: value`) to `trailers`; a field no trailer may carry is left
 /// out, a malformed line is an invalid response.
 fn add_trailer(trailers: &mut HeaderMap, line: &[u8]) -> Result<(), UpstreamError> {
@@ -582,7 +609,7 @@ fn add_trailer(trailers: &mut HeaderMap, line: &[u8]) -> Result<(), UpstreamErro
     let colon = line.iter().position(|&b| b == b':').ok_or_else(invalid)?;
     let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| invalid())?;
     let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).map_err(|_| invalid())?;
-    if is_hop_by_hop(&name, false) || HEAD_ONLY_FIELDS.contains(&name) {
+    if !trailer_may_carry(&name) {
         return Ok(());
     }
     if trailers.len() >= MAX_RESPONSE_HEADERS {
@@ -941,6 +968,48 @@ mod tests {
             .collect();
         let wire = [b"0\r\n".as_slice(), &many].concat();
         assert!(decode_chunked(&wire, 1024).is_err(), "past the field limit");
+    }
+
+    #[test]
+    fn decoded_trailers_lose_the_fields_no_trailer_may_carry() {
+        type Fields = &'static [(&'static str, &'static str)];
+        // (fields hyper decoded, fields kept)
+        let cases: &[(Fields, Fields)] = &[
+            (&[], &[]),
+            (&[("grpc-status", "0")], &[("grpc-status", "0")]),
+            (
+                &[
+                    ("set-cookie", "a=1"),
+                    ("x-a", "1"),
+                    ("x-a", "2"),
+                    ("content-type", "t"),
+                ],
+                &[("x-a", "1"), ("x-a", "2")],
+            ),
+            (
+                &[
+                    ("proxy-x", "1"),
+                    ("keep-alive", "5"),
+                    ("grpc-message", "ok"),
+                ],
+                &[("grpc-message", "ok")],
+            ),
+        ];
+        for (decoded, want) in cases {
+            let mut trailers = HeaderMap::new();
+            for (name, value) in *decoded {
+                trailers.append(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                );
+            }
+            let kept = keep_trailer_fields(trailers);
+            let got: Vec<(&str, &str)> = kept
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+                .collect();
+            assert_eq!(got, *want, "{decoded:?}");
+        }
     }
 
     /// Parses an encoded head back into (request line, header fields in order).

@@ -211,6 +211,8 @@ async fn h2c_from_clients_and_to_upstreams() {
         trailers.get("x-te").map(|v| v.as_bytes()),
         Some(b"trailers".as_slice())
     );
+    // The instance's HTTP/2 trailers also carry `set-cookie`, which only a head may carry.
+    assert_eq!(trailers.get("set-cookie"), None, "{trailers:?}");
     let raw = raw_http1(
         gateway,
         &format!("GET /trailers HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"),

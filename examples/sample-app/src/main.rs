@@ -19,7 +19,8 @@
 //! - `GET /trailers`: `ok` followed by trailer fields, as a gRPC server ends a call:
 //!   `grpc-status: 0` and `x-te` with the `TE` header the request came with (`none` without one).
 //!   HTTP/2 always carries them; over HTTP/1.1 they are sent only to a client asking with
-//!   `TE: trailers`.
+//!   `TE: trailers`. Over HTTP/2 a `set-cookie` trailer comes too, which no trailer may carry:
+//!   a proxy has to drop it.
 //!
 //! With `H2C=1` it also speaks HTTP/2 without TLS (prior knowledge), like a gRPC server.
 //!
@@ -307,9 +308,14 @@ fn stream(chunks: u64, delay_ms: u64) -> Response<Body> {
     response
 }
 
-/// `ok`, then the trailer fields `grpc-status: 0` and `x-te` (the request's `TE`, or `none`).
+/// `ok`, then the trailer fields `grpc-status: 0` and `x-te` (the request's `TE`, or `none`),
+/// and `set-cookie`, which hyper's HTTP/1.1 encoder leaves out but HTTP/2 sends.
 fn with_trailers(te: Option<&HeaderValue>) -> Response<Body> {
     let mut trailers = hyper::HeaderMap::new();
+    trailers.insert(
+        hyper::header::SET_COOKIE,
+        HeaderValue::from_static("from-trailer=1"),
+    );
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
     trailers.insert(
         "x-te",

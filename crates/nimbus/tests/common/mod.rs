@@ -41,37 +41,42 @@ pub fn nimbus_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nimbus"))
 }
 
-/// The sample app binary, next to `nimbus` in `target/<profile>/`. Built once with the same
-/// profile when missing (e.g. under `cargo test -p nimbus`).
+/// The sample app binary, next to `nimbus` in `target/<profile>/`, brought up to date with the
+/// same profile once per test binary (`cargo test -p nimbus` does not build it, and a stale one
+/// would test the previous app; an up-to-date build costs a moment).
 pub fn sample_app_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let nimbus = nimbus_bin();
         let profile_dir = nimbus.parent().expect("nimbus binary has a parent dir");
         let app = profile_dir.join("nimbus-sample-app");
-        if !app.exists() {
-            let profile = profile_dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("debug");
-            let target_dir = profile_dir.parent().expect("profile dir has a parent");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-p", "nimbus-sample-app", "--target-dir"])
-                .arg(target_dir)
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            match profile {
-                "debug" => {}
-                "release" => {
-                    cmd.arg("--release");
-                }
-                other => {
-                    cmd.args(["--profile", other]);
-                }
+        let profile = profile_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("debug");
+        let target_dir = profile_dir.parent().expect("profile dir has a parent");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "nimbus-sample-app",
+            "--target-dir",
+        ])
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        match profile {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
             }
-            let status = cmd.status().expect("run cargo build -p nimbus-sample-app");
-            assert!(status.success(), "cargo build -p nimbus-sample-app failed");
+            other => {
+                cmd.args(["--profile", other]);
+            }
         }
+        let status = cmd.status().expect("run cargo build -p nimbus-sample-app");
+        assert!(status.success(), "cargo build -p nimbus-sample-app failed");
         assert!(app.exists(), "sample app not found at {}", app.display());
         app
     })
