@@ -8,9 +8,13 @@
 //! drop when a member exits without a member reaping it (e.g. the group leader reaped by Nimbus,
 //! or an orphan reaped by init); [`crate::Meter`] treats a drop as "no new CPU", never negative.
 //!
-//! RSS is summed over the live members, so pages shared between them (after `fork`) count once
-//! per member: an upper bound. A cgroup's `cpu.stat` `usage_usec` and `memory.current` have
-//! neither gap nor overlap and are preferred when the instance has a cgroup.
+//! # Memory of a process group or tree
+//! A lone process's memory is its RSS. Summing RSS over several members would count the pages
+//! they share (after `fork`: a pre-forking server's workers) once per member, so for several the
+//! sum is of each member's proportional set size (`Pss` in `/proc/PID/smaps_rollup`: every shared
+//! page split between its sharers), and the RSS sum only when those files cannot be read. A
+//! cgroup's `cpu.stat` `usage_usec` and `memory.current` have neither gap nor overlap and are
+//! preferred when the instance has a cgroup.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -111,6 +115,14 @@ pub fn parse_cpu_stat_usage_usec(text: &str) -> Option<u64> {
     })
 }
 
+/// The `Pss:` line of `/proc/PID/smaps_rollup`, in bytes (the file counts kB).
+pub fn parse_smaps_rollup_pss(text: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let kib = line.strip_prefix("Pss:")?.trim().strip_suffix("kB")?;
+        kib.trim().parse::<u64>().ok()?.checked_mul(1024)
+    })
+}
+
 /// A cgroup v2 `memory.current`: bytes of memory charged to the cgroup.
 pub fn parse_memory_current(text: &str) -> Option<u64> {
     text.trim().parse().ok()
@@ -164,13 +176,16 @@ pub struct ProcessSample {
     pub pids: Vec<i32>,
     /// Cumulative CPU time, microseconds.
     pub cpu_micros: u64,
-    /// Resident memory now, bytes.
+    /// Resident memory now, bytes: a lone process's RSS, or the members' summed PSS (see the
+    /// module doc).
     pub rss_bytes: u64,
 }
 
 /// One scan of `/proc`: the stat of every process, to sample many instances per tick.
 #[derive(Debug, Clone)]
 pub struct ProcSnapshot {
+    /// The `/proc` scanned, for the few files read per group afterwards.
+    root: PathBuf,
     ticks_per_second: u64,
     page_size: u64,
     stats: Vec<ProcStat>,
@@ -199,6 +214,7 @@ impl ProcSnapshot {
             })
             .collect();
         Ok(ProcSnapshot {
+            root: root.to_path_buf(),
             ticks_per_second,
             page_size,
             stats,
@@ -221,8 +237,9 @@ impl ProcSnapshot {
         self.sample(|s| members.binary_search(&s.pid).is_ok())
     }
 
-    /// Sums the members' CPU and RSS, all from the scan's `stat` lines (reading each member's
-    /// `statm` as well nearly doubled the files a pass reads: one per instance process).
+    /// Sums the members' CPU and memory from the scan's `stat` lines (reading each member's
+    /// `statm` as well nearly doubled the files a pass reads: one per instance process); only a
+    /// group of several reads their `smaps_rollup` too.
     fn sample(&self, is_member: impl Fn(&ProcStat) -> bool) -> ProcessSample {
         let mut sample = ProcessSample::default();
         let (mut ticks, mut pages) = (0u64, 0u64);
@@ -232,8 +249,22 @@ impl ProcSnapshot {
             pages = pages.saturating_add(s.rss_pages);
         }
         sample.cpu_micros = ticks_to_micros(ticks, self.ticks_per_second);
-        sample.rss_bytes = pages.saturating_mul(self.page_size);
+        sample.rss_bytes = match sample.pids.len() {
+            0 | 1 => None,
+            _ => self.summed_pss(&sample.pids),
+        }
+        .unwrap_or_else(|| pages.saturating_mul(self.page_size));
         sample
+    }
+
+    /// The members' PSS summed; `None` when one of them cannot be read (gone, or a kernel
+    /// without `smaps_rollup`).
+    fn summed_pss(&self, pids: &[i32]) -> Option<u64> {
+        pids.iter().try_fold(0u64, |sum, pid| {
+            let path = self.root.join(pid.to_string()).join("smaps_rollup");
+            let pss = parse_smaps_rollup_pss(&std::fs::read_to_string(path).ok()?)?;
+            Some(sum.saturating_add(pss))
+        })
     }
 }
 

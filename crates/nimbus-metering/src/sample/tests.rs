@@ -133,6 +133,25 @@ fn parse_small_files() {
     for (text, expected) in cgroup {
         assert_eq!(parse_proc_cgroup_v2(text), *expected, "cgroup {text:?}");
     }
+
+    let smaps_rollup: &[(&str, Option<u64>)] = &[
+        (
+            "55d0c0a00000-7ffd1b5fe000 ---p 00000000 00:00 0  [rollup]\n\
+             Rss:                3968 kB\nPss:                1234 kB\nPss_Anon:  800 kB\n",
+            Some(1234 * 1024),
+        ),
+        ("Pss_Anon: 800 kB\nPss: 0 kB\n", Some(0)), // a longer key is not the key
+        ("Pss: 12 pages\n", None),
+        ("Rss: 3968 kB\n", None),
+        ("", None),
+    ];
+    for (text, expected) in smaps_rollup {
+        assert_eq!(
+            parse_smaps_rollup_pss(text),
+            *expected,
+            "smaps_rollup {text:?}"
+        );
+    }
 }
 
 #[test]
@@ -221,6 +240,24 @@ fn snapshot_of_a_fake_proc_tree() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(tree.cpu_micros, ticks_to_micros(201, ticks));
     assert_eq!(tree.rss_bytes, 7 * page);
     assert_eq!(snapshot.process_group(42), ProcessSample::default());
+
+    // With each member's share of the pages they have in common, several members count that
+    // instead of their RSS; a lone process stays at its RSS.
+    let pss_kib = [(10, 2), (11, 3), (12, 1), (20, 1)];
+    for (pid, kib) in pss_kib {
+        let rollup = format!("Rss: 999 kB\nPss: {kib} kB\n");
+        std::fs::write(
+            dir.path().join(pid.to_string()).join("smaps_rollup"),
+            rollup,
+        )?;
+    }
+    let snapshot = ProcSnapshot::read_at(dir.path())?;
+    assert_eq!(snapshot.process_group(10).rss_bytes, 6 * 1024);
+    assert_eq!(snapshot.process_tree(11).rss_bytes, 4 * 1024);
+    assert_eq!(snapshot.process_group(20).rss_bytes, 7 * page);
+    // One member unreadable: the RSS sum, not a partial PSS one.
+    std::fs::remove_file(dir.path().join("12/smaps_rollup"))?;
+    assert_eq!(snapshot.process_group(10).rss_bytes, 10 * page);
     Ok(())
 }
 
@@ -254,4 +291,14 @@ fn cgroup_v2_files() -> Result<(), Box<dyn std::error::Error>> {
         "{err:?}"
     );
     Ok(())
+}
+
+#[test]
+fn this_kernels_smaps_rollup_gives_a_pss() {
+    let text =
+        std::fs::read_to_string("/proc/self/smaps_rollup").expect("smaps_rollup (Linux 4.14+)");
+    assert!(
+        parse_smaps_rollup_pss(&text).is_some_and(|bytes| bytes > 0),
+        "{text}"
+    );
 }
