@@ -51,7 +51,7 @@ pub enum HashOn {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AlgorithmError {
     /// Not one of the known algorithm names.
-    #[error("unknown load-balancing algorithm {0:?}: use round-robin, weighted, least-request, hash, hash:ip, hash:header:NAME or hash:cookie:NAME")]
+    #[error("unknown load-balancing algorithm {0:?}: use least-outstanding (the default), round-robin, weighted, least-request, hash (= hash:ip), hash:ip, hash:header:NAME or hash:cookie:NAME")]
     Unknown(String),
     /// `hash:header:` with a name that is not a valid header name.
     #[error("{0:?} is not a valid header name to hash on")]

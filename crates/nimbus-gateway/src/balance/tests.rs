@@ -365,4 +365,16 @@ fn algorithm_errors() {
             "{text:?}"
         );
     }
+    // The message lists every name `--lb` takes, the default (which the policy maps to no
+    // algorithm) included.
+    let message = AlgorithmError::Unknown("rr".into()).to_string();
+    for name in [
+        "least-outstanding",
+        "round-robin",
+        "weighted",
+        "least-request",
+        "hash:ip",
+    ] {
+        assert!(message.contains(name), "{message}");
+    }
 }
