@@ -17,7 +17,7 @@ use nimbus_functions::{
 use nimbus_model::function::{parse_memory_mb, parse_timeout_ms, FunctionSpec};
 use nimbus_model::names::validate_name;
 use nimbus_model::VersionInput;
-use nimbus_store::{Deployed, NewTrigger};
+use nimbus_store::{Deployed, NewTrigger, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -192,7 +192,13 @@ pub async fn deploy_function(
 
 /// A function: its service view plus the newest version's function settings.
 fn function_view(state: &ApiState, ns: &str, name: &str) -> Result<Option<Value>, ApiError> {
-    let svc = state.store.get_service(ns, name)?;
+    // No service of that name is no function of that name: the caller answers in a function's
+    // terms (`function_not_found`), not a service's.
+    let svc = match state.store.get_service(ns, name) {
+        Ok(svc) => svc,
+        Err(StoreError::Rejected(e)) if e.code == "service_not_found" => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
     let versions = state.store.list_versions(ns, name)?;
     let Some(function) = versions.iter().rev().find_map(|v| v.spec.function.clone()) else {
         return Ok(None);

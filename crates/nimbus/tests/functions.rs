@@ -181,8 +181,11 @@ async fn python_and_node_handlers_answer_sync() {
         ])
         .await;
     assert!(!out.success() && out.stderr.contains("memory"), "{out}");
-    let (status, _) = server.api_get("/v1/namespaces/default/functions/bad").await;
+    let (status, body) = server.api_get("/v1/namespaces/default/functions/bad").await;
     assert_eq!(status, 404);
+    // Nothing of that name exists: the answer speaks of functions, not services.
+    assert_eq!(body["error"]["code"], "function_not_found", "{body}");
+    assert_eq!(body["error"]["field"], "function", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
