@@ -359,6 +359,15 @@ impl Client {
                 url,
                 detail: Some(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())),
             }
+        } else if e.is_body() || e.is_decode() || e.is_request() {
+            // The server went away mid-exchange (stopped, crashed, restarted): say so, and
+            // where to look, rather than reqwest's "error decoding response body".
+            CliError::Other(format!(
+                "the Nimbus API at {url} closed the connection before answering in full ({}): \
+                 did the server stop or restart? `nimbus services` shows what was applied, \
+                 and the server's log why it stopped",
+                root_cause(&e)
+            ))
         } else {
             CliError::Other(format!("request to the Nimbus API at {url} failed: {e}"))
         }
@@ -374,6 +383,16 @@ impl Client {
             ),
         }
     }
+}
+
+/// The innermost error under `e` (hyper's "connection closed before message completed" under
+/// reqwest's "error sending request").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(source) = inner.source() {
+        inner = source;
+    }
+    inner.to_string()
 }
 
 /// `{"result": …}` ends a stream well, `{"error": …}` badly; anything else is progress.
@@ -464,6 +483,75 @@ mod tests {
             };
             let expected = expected.map(|r| r.map(str::to_string).map_err(str::to_string));
             assert_eq!(got, expected, "{event}");
+        }
+    }
+
+    /// An API on loopback that reads one request head, writes `answer` and closes the
+    /// connection: the server dying mid-exchange.
+    fn vanishing_api(answer: &'static [u8]) -> Config {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = stream.write_all(answer);
+        });
+        Config {
+            base: parse_base(&addr.to_string()).unwrap(),
+            token: None,
+            token_source: TokenSource::Env,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_goes_away_mid_answer_is_named_as_such() {
+        // (case, what the server writes before closing, whether the CLI reads it as a stream)
+        let cases: [(&str, &'static [u8], bool); 4] = [
+            ("closed before any answer", b"", false),
+            (
+                "closed inside the head",
+                b"HTTP/1.1 200 OK\r\ncontent-le",
+                false,
+            ),
+            (
+                "closed inside a JSON body",
+                b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"name\":",
+                false,
+            ),
+            (
+                "closed mid-stream, after a build line",
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n\
+                  transfer-encoding: chunked\r\n\r\n12\r\n{\"line\":\"Step 1\"}\n\r\n",
+                true,
+            ),
+        ];
+        for (case, answer, streamed) in cases {
+            let client = Client::new(vanishing_api(answer)).unwrap();
+            let mut events = 0;
+            let result = if streamed {
+                client
+                    .stream(&["v1", "x"], &[], Vec::new(), "application/x-tar", |_| {
+                        events += 1;
+                    })
+                    .await
+            } else {
+                client.get(&["v1", "services"], &[]).await
+            };
+            let message = match result {
+                Err(CliError::Other(message)) => message,
+                other => panic!("{case}: {other:?}"),
+            };
+            assert!(
+                message.contains("closed the connection before answering in full")
+                    && message.contains("did the server stop or restart?"),
+                "{case}: {message}"
+            );
+            assert_eq!(events, usize::from(streamed), "{case}");
         }
     }
 
