@@ -71,6 +71,8 @@ pub enum InvokeOutcome {
     /// Anything else: refused connection, instance died mid-call, non-200 answer, a body that
     /// is not JSON or is too large. The message says which.
     Platform(String),
+    /// The instance's memory went over the function's: the engine stopped it mid-call.
+    MemoryLimit { used_mib: u64, limit_mib: u64 },
 }
 
 /// A handler's exception as the shims report it.
@@ -95,6 +97,8 @@ pub enum ErrorKind {
     Timeout,
     /// The engine or the instance (crash, refused connection, bad answer).
     Platform,
+    /// The handler used more memory than the function has.
+    Memory,
 }
 
 /// A failed invocation in one serializable shape: what the API returns in `{"error": …}` and
@@ -159,8 +163,25 @@ impl InvokeOutcome {
                 message,
                 traceback: Vec::new(),
             }),
+            InvokeOutcome::MemoryLimit {
+                used_mib,
+                limit_mib,
+            } => Err(FunctionError {
+                kind: ErrorKind::Memory,
+                error_type: "MemoryLimitExceeded".into(),
+                message: format!(
+                    "the function used {used_mib} MiB, more than its memory of {limit_mib} MiB; \
+                     its instance was stopped (raise it with --memory)"
+                ),
+                traceback: Vec::new(),
+            }),
         }
     }
+}
+
+/// Whether an instance holding `resident_bytes` is over a function's `memory_mb`.
+pub fn over_memory(resident_bytes: u64, memory_mb: u64) -> bool {
+    resident_bytes > memory_mb.saturating_mul(1024 * 1024)
 }
 
 // === impl InvokeClient ===

@@ -39,8 +39,8 @@ pub use cloudevents::{object_event, timer_fired, CloudEvent, ObjectChange, Timer
 pub use cron::{due_fires, next_fire, parse_cron};
 pub use handler::{launch_command, Handler, HandlerError, LaunchCommand, Runtime};
 pub use invoke::{
-    ErrorKind, FunctionError, HandlerError as InvokeHandlerError, InvokeClient, InvokeOutcome,
-    InvokeRequest,
+    over_memory, ErrorKind, FunctionError, HandlerError as InvokeHandlerError, InvokeClient,
+    InvokeOutcome, InvokeRequest,
 };
 pub use queue::{
     Claim, Completion, Invocation, InvocationQueue, InvocationStatus, ListFilter, NewInvocation,

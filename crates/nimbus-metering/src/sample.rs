@@ -117,10 +117,27 @@ pub fn parse_cpu_stat_usage_usec(text: &str) -> Option<u64> {
 
 /// The `Pss:` line of `/proc/PID/smaps_rollup`, in bytes (the file counts kB).
 pub fn parse_smaps_rollup_pss(text: &str) -> Option<u64> {
+    kib_field_bytes(text, "Pss:")
+}
+
+/// The `VmRSS:` line of `/proc/PID/status`, in bytes; absent for a zombie or a kernel thread.
+pub fn parse_status_vm_rss(text: &str) -> Option<u64> {
+    kib_field_bytes(text, "VmRSS:")
+}
+
+/// A `Key:   123 kB` line of a procfs file, in bytes.
+fn kib_field_bytes(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {
-        let kib = line.strip_prefix("Pss:")?.trim().strip_suffix("kB")?;
+        let kib = line.strip_prefix(key)?.trim().strip_suffix("kB")?;
         kib.trim().parse::<u64>().ok()?.checked_mul(1024)
     })
+}
+
+/// The resident memory of one process now (its `VmRSS`), or `None` once it is gone. One small
+/// read, cheap enough to repeat every few milliseconds, unlike a [`ProcSnapshot`].
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_vm_rss(&text)
 }
 
 /// A cgroup v2 `memory.current`: bytes of memory charged to the cgroup.

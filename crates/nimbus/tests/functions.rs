@@ -1,6 +1,7 @@
 //! Functions through the real binary: python and node handlers, concurrency 1 (one instance per
 //! in-flight call), structured handler errors, timeouts, async invocations with retries and the
-//! dead-letter list, kill -9 safety, timer and storage triggers, weighted aliases, and GB-s.
+//! dead-letter list, memory limits, kill -9 safety, timer and storage triggers, weighted aliases
+//! and GB-s.
 
 mod common;
 
@@ -238,6 +239,78 @@ async fn a_timeout_is_a_clear_error_and_the_function_keeps_working() {
     // The stuck instance is replaced; the next call is served.
     let (status, answer) = invoke(&server, "stuck", json!({"ok": 1}), "").await;
     assert_eq!(status, 200, "{answer}");
+}
+
+/// Holds `mib` MiB (written, so resident) for the rest of the call; keeps what earlier calls
+/// held, so a fresh instance shows as `held: 0`.
+const MEMORY_HOG: &str = r#"import time
+held = []
+
+def main(event, context):
+    mib = event.get("mib", 0)
+    if mib:
+        held.append(b"x" * (mib * 1024 * 1024))
+        time.sleep(3)
+    return {"held": len(held)}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_over_its_memory_is_stopped_with_a_clear_error() {
+    let server = Server::start_with(FAST).await;
+    let dir = code_dir(&server, "hog", "index.py", MEMORY_HOG);
+    let dir_text = dir.display().to_string();
+    server
+        .cli_ok(&[
+            "fn",
+            "deploy",
+            "hog",
+            "--runtime",
+            "python3",
+            "--handler",
+            "index.main",
+            "--code",
+            &dir_text,
+            "--memory",
+            "64Mi",
+            "--timeout",
+            "20s",
+        ])
+        .await;
+    // Within its memory: served, and the instance keeps what it holds.
+    let (status, answer) = invoke(&server, "hog", json!({"mib": 8}), "").await;
+    assert_eq!(
+        (status, &answer["result"]),
+        (200, &json!({"held": 1})),
+        "{answer}"
+    );
+
+    // 200 MiB in a 64 MiB function: stopped well before its 3-s sleep ends.
+    let started = std::time::Instant::now();
+    let (status, answer) = invoke(&server, "hog", json!({"mib": 200}), "").await;
+    assert_eq!(status, 200, "{answer}");
+    let error = &answer["error"];
+    assert_eq!(error["kind"], "memory", "{answer}");
+    assert_eq!(error["type"], "MemoryLimitExceeded", "{answer}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("more than its memory of 64 MiB")),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3), "{answer}");
+
+    // The instance was replaced: the next call starts from nothing held.
+    let (status, answer) = invoke(&server, "hog", json!({}), "").await;
+    assert_eq!(
+        (status, &answer["result"]),
+        (200, &json!({"held": 0})),
+        "{answer}"
+    );
+    let out = server
+        .cli(&["fn", "invoke", "hog", "--data", r#"{"mib": 200}"#])
+        .await;
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("MemoryLimitExceeded"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -166,6 +166,18 @@ fn outcomes_as_results() {
             InvokeOutcome::Platform("refused".into()),
             Err((ErrorKind::Platform, "PlatformError", "refused")),
         ),
+        (
+            InvokeOutcome::MemoryLimit {
+                used_mib: 210,
+                limit_mib: 128,
+            },
+            Err((
+                ErrorKind::Memory,
+                "MemoryLimitExceeded",
+                "the function used 210 MiB, more than its memory of 128 MiB; its instance was \
+                 stopped (raise it with --memory)",
+            )),
+        ),
     ];
     for (outcome, expected) in cases {
         let got = outcome.clone().into_result(timeout);
@@ -245,5 +257,24 @@ async fn callback_urls_are_checked() {
             .await
             .unwrap_err();
         assert!(err.to_string().contains(expected), "{url}: {err}");
+    }
+}
+
+#[test]
+fn over_memory_is_strictly_above_the_functions_mib() {
+    const MIB: u64 = 1024 * 1024;
+    let cases = [
+        (0, 128, false),
+        (128 * MIB, 128, false), // exactly the limit is allowed
+        (128 * MIB + 1, 128, true),
+        (3 * 1024 * MIB, 64, true),
+        (u64::MAX, u64::MAX, false), // no overflow on absurd limits
+    ];
+    for (resident, memory_mb, over) in cases {
+        assert_eq!(
+            over_memory(resident, memory_mb),
+            over,
+            "{resident} vs {memory_mb} MiB"
+        );
     }
 }

@@ -152,6 +152,19 @@ fn parse_small_files() {
             "smaps_rollup {text:?}"
         );
     }
+
+    let status: &[(&str, Option<u64>)] = &[
+        (
+            "Name:\tpython3\nVmPeak:\t  30000 kB\nVmRSS:\t   20480 kB\nRssAnon:\t 9000 kB\n",
+            Some(20480 * 1024),
+        ),
+        ("Name:\tkworker/0:1\nState:\tI (idle)\n", None), // a kernel thread has none
+        ("VmRSS:\t1 MB\n", None),
+        ("", None),
+    ];
+    for (text, expected) in status {
+        assert_eq!(parse_status_vm_rss(text), *expected, "status {text:?}");
+    }
 }
 
 #[test]
@@ -291,6 +304,19 @@ fn cgroup_v2_files() -> Result<(), Box<dyn std::error::Error>> {
         "{err:?}"
     );
     Ok(())
+}
+
+#[test]
+fn a_live_process_has_a_resident_size_and_a_gone_one_none() {
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep");
+    let pid = child.id();
+    assert!(resident_bytes(pid).is_some_and(|bytes| bytes > 0));
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    assert_eq!(resident_bytes(pid), None);
 }
 
 #[test]

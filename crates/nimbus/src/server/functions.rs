@@ -18,11 +18,13 @@ use nimbus_functions::{
 use nimbus_gateway::{Gateway, HostRoute};
 use nimbus_model::domains::version_host;
 use nimbus_model::function::FunctionSpec;
+use nimbus_model::status::RuntimeStatus;
 use nimbus_model::{RequestView, TrafficPolicy};
 use nimbus_store::Store;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tracing::{info, warn};
 
+use super::reconciler::Recycle;
 use super::telemetry::Telemetry;
 
 /// Async invocations run at once, at most.
@@ -32,6 +34,10 @@ const WORKERS: usize = 8;
 const LEASE: Duration = Duration::from_secs(16 * 60);
 /// How often timer triggers are checked.
 const TIMER_EVERY: Duration = Duration::from_millis(500);
+/// How often a running invocation's instance has its memory read.
+const MEMORY_SAMPLE_EVERY: Duration = Duration::from_millis(25);
+/// How long a timed-out handler gets to stop after SIGTERM; a handler over its memory gets none.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
 
 pub struct Functions {
     store: Arc<Store>,
@@ -41,8 +47,10 @@ pub struct Functions {
     queue: InvocationQueue,
     client: InvokeClient,
     telemetry: Arc<Telemetry>,
-    /// Instances whose invocation timed out: the reconciler replaces them.
-    recycle: mpsc::UnboundedSender<String>,
+    /// Instances whose invocation timed out or went over memory: the reconciler replaces them.
+    recycle: mpsc::UnboundedSender<Recycle>,
+    /// The instances and their pids, to watch an invocation's memory.
+    status: watch::Receiver<Arc<RuntimeStatus>>,
     wake: Notify,
 }
 
@@ -75,6 +83,25 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Resolves with the resident bytes of `pid` once they are over `memory_mb`; never for an
+/// instance without a process of its own or once the process is gone (the call then fails on
+/// its own). Reads one small procfs file per sample, on this thread.
+async fn over_memory(pid: Option<u32>, memory_mb: u64) -> u64 {
+    let Some(pid) = pid else {
+        return std::future::pending().await;
+    };
+    let mut every = tokio::time::interval(MEMORY_SAMPLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match nimbus_metering::sample::resident_bytes(pid) {
+            Some(bytes) if nimbus_functions::over_memory(bytes, memory_mb) => return bytes,
+            Some(_) => {}
+            None => return std::future::pending().await,
+        }
+    }
+}
+
 fn unavailable(message: String) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -91,7 +118,8 @@ impl Functions {
         base_domain: String,
         queue: InvocationQueue,
         telemetry: Arc<Telemetry>,
-        recycle: mpsc::UnboundedSender<String>,
+        recycle: mpsc::UnboundedSender<Recycle>,
+        status: watch::Receiver<Arc<RuntimeStatus>>,
     ) -> Self {
         Self {
             store,
@@ -102,6 +130,7 @@ impl Functions {
             client: InvokeClient::new(),
             telemetry,
             recycle,
+            status,
             wake: Notify::new(),
         }
     }
@@ -206,31 +235,53 @@ impl Functions {
         })?;
         let endpoint = permit.endpoint().clone();
         let timeout = Duration::from_millis(spec.timeout_ms);
+        let pid = self.pid_of(&endpoint.instance);
         let started = Instant::now();
-        let outcome = self
-            .client
-            .invoke(
-                endpoint.addr,
-                &InvokeRequest {
-                    request_id,
-                    function: function.to_string(),
-                    version: version.to_string(),
-                    memory_mb: spec.memory_mb,
-                    timeout,
-                    event,
-                },
-            )
-            .await;
+        let request = InvokeRequest {
+            request_id,
+            function: function.to_string(),
+            version: version.to_string(),
+            memory_mb: spec.memory_mb,
+            timeout,
+            event,
+        };
+        let invoke = self.client.invoke(endpoint.addr, &request);
+        let outcome = tokio::select! {
+            outcome = invoke => outcome,
+            used = over_memory(pid, spec.memory_mb) => InvokeOutcome::MemoryLimit {
+                used_mib: used / (1024 * 1024),
+                limit_mib: spec.memory_mb,
+            },
+        };
         let took = started.elapsed();
         drop(permit);
-        if outcome == InvokeOutcome::Timeout {
+        let grace = match outcome {
             // The handler may still be running: that instance must not serve again.
-            warn!(instance = %endpoint.instance, function, "Invocation timed out; replacing the instance.");
-            let _ = self.recycle.send(endpoint.instance.clone());
+            InvokeOutcome::Timeout => Some(TIMEOUT_GRACE),
+            // Stopped at once, before it takes more of the machine.
+            InvokeOutcome::MemoryLimit { .. } => Some(Duration::ZERO),
+            _ => None,
+        };
+        if let Some(grace) = grace {
+            warn!(instance = %endpoint.instance, function, ?outcome, "Replacing the instance.");
+            let _ = self.recycle.send(Recycle {
+                instance: endpoint.instance.clone(),
+                grace,
+            });
         }
         self.telemetry
             .function_invoked(namespace, function, version, took, spec.memory_mb);
         Ok((took, outcome.into_result(timeout)))
+    }
+
+    /// The main process of `instance` (a shim runs the handler in it), if it has one.
+    fn pid_of(&self, instance: &str) -> Option<u32> {
+        let status = self.status.borrow();
+        status
+            .instances
+            .iter()
+            .find(|i| i.id == instance)
+            .and_then(|i| i.pid)
     }
 
     /// The async worker: claims due invocations (at most [`WORKERS`] at once), runs them,

@@ -301,6 +301,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .context("opening the async invocation queue")?,
         telemetry.clone(),
         reconciler.recycler(),
+        status.clone(),
     ));
 
     let changed = Arc::new(Notify::new());

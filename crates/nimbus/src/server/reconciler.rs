@@ -168,8 +168,16 @@ pub struct Reconciler {
     pass_owed: bool,
     telemetry: Arc<Telemetry>,
     /// Instances to replace at once (a function invocation timed out on them).
-    recycle_tx: mpsc::UnboundedSender<String>,
-    recycle_rx: mpsc::UnboundedReceiver<String>,
+    recycle_tx: mpsc::UnboundedSender<Recycle>,
+    recycle_rx: mpsc::UnboundedReceiver<Recycle>,
+}
+
+/// An instance to stop now, its work abandoned: a function instance whose invocation timed out
+/// or went over its memory. SIGKILL follows SIGTERM after `grace`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recycle {
+    pub instance: String,
+    pub grace: Duration,
 }
 
 /// Runs a ready instance's active health checks for as long as its service has them (waiting
@@ -279,14 +287,14 @@ impl Reconciler {
         (reconciler, status_rx)
     }
 
-    /// Where to send ids of instances that must be replaced at once.
-    pub fn recycler(&self) -> mpsc::UnboundedSender<String> {
+    /// Where to send instances that must be replaced at once.
+    pub fn recycler(&self) -> mpsc::UnboundedSender<Recycle> {
         self.recycle_tx.clone()
     }
 
-    /// Stops an instance without draining (its in-flight work is abandoned on purpose); the
-    /// next reconcile starts a replacement if one is still wanted.
-    fn recycle(&mut self, id: &str) {
+    /// Stops an instance without draining (its in-flight work is abandoned on purpose), SIGKILL
+    /// after `grace`; the next reconcile starts a replacement if one is still wanted.
+    fn recycle(&mut self, id: &str, grace: Duration) {
         let Some(instance) = self.instances.get_mut(id) else {
             return;
         };
@@ -299,7 +307,7 @@ impl Reconciler {
         let reports = self.reports_tx.clone();
         let id = id.to_string();
         tokio::spawn(async move {
-            if let Err(error) = driver.stop(&id, Duration::from_secs(1)).await {
+            if let Err(error) = driver.stop(&id, grace).await {
                 warn!(instance = %id, %error, "Stopping an instance failed.");
             }
             let _ = reports.send(Report::Stopped { id });
@@ -1127,8 +1135,8 @@ impl Reconciler {
                         self.record_changes(&changes);
                     }
                 }
-                Some(id) = self.recycle_rx.recv() => {
-                    self.recycle(&id);
+                Some(Recycle { instance, grace }) = self.recycle_rx.recv() => {
+                    self.recycle(&instance, grace);
                     self.reconcile_known().await;
                 }
                 _ = sample.tick() => self.sample_demand(),
