@@ -14,7 +14,7 @@ use nimbus_model::{
     BuildInfo, ByteSize, RequestView, ScalingInput, ScalingUpdate, TrafficPolicy, VersionInput,
     VolumeMount, DEFAULT_NAMESPACE,
 };
-use nimbus_store::Deployed;
+use nimbus_store::{Deployed, StoreError, VersionRecord};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -133,6 +133,12 @@ pub struct DeployBody {
     /// Create a new version even when only scaling changed.
     #[serde(default)]
     pub new_version: bool,
+    /// Start from this version's settings (`latest`, or a name such as `v3`): the fields given
+    /// replace its, the rest are kept, as Cloud Run builds a revision from the last one.
+    pub from: Option<String>,
+    /// Environment variables of the `from` version to drop.
+    #[serde(default)]
+    pub remove_env: Vec<String>,
 }
 
 pub async fn deploy(
@@ -152,7 +158,7 @@ pub async fn deploy(
         )?),
         None => None,
     };
-    let mut spec = VersionInput {
+    let changes = VersionInput {
         command: body.command,
         image: body
             .image
@@ -173,12 +179,37 @@ pub async fn deploy(
             scale_to_zero_after_secs: body.scale_to_zero_after_secs,
             queue_depth: body.queue_depth,
         },
-    }
-    .resolve()?;
-    spec.build = build.map(|b| BuildInfo {
-        id: b.id,
-        duration_ms: b.duration_ms.unwrap_or(0),
-    });
+    };
+    let (input, kept_build) = match &body.from {
+        None if !body.remove_env.is_empty() => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_env",
+                "remove_env drops variables of the version a deploy starts from: give from \
+                 (e.g. \"latest\") too",
+                Some("remove_env"),
+            ));
+        }
+        None => (changes, None),
+        Some(from) => {
+            let base = deploy_base(&state, &ns, &service, from)?;
+            // The same image keeps the build it came from (its metering, its image GC).
+            let kept_build = changes
+                .image
+                .is_none()
+                .then(|| base.spec.build.clone())
+                .flatten();
+            let input = changes.over(base.spec.to_input(), &base.name, &body.remove_env)?;
+            (input, kept_build)
+        }
+    };
+    let mut spec = input.resolve()?;
+    spec.build = build
+        .map(|b| BuildInfo {
+            id: b.id,
+            duration_ms: b.duration_ms.unwrap_or(0),
+        })
+        .or(kept_build);
     crate::containers::check_container_version(&state, &spec).await?;
     let deployed =
         state
@@ -202,6 +233,58 @@ pub async fn deploy(
         StatusCode::OK
     };
     Ok((code, Json(body)))
+}
+
+/// The version a deploy `from` starts with: `latest` (the newest) or a version name.
+fn deploy_base(
+    state: &ApiState,
+    ns: &str,
+    service: &str,
+    from: &str,
+) -> Result<VersionRecord, ApiError> {
+    let newest = match state.store.get_service(ns, service) {
+        Ok(svc) => svc.versions.last().cloned(),
+        Err(StoreError::Rejected(e)) if e.code == "service_not_found" => None,
+        Err(e) => return Err(e.into()),
+    };
+    let name = if from == "latest" {
+        newest.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "missing_command",
+                format!(
+                    "service {service} has no version to start from yet: its first deploy needs \
+                     a command to run (e.g. --command \"python3 app.py\") or an image (--image, \
+                     --source)"
+                ),
+                Some("command"),
+            )
+        })?
+    } else {
+        validate_name("from", from)?;
+        from.to_string()
+    };
+    let base = match state.store.get_version(ns, service, &name) {
+        Ok(base) => base,
+        Err(StoreError::Rejected(e)) if e.code.ends_with("_not_found") => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "version_not_found",
+                format!("service {service} has no version {name} to start from"),
+                Some("from"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if base.spec.function.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "is_a_function",
+            format!("{service} is a function: deploy its new versions with `nimbus fn deploy`"),
+            Some("from"),
+        ));
+    }
+    Ok(base)
 }
 
 /// The record of a successful build named by a deploy; its image must match `image` if given.

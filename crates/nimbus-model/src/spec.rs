@@ -482,6 +482,102 @@ impl VersionInput {
     }
 }
 
+impl VersionSpec {
+    /// The input that resolves back to this spec (its build and function parts aside): where a
+    /// deploy `from` this version starts.
+    pub fn to_input(&self) -> VersionInput {
+        VersionInput {
+            command: (!self.command.is_empty()).then(|| self.command.clone()),
+            image: self.image.clone(),
+            cpu: self.cpu,
+            memory: self.memory_bytes.map(ByteSize::Bytes),
+            tmp_size: self.tmp_size_bytes.map(ByteSize::Bytes),
+            volumes: self.volumes.clone(),
+            env: self.env.clone(),
+            port: self.port.map(u32::from),
+            health_path: Some(self.health_path.clone()),
+            min_instances: Some(self.min_instances),
+            max_instances: Some(self.max_instances),
+            concurrency: Some(self.concurrency),
+            timeout_secs: Some(self.timeout_secs),
+            scaling: ScalingInput {
+                target_utilization: Some(self.target_utilization),
+                scale_to_zero_after_secs: Some(self.scale_to_zero_after_secs),
+                queue_depth: self.queue_depth,
+            },
+        }
+    }
+}
+
+impl VersionInput {
+    /// A deploy `from` a version, as Cloud Run builds a revision from the last one: what this
+    /// input gives replaces `base`'s, what it leaves out is kept. `env` entries are added or
+    /// replaced and `remove_env` names dropped (each must be set on `base`, named `from` in the
+    /// error). Moving a process to an image starts from the image's own entrypoint rather than
+    /// the process's command.
+    pub fn over(
+        self,
+        base: VersionInput,
+        from: &str,
+        remove_env: &[String],
+    ) -> Result<VersionInput, ModelError> {
+        let mut env = base.env;
+        for key in remove_env {
+            if self.env.contains_key(key) {
+                return Err(ModelError::invalid(
+                    "invalid_env",
+                    "remove_env",
+                    format!("{key} is both set (env) and removed (remove_env)"),
+                ));
+            }
+            if env.remove(key).is_none() {
+                return Err(ModelError::invalid(
+                    "invalid_env",
+                    "remove_env",
+                    format!("{key} is not set on {from}, so it cannot be removed"),
+                ));
+            }
+        }
+        env.extend(self.env);
+        let process_to_image = base.image.is_none() && self.image.is_some();
+        let command = match (self.command, process_to_image) {
+            (Some(command), _) => Some(command),
+            (None, true) => None,
+            (None, false) => base.command,
+        };
+        Ok(VersionInput {
+            command,
+            image: self.image.or(base.image),
+            cpu: self.cpu.or(base.cpu),
+            memory: self.memory.or(base.memory),
+            tmp_size: self.tmp_size.or(base.tmp_size),
+            volumes: if self.volumes.is_empty() {
+                base.volumes
+            } else {
+                self.volumes
+            },
+            env,
+            port: self.port.or(base.port),
+            health_path: self.health_path.or(base.health_path),
+            min_instances: self.min_instances.or(base.min_instances),
+            max_instances: self.max_instances.or(base.max_instances),
+            concurrency: self.concurrency.or(base.concurrency),
+            timeout_secs: self.timeout_secs.or(base.timeout_secs),
+            scaling: ScalingInput {
+                target_utilization: self
+                    .scaling
+                    .target_utilization
+                    .or(base.scaling.target_utilization),
+                scale_to_zero_after_secs: self
+                    .scaling
+                    .scale_to_zero_after_secs
+                    .or(base.scaling.scale_to_zero_after_secs),
+                queue_depth: self.scaling.queue_depth.or(base.scaling.queue_depth),
+            },
+        })
+    }
+}
+
 /// The container part of a resolved input; all `None`/empty for a process.
 struct ContainerFields {
     image: Option<String>,
@@ -1235,5 +1331,150 @@ mod tests {
         let updated = built.apply_scaling(&update).unwrap();
         assert_eq!(updated.max_instances, 2);
         assert!(built.same_except_scaling(&updated));
+    }
+
+    #[test]
+    fn a_spec_round_trips_through_its_input() {
+        let mut scaled = input();
+        scaled.port = Some(8081);
+        scaled.env = BTreeMap::from([("A".into(), "1".into())]);
+        scaled.min_instances = Some(2);
+        scaled.scaling.queue_depth = Some(7);
+        scaled.scaling.target_utilization = Some(0.5);
+        let mut container = image_input();
+        container.cpu = Some(0.5);
+        container.memory = Some(ByteSize::Text("256Mi".into()));
+        container.volumes = vec![mount("data", "/data")];
+        for original in [input(), scaled, image_input(), container] {
+            let spec = original.resolve().unwrap();
+            assert_eq!(spec.to_input().resolve().unwrap(), spec, "{original:?}");
+        }
+    }
+
+    #[test]
+    fn a_deploy_from_a_version_keeps_what_it_does_not_change() {
+        let mut base = input();
+        base.env = BTreeMap::from([("A".into(), "1".into()), ("B".into(), "2".into())]);
+        base.port = Some(8081);
+        base.min_instances = Some(1);
+        let base = base.resolve().unwrap().to_input();
+        let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let names = |keys: &[&str]| -> Vec<String> { keys.iter().map(|k| k.to_string()).collect() };
+
+        // (case, changes, remove_env, then: command, image, env, port, min instances)
+        type Then<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a [(&'a str, &'a str)],
+            Option<u32>,
+            u32,
+        );
+        let cases: Vec<(&str, VersionInput, Vec<String>, Then<'_>)> = vec![
+            (
+                "nothing changed: a redeploy",
+                VersionInput::default(),
+                vec![],
+                (
+                    Some("python3 app.py"),
+                    None,
+                    &[("A", "1"), ("B", "2")],
+                    Some(8081),
+                    1,
+                ),
+            ),
+            (
+                "env added, replaced and removed",
+                VersionInput {
+                    env: env(&[("B", "two"), ("C", "3")]),
+                    ..Default::default()
+                },
+                names(&["A"]),
+                (
+                    Some("python3 app.py"),
+                    None,
+                    &[("B", "two"), ("C", "3")],
+                    Some(8081),
+                    1,
+                ),
+            ),
+            (
+                "a new command and scaling",
+                VersionInput {
+                    command: Some("python3 app2.py".into()),
+                    min_instances: Some(3),
+                    ..Default::default()
+                },
+                vec![],
+                (
+                    Some("python3 app2.py"),
+                    None,
+                    &[("A", "1"), ("B", "2")],
+                    Some(8081),
+                    3,
+                ),
+            ),
+            (
+                "a process moved to an image runs the image's entrypoint",
+                image_input(),
+                vec![],
+                (
+                    None,
+                    Some("nimbus/hello:b1"),
+                    &[("A", "1"), ("B", "2")],
+                    Some(8081),
+                    1,
+                ),
+            ),
+        ];
+        for (case, changes, remove, then) in cases {
+            let (command, image, want_env, port, min) = then;
+            let got = changes
+                .over(base.clone(), "v1", &remove)
+                .unwrap()
+                .resolve()
+                .unwrap();
+            assert_eq!(
+                (got.command.as_str(), got.image.as_deref(), &got.env),
+                (command.unwrap_or(""), image, &env(want_env)),
+                "{case}"
+            );
+            assert_eq!(
+                (got.port.map(u32::from), got.min_instances),
+                (port, min),
+                "{case}"
+            );
+        }
+
+        let refused: [(&str, VersionInput, Vec<String>, &str); 2] = [
+            (
+                "NOPE is not set on v1",
+                VersionInput::default(),
+                names(&["NOPE"]),
+                "unknown",
+            ),
+            (
+                "A is both set (env) and removed (remove_env)",
+                VersionInput {
+                    env: env(&[("A", "9")]),
+                    ..Default::default()
+                },
+                names(&["A"]),
+                "both",
+            ),
+        ];
+        for (message, changes, remove, case) in refused {
+            let e = changes.over(base.clone(), "v1", &remove).unwrap_err();
+            assert_eq!(
+                (e.code, e.field.as_deref()),
+                ("invalid_env", Some("remove_env")),
+                "{case}"
+            );
+            assert!(e.message.contains(message), "{case}: {}", e.message);
+        }
     }
 }

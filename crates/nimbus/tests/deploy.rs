@@ -189,6 +189,108 @@ GREETING = "howdy"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_without_a_command_is_the_latest_version_with_its_changes() {
+    let server = Server::start().await;
+    let host = Server::host("web");
+    // Nothing to start from yet: the first deploy needs something to run.
+    let out = server.cli(&["deploy", "web", "--env", "GREETING=hi"]).await;
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stderr.contains("no version to start from") && out.stderr.contains("missing_command"),
+        "{out}"
+    );
+    assert_eq!(
+        server
+            .api_get("/v1/namespaces/default/services/web")
+            .await
+            .0,
+        404
+    );
+
+    let v1 = server
+        .deploy(
+            "web",
+            &["--env", "GREETING=hi", "--env", "OLD=1", "--timeout", "60"],
+        )
+        .await;
+    assert!(v1.success(), "{v1}");
+    server
+        .cli_ok(&[
+            "deploy",
+            "web",
+            "--env",
+            "GREETING=howdy",
+            "--remove-env",
+            "OLD",
+        ])
+        .await;
+    eventually(
+        "v2 takes the traffic",
+        Duration::from_secs(10),
+        async || {
+            let reply = server.get(&host, "/").await;
+            reply.body.starts_with("howdy from web v2").then_some(())
+        },
+    )
+    .await;
+    let spec = |version: &'static str| {
+        let server = &server;
+        async move {
+            let path = format!("/v1/namespaces/default/services/web/versions/{version}");
+            server.api_get(&path).await.1["spec"].clone()
+        }
+    };
+    let (first, second) = (spec("v1").await, spec("v2").await);
+    assert_eq!(second["command"], first["command"]);
+    assert_eq!(second["timeout_secs"], 60);
+    assert_eq!(second["env"], json!({"GREETING": "howdy"}));
+
+    // --from names the version to start from, with a new command too.
+    let command = format!("GREETING=again {}", sample_command());
+    server
+        .cli_ok(&["deploy", "web", "--from", "v1", "--command", &command])
+        .await;
+    let third = spec("v3").await;
+    assert_eq!(third["env"], json!({"GREETING": "hi", "OLD": "1"}));
+    assert_eq!(third["command"], json!(command));
+
+    // Bad input names its field and creates nothing.
+    let refused = [
+        (json!({"from": "v9"}), 404, "version_not_found", "from"),
+        (
+            json!({"from": "latest", "remove_env": ["NOPE"]}),
+            400,
+            "invalid_env",
+            "remove_env",
+        ),
+        (
+            json!({"remove_env": ["OLD"], "command": "x"}),
+            400,
+            "invalid_env",
+            "remove_env",
+        ),
+        (
+            json!({"from": "latest", "port": 70000}),
+            400,
+            "invalid_port",
+            "port",
+        ),
+    ];
+    for (body, status, code, field) in refused {
+        let (got, answer) = server
+            .api_post("/v1/namespaces/default/services/web/versions", &body)
+            .await;
+        let err = error_of(&answer);
+        assert_eq!(
+            (got, &err["code"], &err["field"]),
+            (status, &json!(code), &json!(field)),
+            "{body}"
+        );
+    }
+    assert_eq!(server.versions("web").await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eleventh_version_is_refused_naming_deletable_versions() {
     let server = Server::start().await;
     let command = sample_command();

@@ -96,6 +96,14 @@ pub struct DeployArgs {
     /// in place, as Cloud Run does.
     #[arg(long)]
     pub new_version: bool,
+    /// Start from this version's settings (`latest` or e.g. `v3`): flags given replace its
+    /// values, the rest are kept. The default when no --command, --image or --source is given,
+    /// so `nimbus deploy web --env KEY=VALUE` is the latest version with one more variable.
+    #[arg(long, value_name = "VERSION")]
+    pub from: Option<String>,
+    /// Drop an environment variable of the version deployed from; repeat for more.
+    #[arg(long = "remove-env", value_name = "KEY")]
+    pub remove_env: Vec<String>,
 }
 
 /// `KEY=VALUE`; the value may itself contain `=`.
@@ -185,6 +193,9 @@ pub struct DeployPlan {
     pub source: Option<SourcePlan>,
     pub no_traffic: bool,
     pub new_version: bool,
+    /// The version whose settings this deploy starts from (`latest`, `v3`), if any.
+    pub from: Option<String>,
+    pub remove_env: Vec<String>,
     /// The file's `[gateway]` table, set after the version is created.
     pub gateway: Option<nimbus_model::GatewaySpec>,
 }
@@ -242,12 +253,32 @@ impl DeployPlan {
                 queue_depth: args.queue_depth.or(file.queue_depth),
             },
         };
-        // A source deploy runs the image it builds: check it as an image version.
-        let mut check = input.clone();
-        if source.is_some() {
-            check.image = Some(format!("nimbus/{namespace}/{service}:build"));
+        // Nothing to run given: the new version is the latest one with these changes.
+        let gives_artifact = input.command.is_some() || input.image.is_some() || source.is_some();
+        let from = args
+            .from
+            .clone()
+            .or_else(|| (!gives_artifact).then(|| "latest".to_string()));
+        match &from {
+            // The server checks the merged settings; only it knows the base's.
+            Some(from) if from != "latest" => validate_name("from", from)?,
+            Some(_) => {}
+            None if !args.remove_env.is_empty() => {
+                return Err(CliError::Usage(
+                    "--remove-env drops variables of the version a deploy starts from: add \
+                     --from latest (a deploy with --command, --image or --source starts afresh)"
+                        .to_string(),
+                ));
+            }
+            None => {
+                // A source deploy runs the image it builds: check it as an image version.
+                let mut check = input.clone();
+                if source.is_some() {
+                    check.image = Some(format!("nimbus/{namespace}/{service}:build"));
+                }
+                check.resolve()?;
+            }
         }
-        check.resolve()?;
         if let Some(gateway) = &file.gateway {
             gateway.validate()?;
         }
@@ -258,6 +289,8 @@ impl DeployPlan {
             source,
             no_traffic: args.no_traffic || file.no_traffic.unwrap_or(false),
             new_version: args.new_version,
+            from,
+            remove_env: args.remove_env.clone(),
             gateway: file.gateway,
         })
     }
@@ -286,6 +319,12 @@ impl DeployPlan {
         }
         if self.new_version {
             body.insert("new_version".to_string(), Value::Bool(true));
+        }
+        if let Some(from) = &self.from {
+            body.insert("from".to_string(), Value::String(from.clone()));
+        }
+        if !self.remove_env.is_empty() {
+            body.insert("remove_env".to_string(), serde_json::json!(self.remove_env));
         }
         Value::Object(body)
     }
@@ -701,7 +740,10 @@ mod tests {
     #[test]
     fn local_rejections() {
         let cases: &[(&[&str], &str)] = &[
-            (&["nimbus", "deploy", "hello"], "missing_command"),
+            (
+                &["nimbus", "deploy", "hello", "--from", "V1"],
+                "invalid_name",
+            ),
             (
                 &["nimbus", "deploy", "Hello", "--command", "x"],
                 "invalid_name",
@@ -757,6 +799,34 @@ mod tests {
                 other => panic!("{argv:?}: {other:?}"),
             }
         }
+        // Nothing to run: the latest version with the changes given, checked by the server.
+        let (args, ns) = parse(&[
+            "nimbus",
+            "deploy",
+            "hello",
+            "--env",
+            "A=1",
+            "--remove-env",
+            "B",
+        ]);
+        let plan = DeployPlan::new(&args, None, ns.as_deref()).expect("a deploy from latest");
+        assert_eq!(
+            plan.body(),
+            json!({"env": {"A": "1"}, "from": "latest", "remove_env": ["B"]})
+        );
+        // --remove-env has nothing to remove from on a deploy that starts afresh.
+        let (args, ns) = parse(&[
+            "nimbus",
+            "deploy",
+            "hello",
+            "--command",
+            "x",
+            "--remove-env",
+            "B",
+        ]);
+        assert!(
+            matches!(DeployPlan::new(&args, None, ns.as_deref()), Err(CliError::Usage(m)) if m.contains("--from latest")),
+        );
         // No service anywhere is a usage error.
         let (args, ns) = parse(&["nimbus", "deploy", "--command", "x"]);
         assert!(matches!(
