@@ -291,6 +291,43 @@ async fn a_deploy_without_a_command_is_the_latest_version_with_its_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_port_runs_one_instance_and_a_version_that_needs_it_too_fails_clearly() {
+    let server = Server::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+        .to_string();
+    server
+        .deploy("fixed", &["--port", &port, "--min-instances", "2"])
+        .await;
+    // A second instance would die on its bind: it is not started at all.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(server.instances("fixed").await.len(), 1);
+    let (status, events) = server
+        .api_get("/v1/namespaces/default/services/fixed/events")
+        .await;
+    assert_eq!(status, 200, "{events}");
+    assert!(
+        events.to_string().contains("version v1 created"),
+        "{events}"
+    );
+    assert!(!events.to_string().contains("crash"), "{events}");
+
+    // A new version on the same port cannot start beside v1: it fails at once, saying why,
+    // and v1 keeps the traffic (its probe never reaches v1's process and calls it ready).
+    let out = server.cli(&["deploy", "fixed", "--env", "X=1"]).await;
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("port {port} is held by instance fixed-v1-")),
+        "{out}"
+    );
+    let reply = server.get(&Server::host("fixed"), "/").await;
+    assert!(reply.body.contains("from fixed v1"), "{}", reply.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eleventh_version_is_refused_naming_deletable_versions() {
     let server = Server::start().await;
     let command = sample_command();

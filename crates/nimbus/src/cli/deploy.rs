@@ -60,7 +60,8 @@ pub struct DeployArgs {
     /// Environment variable for the app; repeat for more.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
     pub env: Vec<(String, String)>,
-    /// Fixed port the app listens on (default: the engine picks one and passes PORT).
+    /// Fixed port the app listens on (default: the engine picks one per instance and passes
+    /// PORT). A fixed port runs one instance at a time on the machine.
     #[arg(long, value_name = "N")]
     pub port: Option<u32>,
     /// Path polled for readiness (default /).

@@ -403,6 +403,27 @@ impl Reconciler {
         self.publish();
     }
 
+    /// Why an instance cannot have the fixed `port` now: another instance holds it (then a
+    /// second instance would die on its bind, and a readiness probe would reach the holder
+    /// instead), or something else on the machine does.
+    fn fixed_port_taken(&self, port: u16) -> Option<String> {
+        let advice = "a fixed --port runs one instance at a time on this machine; leave --port \
+                      out so each instance gets its own $PORT";
+        if let Some(holder) = self.instances.values().find(|i| i.info.port == port) {
+            let (_, service, version) = &holder.key;
+            return Some(format!(
+                "port {port} is held by instance {} ({service} {version}): {advice}",
+                holder.info.id
+            ));
+        }
+        match std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Some(format!(
+                "port {port} is in use by a process Nimbus does not run: {advice}"
+            )),
+            _ => None,
+        }
+    }
+
     async fn start(&mut self, key: VersionKey, spec: &VersionSpec) {
         let (_, service, version) = &key;
         let id = format!(
@@ -410,7 +431,23 @@ impl Reconciler {
             rand::random::<u32>() & 0xff_ffff
         );
         let port = match spec.port {
-            Some(port) => port,
+            Some(port) => {
+                if self
+                    .instances
+                    .values()
+                    .any(|i| i.info.port == port && i.key == key)
+                {
+                    // The version's own instance has it: one instance is all a fixed port
+                    // allows, and that one serves.
+                    debug!(port, version = %version, "A fixed port caps this version at one instance.");
+                    return;
+                }
+                if let Some(reason) = self.fixed_port_taken(port) {
+                    self.record_failure(&key, reason, None);
+                    return;
+                }
+                port
+            }
             None => match nimbus_runtime::pick_free_port() {
                 Ok(port) => port,
                 Err(error) => {
