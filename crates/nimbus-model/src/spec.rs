@@ -84,7 +84,7 @@ pub struct VersionInput {
 pub struct ScalingInput {
     /// Fraction of `concurrency` each instance is aimed at, in (0, 1].
     pub target_utilization: Option<f64>,
-    /// Idle seconds before a min-0 version scales to zero.
+    /// Seconds a min-0 version waits to scale to zero once its stable window saw no request.
     pub scale_to_zero_after_secs: Option<u64>,
     /// Requests the version may queue while all slots are busy; default 10× total capacity.
     pub queue_depth: Option<u32>,

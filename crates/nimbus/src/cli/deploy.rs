@@ -82,7 +82,8 @@ pub struct DeployArgs {
     /// Fraction of --concurrency the autoscaler aims each instance at (default 0.7).
     #[arg(long, value_name = "FRACTION")]
     pub target_utilization: Option<f64>,
-    /// Idle seconds before a --min-instances 0 version scales to zero (default 30).
+    /// Seconds a --min-instances 0 version waits to scale to zero once its stable window (60 s,
+    /// `nimbus server --scale-stable-window`) has seen no request (default 30).
     #[arg(long = "scale-to-zero-after", value_name = "SECS")]
     pub scale_to_zero_after_secs: Option<u64>,
     /// Requests that may wait for a free slot (default 10 x concurrency x max instances);
