@@ -403,25 +403,20 @@ impl Reconciler {
         self.publish();
     }
 
-    /// Why an instance cannot have the fixed `port` now: another instance holds it (then a
-    /// second instance would die on its bind, and a readiness probe would reach the holder
-    /// instead), or something else on the machine does.
+    /// Why an instance cannot have the fixed `port` now: another instance holds it (a second
+    /// instance would die on its bind, and its readiness probe would reach the holder instead).
+    /// A port held by a process Nimbus does not run is left alone: pointing a version at a
+    /// server started elsewhere (`--command 'exec sleep infinity' --port 5432`-style, as
+    /// `bench/gateway` does with its backend) is a use, not a mistake Nimbus can tell apart.
     fn fixed_port_taken(&self, port: u16) -> Option<String> {
-        let advice = "a fixed --port runs one instance at a time on this machine; leave --port \
-                      out so each instance gets its own $PORT";
-        if let Some(holder) = self.instances.values().find(|i| i.info.port == port) {
-            let (_, service, version) = &holder.key;
-            return Some(format!(
-                "port {port} is held by instance {} ({service} {version}): {advice}",
-                holder.info.id
-            ));
-        }
-        match std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)) {
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Some(format!(
-                "port {port} is in use by a process Nimbus does not run: {advice}"
-            )),
-            _ => None,
-        }
+        let holder = self.instances.values().find(|i| i.info.port == port)?;
+        let (_, service, version) = &holder.key;
+        Some(format!(
+            "port {port} is held by instance {} ({service} {version}): a fixed --port runs one \
+             instance at a time on this machine; leave --port out so each instance gets its own \
+             $PORT",
+            holder.info.id
+        ))
     }
 
     async fn start(&mut self, key: VersionKey, spec: &VersionSpec) {
