@@ -325,6 +325,35 @@ async fn a_fixed_port_runs_one_instance_and_a_version_that_needs_it_too_fails_cl
     );
     let reply = server.get(&Server::host("fixed"), "/").await;
     assert!(reply.body.contains("from fixed v1"), "{}", reply.body);
+
+    // A port held by a server Nimbus does not run is taken to be that server: a version whose
+    // command only waits fronts it (as bench/gateway fronts its backend).
+    let outside = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut backend = std::process::Command::new(common::sample_app_path())
+        .env("PORT", outside.to_string())
+        .env("NIMBUS_SERVICE", "outside")
+        .spawn()
+        .expect("start a server outside Nimbus");
+    let outside = outside.to_string();
+    server
+        .cli_ok(&[
+            "deploy",
+            "front",
+            "--command",
+            "exec sleep 600",
+            "--port",
+            &outside,
+            "--min-instances",
+            "1",
+        ])
+        .await;
+    let reply = server.get(&Server::host("front"), "/").await;
+    let _ = backend.kill();
+    let _ = backend.wait();
+    assert!(reply.body.contains("from outside"), "{}", reply.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
