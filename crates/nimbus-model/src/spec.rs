@@ -726,28 +726,16 @@ impl VersionSpec {
 
     /// The spec with only its scaling changed; the rest of a version stays immutable.
     pub fn apply_scaling(&self, update: &ScalingUpdate) -> Result<VersionSpec, ModelError> {
-        let input = VersionInput {
-            command: Some(self.command.clone()).filter(|c| !c.is_empty()),
-            image: self.image.clone(),
-            cpu: self.cpu,
-            memory: self.memory_bytes.map(ByteSize::Bytes),
-            tmp_size: self.tmp_size_bytes.map(ByteSize::Bytes),
-            volumes: self.volumes.clone(),
-            env: self.env.clone(),
-            port: self.port.map(u32::from),
-            health_path: Some(self.health_path.clone()),
-            min_instances: update.min_instances.or(Some(self.min_instances)),
-            max_instances: update.max_instances.or(Some(self.max_instances)),
-            concurrency: update.concurrency.or(Some(self.concurrency)),
-            timeout_secs: Some(self.timeout_secs),
-            scaling: ScalingInput {
-                target_utilization: update.target_utilization.or(Some(self.target_utilization)),
-                scale_to_zero_after_secs: update
-                    .scale_to_zero_after_secs
-                    .or(Some(self.scale_to_zero_after_secs)),
-                queue_depth: update.queue_depth.or(self.queue_depth),
-            },
-        };
+        let mut input = self.to_input();
+        input.min_instances = update.min_instances.or(input.min_instances);
+        input.max_instances = update.max_instances.or(input.max_instances);
+        input.concurrency = update.concurrency.or(input.concurrency);
+        let scaling = &mut input.scaling;
+        scaling.target_utilization = update.target_utilization.or(scaling.target_utilization);
+        scaling.scale_to_zero_after_secs = update
+            .scale_to_zero_after_secs
+            .or(scaling.scale_to_zero_after_secs);
+        scaling.queue_depth = update.queue_depth.or(scaling.queue_depth);
         let mut spec = input.resolve()?;
         spec.build = self.build.clone();
         Ok(spec)
