@@ -738,6 +738,8 @@ impl VersionSpec {
         scaling.queue_depth = update.queue_depth.or(scaling.queue_depth);
         let mut spec = input.resolve()?;
         spec.build = self.build.clone();
+        // A function scaled is still that function.
+        spec.function = self.function.clone();
         Ok(spec)
     }
 
@@ -1319,6 +1321,19 @@ mod tests {
         let updated = built.apply_scaling(&update).unwrap();
         assert_eq!(updated.max_instances, 2);
         assert!(built.same_except_scaling(&updated));
+
+        // A function keeps its function part: scaling it does not make it a plain service.
+        let mut function = input().resolve().unwrap();
+        function.function = Some(crate::function::FunctionSpec {
+            runtime: "python3".into(),
+            handler: "index.main".into(),
+            code_dir: "/srv/fn".into(),
+            memory_mb: 128,
+            timeout_ms: 3000,
+        });
+        let updated = function.apply_scaling(&update).unwrap();
+        assert_eq!(updated.function, function.function);
+        assert!(function.same_except_scaling(&updated));
     }
 
     #[test]

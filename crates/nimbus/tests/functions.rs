@@ -306,6 +306,14 @@ async fn a_handler_over_its_memory_is_stopped_with_a_clear_error() {
         (200, &json!({"held": 0})),
         "{answer}"
     );
+    // Scaling it in place keeps it a function with its memory (it once made it a plain service).
+    server.cli_ok(&["scale", "hog", "--max", "5"]).await;
+    let (status, answer) = invoke(&server, "hog", json!({"mib": 200}), "").await;
+    assert_eq!(
+        (status, &answer["error"]["kind"]),
+        (200, &json!("memory")),
+        "{answer}"
+    );
     let out = server
         .cli(&["fn", "invoke", "hog", "--data", r#"{"mib": 200}"#])
         .await;
