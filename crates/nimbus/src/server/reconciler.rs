@@ -403,22 +403,6 @@ impl Reconciler {
         self.publish();
     }
 
-    /// Why an instance cannot have the fixed `port` now: another instance holds it (a second
-    /// instance would die on its bind, and its readiness probe would reach the holder instead).
-    /// A port held by a process Nimbus does not run is left alone: pointing a version at a
-    /// server started elsewhere (`--command 'exec sleep infinity' --port 5432`-style, as
-    /// `bench/gateway` does with its backend) is a use, not a mistake Nimbus can tell apart.
-    fn fixed_port_taken(&self, port: u16) -> Option<String> {
-        let holder = self.instances.values().find(|i| i.info.port == port)?;
-        let (_, service, version) = &holder.key;
-        Some(format!(
-            "port {port} is held by instance {} ({service} {version}): a fixed --port runs one \
-             instance at a time on this machine; leave --port out so each instance gets its own \
-             $PORT",
-            holder.info.id
-        ))
-    }
-
     async fn start(&mut self, key: VersionKey, spec: &VersionSpec) {
         let (_, service, version) = &key;
         let id = format!(
@@ -427,17 +411,24 @@ impl Reconciler {
         );
         let port = match spec.port {
             Some(port) => {
-                if self
-                    .instances
-                    .values()
-                    .any(|i| i.info.port == port && i.key == key)
-                {
-                    // The version's own instance has it: one instance is all a fixed port
-                    // allows, and that one serves.
-                    debug!(port, version = %version, "A fixed port caps this version at one instance.");
-                    return;
-                }
-                if let Some(reason) = self.fixed_port_taken(port) {
+                // Another instance holding the port would make this one die on its bind, and
+                // its readiness probe reach the holder instead. A port held by a process Nimbus
+                // does not run is left alone: pointing a version at a server started elsewhere
+                // (`--command 'exec sleep infinity' --port 5432`, as bench/gateway fronts its
+                // backend) is a use, not a mistake Nimbus can tell apart.
+                if let Some(holder) = self.instances.values().find(|i| i.info.port == port) {
+                    if holder.key == key {
+                        // One instance is all a fixed port allows, and this version has it.
+                        debug!(port, version = %version, "A fixed port caps this version at one instance.");
+                        return;
+                    }
+                    let (_, holder_service, holder_version) = &holder.key;
+                    let reason = format!(
+                        "port {port} is held by instance {} ({holder_service} {holder_version}): \
+                         a fixed --port runs one instance at a time on this machine; leave \
+                         --port out so each instance gets its own $PORT",
+                        holder.info.id
+                    );
                     self.record_failure(&key, reason, None);
                     return;
                 }
