@@ -574,7 +574,8 @@ impl State {
     }
 
     /// A slot on the instance the chooser picks among those below the limit and not ejected
-    /// (nor avoided), if any. With every instance ejected, ejection is ignored.
+    /// (nor avoided, nor retired), if any. With every instance ejected, ejection is ignored;
+    /// retirement never is.
     fn grant(&mut self, shared: &Arc<Shared>, deadline: Instant, pick: &Pick) -> Option<Permit> {
         let endpoints = &self.endpoints;
         let limit = self.limits.concurrency as usize;
@@ -583,6 +584,7 @@ impl State {
             let endpoint: &Arc<Endpoint> = &endpoints[i];
             let load = endpoint.inflight();
             let usable = load < limit
+                && !endpoint.is_retired()
                 && !(honour_ejection && endpoint.is_ejected())
                 && !avoid.is_some_and(|a| Arc::ptr_eq(a, endpoint));
             Candidate {

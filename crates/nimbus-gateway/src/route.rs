@@ -43,6 +43,9 @@ pub struct Endpoint {
     ejected_until: AtomicU64,
     /// True while `outlier` holds failures, so a success costs one atomic load.
     failing: AtomicBool,
+    /// Never chosen again: its instance is being killed (a function over its memory or
+    /// timeout), so a queued request must wait for another rather than be handed to it.
+    retired: AtomicBool,
     outlier: Mutex<OutlierState>,
 }
 
@@ -179,8 +182,20 @@ impl Endpoint {
             weight: 1,
             ejected_until: AtomicU64::new(0),
             failing: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             outlier: Mutex::new(OutlierState::default()),
         }
+    }
+
+    /// Takes it out of every gate's choice for good, at once: its instance is being stopped
+    /// without drain, before the next route table would leave it out.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    /// True once [`retire`](Self::retire)d.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 
     /// The same endpoint with a `weighted` balancing weight (at least 1).

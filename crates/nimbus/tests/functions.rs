@@ -306,6 +306,21 @@ async fn a_handler_over_its_memory_is_stopped_with_a_clear_error() {
         (200, &json!({"held": 0})),
         "{answer}"
     );
+    // One instance at most: a call queued behind the one that goes over memory waits for the
+    // replacement instead of being handed the instance being killed.
+    server.cli_ok(&["scale", "hog", "--max", "1"]).await;
+    let (over, queued) = tokio::join!(invoke(&server, "hog", json!({"mib": 200}), ""), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        invoke(&server, "hog", json!({}), "").await
+    });
+    assert_eq!(over.1["error"]["kind"], "memory", "{}", over.1);
+    assert_eq!(
+        (queued.0, &queued.1["result"]),
+        (200, &json!({"held": 0})),
+        "{}",
+        queued.1
+    );
+
     // Scaling it in place keeps it a function with its memory (it once made it a plain service).
     server.cli_ok(&["scale", "hog", "--max", "5"]).await;
     let (status, answer) = invoke(&server, "hog", json!({"mib": 200}), "").await;

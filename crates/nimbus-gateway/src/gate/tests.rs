@@ -161,6 +161,29 @@ async fn queue_is_fifo() {
 }
 
 #[tokio::test]
+async fn a_retired_instance_is_never_handed_a_queued_request() {
+    let (gate, _) = gate();
+    let (a, b) = (endpoint("a", 1), endpoint("b", 2));
+    gate.update(vec![a.clone()], limits(1, 10));
+    let held = gate.admit().await.unwrap();
+    let waiting = tokio::spawn({
+        let gate = gate.clone();
+        async move { gate.admit().await.map(|p| p.endpoint().instance.clone()) }
+    });
+    until("queued", || gate.stats().queued == 1).await;
+    // Its instance is about to be killed: the slot it frees is not given to the waiter...
+    a.retire();
+    drop(held);
+    assert_eq!((a.inflight(), gate.stats().queued), (0, 1));
+    // ...even once it is the only instance and every instance is ejected-or-worse.
+    gate.update(vec![a.clone()], limits(1, 10));
+    assert_eq!(gate.stats().queued, 1);
+    // A replacement takes it.
+    gate.update(vec![a.clone(), b.clone()], limits(1, 10));
+    assert_eq!(waiting.await.unwrap().unwrap(), "b");
+}
+
+#[tokio::test]
 async fn newcomer_does_not_overtake_the_queue() {
     let (gate, _) = gate();
     let a = endpoint("a", 1);

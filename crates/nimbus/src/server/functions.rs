@@ -254,7 +254,6 @@ impl Functions {
             },
         };
         let took = started.elapsed();
-        drop(permit);
         let grace = match outcome {
             // The handler may still be running: that instance must not serve again.
             InvokeOutcome::Timeout => Some(TIMEOUT_GRACE),
@@ -264,11 +263,15 @@ impl Functions {
         };
         if let Some(grace) = grace {
             warn!(instance = %endpoint.instance, function, ?outcome, "Replacing the instance.");
+            // Before the slot is freed: a queued invocation waits for another instance rather
+            // than being handed this one as it is killed.
+            endpoint.retire();
             let _ = self.recycle.send(Recycle {
                 instance: endpoint.instance.clone(),
                 grace,
             });
         }
+        drop(permit);
         self.telemetry
             .function_invoked(namespace, function, version, took, spec.memory_mb);
         Ok((took, outcome.into_result(timeout)))
