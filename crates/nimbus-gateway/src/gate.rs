@@ -583,10 +583,9 @@ impl State {
         let candidate = |i: usize, honour_ejection: bool| {
             let endpoint: &Arc<Endpoint> = &endpoints[i];
             let load = endpoint.inflight();
-            let usable = load < limit
-                && !endpoint.is_retired()
-                && !(honour_ejection && endpoint.is_ejected())
-                && !avoid.is_some_and(|a| Arc::ptr_eq(a, endpoint));
+            let ejected = honour_ejection && endpoint.is_ejected();
+            let avoided = avoid.is_some_and(|a| Arc::ptr_eq(a, endpoint));
+            let usable = load < limit && !endpoint.is_retired() && !ejected && !avoided;
             Candidate {
                 load,
                 usable,
