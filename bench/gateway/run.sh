@@ -513,6 +513,7 @@ echo
 echo "p99 ms of each round (saturated | fixed rate):"
 for row in "${ROWS[@]}"; do
     if [[ -n ${P99[$row]:-} ]]; then
-        echo "  $row: ${P99[$row]# } | ${RATED_P99[$row]# }"
+        rated=${RATED_P99[$row]:-}  # none with RATE=0
+        echo "  $row: ${P99[$row]# } | ${rated# }"
     fi
 done
