@@ -56,7 +56,12 @@ fn code_dir(server: &Server, name: &str, file: &str, text: &str) -> PathBuf {
 }
 
 async fn deploy_py(server: &Server, name: &str, extra: &[&str]) -> PathBuf {
-    let dir = code_dir(server, name, "index.py", PY_HANDLER);
+    deploy_py_code(server, name, PY_HANDLER, extra).await
+}
+
+/// Deploys `code` as `index.py` with handler `index.main`.
+async fn deploy_py_code(server: &Server, name: &str, code: &str, extra: &[&str]) -> PathBuf {
+    let dir = code_dir(server, name, "index.py", code);
     let dir_text = dir.display().to_string();
     let mut args = vec![
         "fn",
@@ -257,25 +262,13 @@ def main(event, context):
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_over_its_memory_is_stopped_with_a_clear_error() {
     let server = Server::start_with(FAST).await;
-    let dir = code_dir(&server, "hog", "index.py", MEMORY_HOG);
-    let dir_text = dir.display().to_string();
-    server
-        .cli_ok(&[
-            "fn",
-            "deploy",
-            "hog",
-            "--runtime",
-            "python3",
-            "--handler",
-            "index.main",
-            "--code",
-            &dir_text,
-            "--memory",
-            "64Mi",
-            "--timeout",
-            "20s",
-        ])
-        .await;
+    deploy_py_code(
+        &server,
+        "hog",
+        MEMORY_HOG,
+        &["--memory", "64Mi", "--timeout", "20s"],
+    )
+    .await;
     // Within its memory: served, and the instance keeps what it holds.
     let (status, answer) = invoke(&server, "hog", json!({"mib": 8}), "").await;
     assert_eq!(
