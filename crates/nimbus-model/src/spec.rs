@@ -435,6 +435,20 @@ impl VersionInput {
                 format!("max instances {max_instances} is out of range 1-{MAX_INSTANCES_LIMIT}"),
             ));
         }
+        if port.is_some() && min_instances > 1 {
+            return Err(ModelError::invalid(
+                "invalid_min_instances",
+                "min_instances",
+                format!(
+                    "min instances {min_instances} cannot share one fixed port: a fixed --port runs \
+                     one instance at a time on this machine; leave --port out so each instance \
+                     gets its own $PORT"
+                ),
+            ));
+        }
+        // A ceiling, so a fixed port lowers it rather than refusing it: the default (and a
+        // version deployed before this rule) still means "as many as the port allows".
+        let max_instances = if port.is_some() { 1 } else { max_instances };
         if min_instances > max_instances {
             return Err(ModelError::invalid(
                 "invalid_min_instances",
@@ -814,6 +828,23 @@ mod tests {
     }
 
     #[test]
+    fn a_fixed_port_caps_instances_at_one() {
+        for max in [None, Some(1), Some(10)] {
+            let mut i = input();
+            i.port = Some(8080);
+            i.max_instances = max;
+            let spec = i.resolve().unwrap();
+            assert_eq!(spec.max_instances, 1, "max {max:?}");
+        }
+        let mut i = input();
+        i.port = Some(8080);
+        i.min_instances = Some(3);
+        let error = i.resolve().unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("min_instances"));
+        assert!(error.message.contains("fixed --port"), "{}", error.message);
+    }
+
+    #[test]
     fn scaling_knobs_and_updates() {
         let spec = input().resolve().unwrap();
         assert_eq!(spec.target_utilization, 0.7);
@@ -954,6 +985,22 @@ mod tests {
             ("port 0", |i| i.port = Some(0), Some("invalid_port")),
             ("port 65536", |i| i.port = Some(65536), Some("invalid_port")),
             ("port 8080", |i| i.port = Some(8080), None),
+            (
+                "port with one instance",
+                |i| {
+                    i.port = Some(8080);
+                    i.min_instances = Some(1);
+                },
+                None,
+            ),
+            (
+                "port with two instances",
+                |i| {
+                    i.port = Some(8080);
+                    i.min_instances = Some(2);
+                },
+                Some("invalid_min_instances"),
+            ),
             ("no command", |i| i.command = None, Some("missing_command")),
             (
                 "blank command",
@@ -1338,8 +1385,10 @@ mod tests {
 
     #[test]
     fn a_spec_round_trips_through_its_input() {
+        let mut fixed = input();
+        fixed.port = Some(8081);
+        fixed.min_instances = Some(1);
         let mut scaled = input();
-        scaled.port = Some(8081);
         scaled.env = BTreeMap::from([("A".into(), "1".into())]);
         scaled.min_instances = Some(2);
         scaled.scaling.queue_depth = Some(7);
@@ -1348,7 +1397,7 @@ mod tests {
         container.cpu = Some(0.5);
         container.memory = Some(ByteSize::Text("256Mi".into()));
         container.volumes = vec![mount("data", "/data")];
-        for original in [input(), scaled, image_input(), container] {
+        for original in [input(), fixed, scaled, image_input(), container] {
             let spec = original.resolve().unwrap();
             assert_eq!(spec.to_input().resolve().unwrap(), spec, "{original:?}");
         }
@@ -1409,7 +1458,7 @@ mod tests {
                 "a new command and scaling",
                 VersionInput {
                     command: Some("python3 app2.py".into()),
-                    min_instances: Some(3),
+                    min_instances: Some(0),
                     ..Default::default()
                 },
                 vec![],
@@ -1418,7 +1467,7 @@ mod tests {
                     None,
                     &[("A", "1"), ("B", "2")],
                     Some(8081),
-                    3,
+                    0,
                 ),
             ),
             (

@@ -298,10 +298,47 @@ async fn a_fixed_port_runs_one_instance_and_a_version_that_needs_it_too_fails_cl
         .expect("a free port")
         .port()
         .to_string();
-    server
-        .deploy("fixed", &["--port", &port, "--min-instances", "2"])
+    // A second instance would die on its bind: asking for two is refused, creating nothing.
+    let command = sample_command();
+    let out = server
+        .cli(&[
+            "deploy",
+            "fixed",
+            "--command",
+            &command,
+            "--port",
+            &port,
+            "--min-instances",
+            "2",
+        ])
         .await;
-    // A second instance would die on its bind: it is not started at all.
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("invalid_min_instances"), "{out}");
+    assert!(out.stderr.contains("fixed --port"), "{out}");
+    let (status, _) = server
+        .api_get("/v1/namespaces/default/services/fixed")
+        .await;
+    assert_eq!(status, 404);
+
+    // A ceiling above one is lowered to it, so the status never shows an instance it cannot run.
+    server
+        .deploy(
+            "fixed",
+            &[
+                "--port",
+                &port,
+                "--min-instances",
+                "1",
+                "--max-instances",
+                "5",
+            ],
+        )
+        .await;
+    let (status, version) = server
+        .api_get("/v1/namespaces/default/services/fixed/versions/v1")
+        .await;
+    assert_eq!(status, 200, "{version}");
+    assert_eq!(version["spec"]["max_instances"], 1, "{version}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(server.instances("fixed").await.len(), 1);
     let (status, events) = server

@@ -418,7 +418,8 @@ impl Reconciler {
                 // backend) is a use, not a mistake Nimbus can tell apart.
                 if let Some(holder) = self.instances.values().find(|i| i.info.port == port) {
                     if holder.key == key {
-                        // One instance is all a fixed port allows, and this version has it.
+                        // One instance is all a fixed port allows, and this version has it (a
+                        // spec stored before deploys capped max_instances can ask for more).
                         debug!(port, version = %version, "A fixed port caps this version at one instance.");
                         return;
                     }
