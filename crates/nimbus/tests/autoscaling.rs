@@ -124,6 +124,33 @@ async fn idle_service_scales_to_zero_and_the_next_request_cold_starts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_never_listens_fails_its_deploy_instead_of_scaling_to_zero() {
+    let mut args = FAST.to_vec();
+    args.extend(["--startup-timeout", "6s"]);
+    let server = Server::start_with(&args).await;
+    // Idle windows far shorter than the startup deadline: the one starting instance must be
+    // kept until it is ready or has failed, not scaled away with the deploy reported "idle".
+    let started = Instant::now();
+    let out = server
+        .cli(&[
+            "deploy",
+            "mute",
+            "--command",
+            "echo starting; exec sleep 600",
+            "--scale-to-zero-after",
+            "1",
+        ])
+        .await;
+    assert!(!out.success(), "{out}");
+    assert!(started.elapsed() >= Duration::from_secs(6), "{out}");
+    assert!(out.stdout.contains("did not become ready"), "{out}");
+    assert!(out.stdout.contains("PORT="), "{out}");
+    assert!(out.stdout.contains("starting"), "the last log lines: {out}");
+    let v = version(&server, "mute", "v1").await;
+    assert_eq!(v["status"], "failed", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_of_first_requests_shares_one_cold_start() {
     let server = Server::start_with(FAST).await;
     server

@@ -1,5 +1,5 @@
 //! `nimbus deploy`: create a version from flags and/or a `nimbus.toml` (docs/nimbus-toml.md),
-//! then follow it until it is ready, failed, or 120 s have passed. With `--image` the image is
+//! then follow it until it is ready, failed, or 10 minutes have passed. With `--image` the image is
 //! pulled first when absent; with `--source DIR` the folder is built first (the build output is
 //! streamed to stderr as it happens) and the version runs the built image.
 
@@ -20,8 +20,10 @@ use super::{decode, print_json, CliError, Ctx};
 
 /// How often a deploying version is polled.
 const POLL_EVERY: Duration = Duration::from_millis(150);
-/// How long `deploy` waits for a version to leave `deploying`.
-const DEPLOY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `deploy` waits for a version to leave `deploying` (Knative's progress deadline):
+/// a safety net, as the server fails an instance that is not ready by its `--startup-timeout`
+/// (120 s by default), and the reason it gives is worth waiting for.
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Flags of `nimbus deploy`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -455,6 +457,12 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> Result<(), CliError> {
             }
             Err(CliError::Failed(format!("{svc} {name} failed to start")))
         }
+        // A deploy's first instance runs until it is ready or fails; at zero with neither, the
+        // version proved nothing (it crashed and was then scaled away).
+        "idle" => Err(CliError::Failed(format!(
+            "{svc} {name} was scaled to zero before any instance became ready; see \
+             `nimbus logs {svc} --version {name}` and `nimbus events {svc}`"
+        ))),
         _ if ctx.json() => Ok(()),
         status => {
             out!(
@@ -629,7 +637,6 @@ fn success_text(
     let svc = if svc.is_empty() { &service.name } else { svc };
     let mut out = match status {
         "ready" => format!("✓ {svc} {name} is ready"),
-        "idle" => format!("✓ {svc} {name} is deployed (idle: no instance is running yet)"),
         other => format!("✓ {svc} {name} is deployed (status {other})"),
     };
     if no_traffic && version.traffic == 0 {

@@ -130,6 +130,11 @@ pub struct ServerArgs {
         help_heading = "Gateway"
     )]
     pub header_read_timeout: String,
+    /// How long a new instance gets to answer its health path on $PORT before it counts as a
+    /// failed start (and is stopped). A version is not scaled down while its only instances
+    /// are still starting.
+    #[arg(long, value_name = "DURATION", default_value = "120s")]
+    pub startup_timeout: String,
 }
 
 impl ServerArgs {
@@ -169,6 +174,15 @@ impl ServerArgs {
         })
     }
 
+    fn startup_timeout(&self) -> anyhow::Result<Duration> {
+        let ms = nimbus_model::gateway::parse_duration_ms(&self.startup_timeout)
+            .map_err(|e| anyhow::anyhow!("--startup-timeout: {e}"))?;
+        if !(1_000..=3_600_000).contains(&ms) {
+            anyhow::bail!("--startup-timeout must be between 1s and 1h");
+        }
+        Ok(Duration::from_millis(ms))
+    }
+
     fn scaling_timings(&self) -> anyhow::Result<ScalingTimings> {
         let secs = |value: f64, flag: &str, min: f64| {
             if value.is_finite() && value >= min && value <= 86_400.0 {
@@ -195,6 +209,7 @@ impl ServerArgs {
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let timings = args.scaling_timings()?;
+    let startup_timeout = args.startup_timeout()?;
     let data = args
         .data
         .clone()
@@ -285,6 +300,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         gateway.clone(),
         args.base_domain.clone(),
         timings,
+        startup_timeout,
         telemetry.clone(),
     );
     let adopted = driver

@@ -35,11 +35,9 @@ use super::plan::{
     crash_backoff_ms, instance_spec, next_pass_at, plan, Action, LiveInstance, VersionKey,
     FAILED_AFTER,
 };
-use super::scaling::{schedules_of, Change, Scaler, ScalingTimings, SAMPLE_EVERY};
+use super::scaling::{schedules_of, Change, LiveCount, Scaler, ScalingTimings, SAMPLE_EVERY};
 use super::telemetry::Telemetry;
 
-/// How long a new instance may take to answer its health path before it counts as failed.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// SIGTERM → SIGKILL grace when stopping an instance.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Longest a draining instance waits for its in-flight requests.
@@ -129,6 +127,8 @@ pub struct Reconciler {
     driver: Arc<dyn Driver>,
     gateway: Arc<Gateway>,
     base_domain: String,
+    /// How long a new instance gets to answer its health path (`--startup-timeout`).
+    startup_timeout: Duration,
     instances: HashMap<String, Instance>,
     health: HashMap<VersionKey, VersionHealth>,
     status_tx: watch::Sender<Arc<RuntimeStatus>>,
@@ -249,6 +249,7 @@ impl Reconciler {
         gateway: Arc<Gateway>,
         base_domain: String,
         timings: ScalingTimings,
+        startup_timeout: Duration,
         telemetry: Arc<Telemetry>,
     ) -> (Self, watch::Receiver<Arc<RuntimeStatus>>) {
         let (status_tx, status_rx) = watch::channel(Arc::new(RuntimeStatus::default()));
@@ -268,6 +269,7 @@ impl Reconciler {
             reports_rx,
             desired: DesiredState::default(),
             scaler: Scaler::new(timings),
+            startup_timeout,
             gates: HashMap::new(),
             cold_tx,
             cold_rx,
@@ -430,7 +432,7 @@ impl Reconciler {
                          --port out so each instance gets its own $PORT",
                         holder.info.id
                     );
-                    self.record_failure(&key, reason, None);
+                    self.record_failure(&key, reason, None, FAILED_AFTER);
                     return;
                 }
                 port
@@ -438,7 +440,7 @@ impl Reconciler {
             None => match nimbus_runtime::pick_free_port() {
                 Ok(port) => port,
                 Err(error) => {
-                    self.record_failure(&key, format!("no free port: {error}"), None);
+                    self.record_failure(&key, format!("no free port: {error}"), None, FAILED_AFTER);
                     return;
                 }
             },
@@ -459,7 +461,12 @@ impl Reconciler {
             }
             Err(error) => {
                 warn!(instance = %id, %error, "Could not start an instance.");
-                self.record_failure(&key, format!("could not start: {error}"), None);
+                self.record_failure(
+                    &key,
+                    format!("could not start: {error}"),
+                    None,
+                    FAILED_AFTER,
+                );
             }
         }
     }
@@ -481,12 +488,13 @@ impl Reconciler {
         let port = info.port;
         let checks = self.checks_tx.subscribe();
         let service = (key.0.clone(), key.1.clone());
+        let startup_timeout = self.startup_timeout;
         tokio::spawn(async move {
             let wait_id = id.clone();
             let exit = driver.wait(&wait_id);
             tokio::pin!(exit);
             let ready = tokio::select! {
-                ready = nimbus_runtime::wait_ready(port, &health_path, STARTUP_TIMEOUT) => {
+                ready = nimbus_runtime::wait_ready(port, &health_path, startup_timeout) => {
                     let report = match ready {
                         Ok(took) => {
                             debug!(instance = %id, ms = took.as_millis() as u64, "Instance is ready.");
@@ -566,7 +574,15 @@ impl Reconciler {
         });
     }
 
-    fn record_failure(&mut self, key: &VersionKey, reason: String, log: Option<Vec<String>>) {
+    /// Counts a failed start or a crash of `key`'s instance (restarts wait out a backoff); the
+    /// version is reported failed from the `failed_after`th in a row.
+    fn record_failure(
+        &mut self,
+        key: &VersionKey,
+        reason: String,
+        log: Option<Vec<String>>,
+        failed_after: u32,
+    ) {
         let health = self.health.entry(key.clone()).or_default();
         health.consecutive_failures += 1;
         let wait = Duration::from_millis(crash_backoff_ms(health.consecutive_failures));
@@ -574,14 +590,16 @@ impl Reconciler {
         if let Some(lines) = log {
             health.last_log_lines = lines;
         }
-        if health.consecutive_failures >= FAILED_AFTER {
-            let reason = format!(
-                "{reason} ({} times in a row; retrying every {}s)",
-                health.consecutive_failures,
-                wait.as_secs().max(1)
-            );
+        if health.consecutive_failures >= failed_after {
+            let reason = match health.consecutive_failures {
+                1 => reason,
+                n => format!(
+                    "{reason} ({n} times in a row; retrying every {}s)",
+                    wait.as_secs().max(1)
+                ),
+            };
             if health.failure.as_deref() != Some(reason.as_str())
-                && health.consecutive_failures == FAILED_AFTER
+                && health.consecutive_failures == failed_after
             {
                 let _ = self.store.record_event(
                     &key.0,
@@ -640,7 +658,14 @@ impl Reconciler {
                 let key = instance.key.clone();
                 let log = self.log_tail(&id);
                 warn!(instance = %id, %error, "Instance never became ready.");
-                self.record_failure(&key, format!("did not become ready: {error}"), log);
+                let port = instance.info.port;
+                let reason = format!(
+                    "did not become ready: {error}; the app must serve HTTP on 127.0.0.1:$PORT \
+                     (PORT={port} here); `nimbus server --startup-timeout` sets how long it may take"
+                );
+                // It had the whole startup window: one is a failed deploy (Cloud Run's startup
+                // probe fails a revision the same way), not a crash loop to count to three.
+                self.record_failure(&key, reason, log, 1);
                 self.drain_and_stop(&id);
             }
             Report::Exited { id, status } => {
@@ -659,7 +684,7 @@ impl Reconciler {
                     "crash",
                     &format!("instance {id} of {} {status}", key.2),
                 );
-                self.record_failure(&key, format!("instance {status}"), log);
+                self.record_failure(&key, format!("instance {status}"), log, FAILED_AFTER);
                 // Reap anything left in its process group, then forget it.
                 self.drain_and_stop(&id);
             }
@@ -959,7 +984,13 @@ impl Reconciler {
         let health = &self.health;
         let schedules = &self.desired.schedules;
         let (changes, reasons_changed) = self.scaler.decide_all(
-            counts.iter().map(|(key, c)| (*key, c.1)),
+            counts.iter().map(|(key, c)| {
+                let live = LiveCount {
+                    running: c.1,
+                    ready: c.0 as u32,
+                };
+                (*key, live)
+            }),
             |key, current, desired| {
                 if health.get(key).is_some_and(|h| h.consecutive_failures > 0) {
                     // Crashed instances waiting out a backoff still count: a crash is not a

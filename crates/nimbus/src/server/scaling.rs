@@ -76,6 +76,8 @@ struct VersionScaling {
     warm: bool,
     /// Instances running or starting, as of the current [`Scaler::decide_all`] pass.
     running: u32,
+    /// Of those, the ready ones.
+    ready: u32,
 }
 
 impl VersionScaling {
@@ -175,6 +177,7 @@ impl Scaler {
                             sampled: false,
                             warm: true,
                             running: 0,
+                            ready: 0,
                         },
                     );
                     self.warm.push(key.clone());
@@ -250,7 +253,9 @@ impl Scaler {
     }
 
     /// Runs the decider for every version in one pass (no key copies). `running` lists the
-    /// versions with instances running or starting and how many; `current` gives the count a
+    /// versions with instances running or starting: how many, and how many of them are ready
+    /// (a version is not scaled below what it is starting while none is ready, see
+    /// [`starting_floor`]); `current` gives the count a
     /// version with fewer than it desires should be decided with (say, counting crashed
     /// instances waiting out a backoff); `schedules` gives its service's schedules (evaluated
     /// in the server's local time zone). Also says whether any version's scaling reason
@@ -261,17 +266,19 @@ impl Scaler {
     /// the thread the gateway shares.
     pub fn decide_all<'k>(
         &mut self,
-        running: impl IntoIterator<Item = (&'k VersionKey, u32)>,
+        running: impl IntoIterator<Item = (&'k VersionKey, LiveCount)>,
         current: impl Fn(&VersionKey, u32, u32) -> u32,
         schedules: impl Fn(&VersionKey) -> Vec<Schedule>,
         local_now: &chrono::DateTime<chrono::Local>,
     ) -> (Vec<Change>, bool) {
         for v in self.versions.values_mut() {
             v.running = 0;
+            v.ready = 0;
         }
         for (key, count) in running {
             if let Some(v) = self.versions.get_mut(key) {
-                v.running = count;
+                v.running = count.running;
+                v.ready = count.ready;
             }
         }
         let now = self.now();
@@ -301,7 +308,8 @@ impl Scaler {
                     return None;
                 }
                 let reason = v.reason;
-                let change = decide_version(key, v, now, running, &schedules, local_now);
+                let floor = starting_floor(v.running, v.ready);
+                let change = decide_version(key, v, now, running, floor, &schedules, local_now);
                 reasons_changed |= v.reason != reason;
                 change
             })
@@ -349,6 +357,7 @@ fn decide_version(
     v: &mut VersionScaling,
     now: Duration,
     current: u32,
+    floor: u32,
     schedules: &[Schedule],
     local_now: &chrono::DateTime<chrono::Local>,
 ) -> Option<Change> {
@@ -357,16 +366,44 @@ fn decide_version(
     let (decision, state) = decide(&v.config, bounds, &v.window, &v.state, now, current);
     v.state = state;
     let from = v.desired;
-    v.desired = decision.desired;
-    v.reason = decision.reason.as_str();
-    (from != decision.desired).then(|| Change {
+    if decision.desired < floor {
+        v.desired = floor;
+        v.reason = STARTING;
+    } else {
+        v.desired = decision.desired;
+        v.reason = decision.reason.as_str();
+    }
+    (from != v.desired).then(|| Change {
         key: key.clone(),
         from,
-        to: decision.desired,
+        to: v.desired,
         reason: v.reason,
         demand: decision.stable_demand,
         target: decision.target,
     })
+}
+
+/// The scaling reason of a version held at what it is starting (see [`starting_floor`]).
+pub const STARTING: &str = "starting";
+
+/// Instances of one version, for [`Scaler::decide_all`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveCount {
+    /// Running or starting.
+    pub running: u32,
+    pub ready: u32,
+}
+
+/// The fewest instances a version may be scaled down to now: all it is starting while none is
+/// ready. A version's first start proves it works (or fails it at the startup deadline); scaled
+/// away before that, a deploy of an app that never listens would end "idle" with nothing
+/// proven, and a slow starter would be killed just before it was ready.
+fn starting_floor(running: u32, ready: u32) -> u32 {
+    if ready == 0 {
+        running
+    } else {
+        0
+    }
 }
 
 /// Instances for `demand` held requests at `target` requests each: at least one, at most `max`.
@@ -426,7 +463,12 @@ mod tests {
         // `full` runs what it wants; `short` runs fewer; `gone` has no instance, and a count
         // for a version the scaler does not know is ignored.
         let unknown = name("deleted");
-        let running = [(&versions[0], 2), (&versions[1], 1), (&unknown, 7)];
+        let live = |running, ready| LiveCount { running, ready };
+        let running = [
+            (&versions[0], live(2, 2)),
+            (&versions[1], live(1, 1)),
+            (&unknown, live(7, 7)),
+        ];
         let asked = std::cell::RefCell::new(Vec::new());
         scaler.decide_all(
             running,
@@ -458,6 +500,66 @@ mod tests {
             &chrono::Local::now(),
         );
         assert_eq!(scaler.versions[&versions[0]].running, 0);
+    }
+
+    #[test]
+    fn a_version_is_not_scaled_below_what_it_starts_while_none_is_ready() {
+        // (running, ready) → floor
+        let cases = [
+            ((0, 0), 0),
+            ((1, 0), 1),
+            ((3, 0), 3),
+            ((1, 1), 0),
+            ((3, 1), 0),
+        ];
+        for ((running, ready), floor) in cases {
+            assert_eq!(
+                starting_floor(running, ready),
+                floor,
+                "{running} running, {ready} ready"
+            );
+        }
+
+        // A deploy with no traffic whose instance never answers: long past the stable window
+        // and the grace, it keeps its instance (until the startup deadline fails it).
+        let timings = ScalingTimings {
+            stable_window: Duration::from_millis(1),
+            panic_window: Duration::from_millis(1),
+            scale_down_delay: Duration::from_millis(1),
+            ..ScalingTimings::default()
+        };
+        let mut scaler = Scaler::new(timings);
+        let mut s = spec(0, 3);
+        s.scale_to_zero_after_secs = 0;
+        scaler.sync([(key(), &s)].into_iter(), |_, _| 1);
+        if let Some(v) = scaler.versions.get_mut(&key()) {
+            v.window.record(Duration::ZERO, 0.0); // no demand since the deploy
+        }
+        let decide = |scaler: &mut Scaler, count: LiveCount| {
+            let key = key();
+            scaler.decide_all(
+                [(&key, count)],
+                |_, current, _| current,
+                |_| Vec::new(),
+                &chrono::Local::now(),
+            );
+            (scaler.desired(&key), scaler.reason(&key))
+        };
+        // As if the deploy were a second old: far past the windows and the grace.
+        scaler.origin = scaler
+            .origin
+            .checked_sub(Duration::from_secs(1))
+            .expect("a monotonic clock older than a second");
+        let starting = LiveCount {
+            running: 1,
+            ready: 0,
+        };
+        assert_eq!(decide(&mut scaler, starting), (Some(1), Some(STARTING)));
+        let ready = LiveCount {
+            running: 1,
+            ready: 1,
+        };
+        assert_eq!(decide(&mut scaler, ready), (Some(0), Some("zero")));
     }
 
     #[test]
