@@ -757,6 +757,31 @@ impl VersionSpec {
         Ok(spec)
     }
 
+    /// Whether `next` may follow this spec as a later version of `name`: a name is a service or
+    /// a function for its whole life (they share names in a namespace), never a mix whose
+    /// traffic split sends invocations to a web server or requests to a handler.
+    pub fn check_same_kind(&self, next: &VersionSpec, name: &str) -> Result<(), ModelError> {
+        match (self.function.is_some(), next.function.is_some()) {
+            (true, false) => Err(ModelError::conflict(
+                "is_a_function",
+                "service",
+                format!(
+                    "{name} is a function: deploy its new versions with `nimbus fn deploy`, \
+                     or give the service another name"
+                ),
+            )),
+            (false, true) => Err(ModelError::conflict(
+                "is_a_service",
+                "function",
+                format!(
+                    "{name} is a service, and functions share names with services: give the \
+                     function another name (or delete the service first)"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// True when `other` differs from `self` in scaling fields only.
     pub fn same_except_scaling(&self, other: &VersionSpec) -> bool {
         self.command == other.command
@@ -825,6 +850,39 @@ mod tests {
         assert_eq!(spec.timeout_secs, 300);
         assert_eq!(spec.port, None);
         assert_eq!(spec.steady_instances(), 1);
+    }
+
+    #[test]
+    fn a_name_stays_a_service_or_a_function() {
+        let service = input().resolve().unwrap();
+        let mut function = service.clone();
+        function.function = Some(crate::function::FunctionSpec {
+            runtime: "python3".into(),
+            handler: "index.main".into(),
+            code_dir: "/srv/fn".into(),
+            memory_mb: 128,
+            timeout_ms: 3000,
+        });
+        // (existing, next) → the refusal's code and field, if any
+        let cases = [
+            (&service, &service, None),
+            (&function, &function, None),
+            (&function, &service, Some(("is_a_function", "service"))),
+            (&service, &function, Some(("is_a_service", "function"))),
+        ];
+        for (existing, next, refused) in cases {
+            let got = existing.check_same_kind(next, "hello").err();
+            assert_eq!(
+                got.as_ref()
+                    .map(|e| (e.code, e.field.as_deref().unwrap_or(""))),
+                refused,
+                "{got:?}"
+            );
+            if let Some(error) = got {
+                assert_eq!(error.kind, crate::ErrorKind::Conflict);
+                assert!(error.message.starts_with("hello is a "), "{error}");
+            }
+        }
     }
 
     #[test]

@@ -337,6 +337,7 @@ impl Store {
                     detail: format!("{newest} is listed but missing"),
                 }
             })?;
+            newest.spec.check_same_kind(spec, service)?;
             // An identical spec is a redeploy (a process app's code may have changed under the
             // same command), so only a pure scaling change is applied in place.
             if !new_version && newest.spec != *spec && newest.spec.same_except_scaling(spec) {

@@ -234,6 +234,57 @@ async fn concurrent_calls_get_their_own_instances_and_errors_are_structured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_is_a_service_or_a_function_never_both() {
+    let server = Server::start().await;
+    let dir = deploy_py(&server, "greet", &[]).await;
+    server.deploy("web", &[]).await;
+
+    // A service version on a function's name is refused, and the function is untouched.
+    let command = common::sample_command();
+    let out = server
+        .cli(&["deploy", "greet", "--command", &command])
+        .await;
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("is_a_function"), "{out}");
+    assert!(out.stderr.contains("nimbus fn deploy"), "{out}");
+    // And a function version on a service's name.
+    let dir = dir.display().to_string();
+    let out = server
+        .cli(&[
+            "fn",
+            "deploy",
+            "web",
+            "--runtime",
+            "python3",
+            "--handler",
+            "index.main",
+            "--code",
+            &dir,
+        ])
+        .await;
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("is_a_service"), "{out}");
+
+    assert_eq!(server.versions("greet").await.len(), 1);
+    assert_eq!(server.versions("web").await.len(), 1);
+    let (status, answer) = invoke(&server, "greet", json!({"n": 1}), "").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["result"]["echo"]["n"], 1, "{answer}");
+    let (status, body) = server
+        .api_post(
+            "/v1/namespaces/default/functions/web/versions",
+            &json!({"runtime": "python3", "handler": "index.main", "code_dir": dir}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let error = common::error_of(&body);
+    assert_eq!(error["code"], "is_a_service", "{body}");
+    assert_eq!(error["field"], "function", "{body}");
+    let out = server.cli_ok(&["fn", "list"]).await;
+    assert!(!out.stdout.contains("web"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_is_a_clear_error_and_the_function_keeps_working() {
     let server = Server::start_with(FAST).await;
     deploy_py(&server, "stuck", &["--timeout", "1s"]).await;
