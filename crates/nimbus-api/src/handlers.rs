@@ -1041,6 +1041,7 @@ pub async fn create_key(State(state): State<ApiState>) -> ApiResult<impl IntoRes
             "access_key": record.id,
             "secret_key": secret,
             "created_at": record.created_at,
+            "endpoint": state.s3_endpoint,
             "note": "the secret is shown only now; store it safely",
         })),
     ))

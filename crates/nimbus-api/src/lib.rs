@@ -76,6 +76,9 @@ pub struct ApiState {
     /// Object storage (buckets) and the S3 endpoint's access keys.
     pub storage: nimbus_storage::Storage,
     pub s3_keys: nimbus_storage::AccessKeys,
+    /// The S3 endpoint's URL (`nimbus server --s3`), handed out with access keys; `None` when
+    /// the server runs without one.
+    pub s3_endpoint: Option<String>,
     /// Function invocation and the async queue.
     pub functions: Arc<dyn functions::FunctionEngine>,
 }

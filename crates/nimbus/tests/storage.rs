@@ -60,6 +60,19 @@ async fn s3_endpoint_with_keys_buckets_and_presigned_urls() {
         .as_str()
         .expect("secret_key")
         .to_string();
+    // The answer names the endpoint the keys are for, and the table output shows it.
+    assert_eq!(
+        created["endpoint"].as_str(),
+        Some(endpoint.as_str()),
+        "{created}"
+    );
+    let shown = server.cli_ok(&["keys", "create"]).await;
+    assert!(
+        shown
+            .stdout
+            .contains(&format!("--endpoint-url {endpoint} ")),
+        "{shown}"
+    );
     let listed = server.cli_ok(&["keys", "list"]).await;
     assert!(listed.stdout.contains(&key), "{listed}");
     assert!(

@@ -45,8 +45,16 @@ pub async fn keys(ctx: &Ctx, cmd: KeysCmd) -> Result<(), CliError> {
             let secret = answer["secret_key"].as_str().unwrap_or_default();
             outln!("Access key: {id}");
             outln!("Secret key: {secret}");
-            outln!("The secret is shown only now. Use them with any S3 client, e.g.:");
-            outln!("  AWS_ACCESS_KEY_ID={id} AWS_SECRET_ACCESS_KEY=... aws --endpoint-url http://127.0.0.1:9000 s3 ls");
+            outln!("The secret is shown only now.");
+            match answer["endpoint"].as_str() {
+                Some(endpoint) => {
+                    outln!("Use them with any S3 client, e.g.:");
+                    outln!("  AWS_ACCESS_KEY_ID={id} AWS_SECRET_ACCESS_KEY=... aws --endpoint-url {endpoint} s3 ls");
+                }
+                None => outln!(
+                    "This server has no S3 endpoint: start it with `nimbus server --s3 127.0.0.1:9000` to use them."
+                ),
+            }
         }
         KeysCmd::List => {
             let answer = ctx.client.get(&["v1", "keys"], &[]).await?;

@@ -355,6 +355,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         prices: Arc::new(prices),
         storage: storage.clone(),
         s3_keys: s3_keys.clone(),
+        s3_endpoint: match &s3_listener {
+            Some(listener) => Some(format!("http://{}", listener.local_addr()?)),
+            None => None,
+        },
         functions: functions.clone(),
     };
     let images_task = tokio::spawn(nimbus_api::images::run_collector(
