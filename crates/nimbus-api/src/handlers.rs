@@ -643,7 +643,11 @@ pub async fn service_events(
 pub struct LogsQuery {
     pub version: Option<String>,
     pub instance: Option<String>,
+    /// At most this many lines per instance, the newest (default 100, or 10,000 with `since`).
     pub tail: Option<usize>,
+    /// Only lines written in this last stretch of time (`30s`, `10m`, `2h`), to within the
+    /// logs' time marks (a second or two).
+    pub since: Option<String>,
     pub cursor: Option<String>,
 }
 
@@ -651,6 +655,10 @@ pub struct LogsQuery {
 const MAX_LOG_FILES: usize = 50;
 /// Most bytes read from one file per call when following.
 const MAX_FOLLOW_BYTES: usize = 1 << 20;
+/// Most lines per instance in one answer.
+const MAX_TAIL: usize = 10_000;
+/// Most bytes read from one file (and its rotated copy) for `since`: the newest are kept.
+const MAX_SINCE_BYTES: usize = 4 << 20;
 
 pub async fn logs(
     State(state): State<ApiState>,
@@ -679,7 +687,15 @@ pub async fn logs(
     let dir = state.logs_dir.join(&ns).join(&service);
     let files = log_files(&dir, q.version.as_deref(), q.instance.as_deref());
     let cursor = parse_cursor(q.cursor.as_deref());
-    let tail = q.tail.unwrap_or(100).min(10_000);
+    let since_ms = match &q.since {
+        Some(text) => {
+            let secs = parse_since_secs(text)?;
+            Some(nimbus_runtime::logs::unix_ms().saturating_sub(secs.saturating_mul(1000)))
+        }
+        None => None,
+    };
+    let default_tail = if since_ms.is_some() { MAX_TAIL } else { 100 };
+    let tail = q.tail.unwrap_or(default_tail).min(MAX_TAIL);
     let mut lines = Vec::new();
     let mut next_cursor = Vec::new();
     for (version, instance, path) in files {
@@ -689,7 +705,13 @@ pub async fn logs(
                 .map_err(|e| ApiError::internal(format!("reading {}: {e}", path.display())))?,
             None => {
                 let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                (nimbus_runtime::tail_lines(&path, tail), size)
+                let lines = match since_ms {
+                    Some(since) => {
+                        nimbus_runtime::logs::lines_since(&path, since, tail, MAX_SINCE_BYTES)
+                    }
+                    None => nimbus_runtime::tail_lines(&path, tail),
+                };
+                (lines, size)
             }
         };
         for line in new_lines {
@@ -870,6 +892,11 @@ pub struct UsageQuery {
 
 /// `30m`, `24h`, `7d`, `90s` → minutes (rounded up, at least 1).
 pub fn parse_since(text: &str) -> Result<u64, ApiError> {
+    Ok(parse_since_secs(text)?.div_ceil(60))
+}
+
+/// `30m`, `24h`, `7d`, `90s` → seconds (1 s to 400 days).
+pub fn parse_since_secs(text: &str) -> Result<u64, ApiError> {
     let invalid = || {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -899,7 +926,7 @@ pub fn parse_since(text: &str) -> Result<u64, ApiError> {
             Some("since"),
         ));
     }
-    Ok(seconds.div_ceil(60))
+    Ok(seconds)
 }
 
 /// Quantities in the units a person reads, next to the exact integer ones.

@@ -58,6 +58,8 @@ const AFTER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const CURSOR_SAVE_EVERY: Duration = Duration::from_millis(100);
 /// Pause before the exit watcher asks the engine again after a broken connection.
 const WAIT_RETRY: Duration = Duration::from_secs(1);
+/// How often a container log's growth is marked in its time index (`logs --since`).
+const MARK_EVERY: Duration = Duration::from_secs(1);
 
 /// Tunables of the docker driver; [`Default`] is what the server uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -625,7 +627,26 @@ async fn follow_logs(job: LogCopy) {
         .since(job.resume.map_or(0, LogTimestamp::since_param))
         .build();
     let mut stream = job.docker.logs(&job.container, Some(options));
-    while let Some(item) = stream.next().await {
+    // The time index gets the log's size about once a second while it grows, and once more when
+    // output pauses, so `logs --since` finds where a time's lines start to within a second.
+    let mut marker = logs::Marker::default();
+    let mut marked_at = Instant::now();
+    loop {
+        let item = match tokio::time::timeout(MARK_EVERY, stream.next()).await {
+            Ok(Some(item)) => Some(item),
+            Ok(None) => break,
+            Err(_) => None, // quiet for a second
+        };
+        if marked_at.elapsed() >= MARK_EVERY || item.is_none() {
+            // A few bytes appended to a local file, at most once a second.
+            if let Err(error) = marker.mark(&job.log_path, logs::unix_ms(), size) {
+                tracing::debug!(%error, path = %job.log_path.display(), "Cannot mark the log's time index.");
+            }
+            marked_at = Instant::now();
+        }
+        let Some(item) = item else {
+            continue;
+        };
         let entry = match item {
             Ok(output) => output.into_bytes(),
             Err(error) => {
@@ -651,7 +672,12 @@ async fn follow_logs(job: LogCopy) {
             let path = job.log_path.clone();
             let cap = job.cap;
             match tokio::task::spawn_blocking(move || logs::rotate_if_over(&path, cap)).await {
-                Ok(Ok(_)) => size = file.metadata().await.map_or(0, |m| m.len()),
+                Ok(Ok(rotated)) => {
+                    if rotated {
+                        marker = logs::Marker::default();
+                    }
+                    size = file.metadata().await.map_or(0, |m| m.len());
+                }
                 Ok(Err(error)) => {
                     tracing::warn!(%error, path = %job.log_path.display(), "Cannot rotate log.")
                 }

@@ -1,5 +1,11 @@
-//! Instance logs: one append-only file per instance, rotated by copy-and-truncate, and the two ways
-//! to read it (the last lines, and a cursor for `logs -f`).
+//! Instance logs: one append-only file per instance, rotated by copy-and-truncate, and the ways to
+//! read it (the last lines, the lines since a time, and a cursor for `logs -f`).
+//!
+//! The app writes plain lines, so when a line was written is kept beside the log: its time index
+//! (`{id}.log.idx`) gets a mark `UNIX_MS SIZE` whenever the log is seen to have grown (every
+//! couple of seconds for processes, about once a second for containers). A mark says every byte
+//! before SIZE was written by then, so the lines since a time start at the latest mark made
+//! before it: `logs --since` is as exact as the marks are frequent.
 //!
 //! The child writes to its log through an `O_APPEND` descriptor it owns, so logging does not
 //! depend on the server being alive. Rotation copies `{id}.log` to `{id}.log.1` (replacing the old
@@ -25,6 +31,133 @@ pub fn rotated_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The time index of a log: `{id}.log` → `{id}.log.idx` (and `{id}.log.1.idx` for the rotated
+/// copy).
+pub fn index_path(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_os_string();
+    name.push(".idx");
+    PathBuf::from(name)
+}
+
+/// Records in `log`'s index that it was `size` bytes long at `at_ms` (Unix milliseconds).
+pub fn append_mark(log: &Path, at_ms: u64, size: u64) -> io::Result<()> {
+    use std::io::Write;
+    let mut index = open_append(&index_path(log))?;
+    index.write_all(format!("{at_ms} {size}\n").as_bytes())
+}
+
+/// The marks of a log's index, oldest first; a torn or foreign line is skipped. A missing index
+/// has none.
+pub fn read_marks(log: &Path) -> Vec<Mark> {
+    let Ok(text) = std::fs::read_to_string(index_path(log)) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let (at, size) = line.split_once(' ')?;
+            Some(Mark {
+                at_ms: at.parse().ok()?,
+                size: size.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// A log was `size` bytes long at `at_ms`: every byte before `size` was written by then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub at_ms: u64,
+    pub size: u64,
+}
+
+/// Where the lines written at or after `since_ms` begin, given a log's marks: the size at the
+/// latest mark made at or before `since_ms`, or 0 when none was (the whole log may be newer).
+/// Lines written in the gap between that mark and `since_ms` come along, never fewer.
+pub fn offset_since(marks: &[Mark], since_ms: u64) -> u64 {
+    marks
+        .iter()
+        .filter(|m| m.at_ms <= since_ms)
+        .map(|m| m.size)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Whether a log with these marks may hold lines written at or after `since_ms`: its newest mark
+/// is not older (a log without marks might).
+pub fn may_hold_since(marks: &[Mark], since_ms: u64) -> bool {
+    marks.last().is_none_or(|m| m.at_ms >= since_ms)
+}
+
+/// Adds a mark to `log`'s index when the log has grown since the last one, so a quiet log costs
+/// one `stat`. Remembers the last marked size itself.
+#[derive(Debug, Default)]
+pub struct Marker {
+    marked: Option<u64>,
+}
+
+impl Marker {
+    /// Marks `log` as `size` bytes at `at_ms` unless that is the size last marked. A failed
+    /// write is retried at the next call.
+    pub fn mark(&mut self, log: &Path, at_ms: u64, size: u64) -> io::Result<()> {
+        if self.marked == Some(size) {
+            return Ok(());
+        }
+        append_mark(log, at_ms, size)?;
+        self.marked = Some(size);
+        Ok(())
+    }
+
+    /// Rotates `log` when it is over `cap` bytes (which leaves its index a mark of the emptied
+    /// log), else marks its size: the periodic upkeep of a running instance's log. Returns
+    /// whether it rotated; a missing log is left alone.
+    pub fn upkeep(&mut self, log: &Path, cap: u64) -> io::Result<bool> {
+        let len = match std::fs::metadata(log) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if len > cap {
+            rotate(log)?;
+            self.marked = Some(0);
+            return Ok(true);
+        }
+        self.mark(log, unix_ms(), len)?;
+        Ok(false)
+    }
+}
+
+/// Now, as Unix milliseconds (0 if the clock is before 1970).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The last `max_lines` complete lines of `log` written at or after `since_ms`, oldest first
+/// (also from the rotated copy when it may hold some), reading at most `max_bytes` of each file.
+pub fn lines_since(log: &Path, since_ms: u64, max_lines: usize, max_bytes: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for path in [rotated_path(log), log.to_path_buf()] {
+        let marks = read_marks(&path);
+        if path != log && (marks.is_empty() || !may_hold_since(&marks, since_ms)) {
+            continue;
+        }
+        let Ok(len) = std::fs::metadata(&path).map(|m| m.len()) else {
+            continue;
+        };
+        // The newest lines matter most: past the budget, start later rather than stop early.
+        let start = offset_since(&marks, since_ms).max(len.saturating_sub(max_bytes as u64));
+        if let Ok((mut found, _)) = read_from(&path, start, max_bytes) {
+            if start > offset_since(&marks, since_ms) && !found.is_empty() {
+                found.remove(0); // starts mid-line
+            }
+            lines.append(&mut found);
+        }
+    }
+    let skip = lines.len().saturating_sub(max_lines);
+    lines.split_off(skip)
+}
+
 /// Opens (creating it and its directories) a log file for appending.
 pub fn open_append(path: &Path) -> io::Result<File> {
     if let Some(dir) = path.parent() {
@@ -44,9 +177,23 @@ pub fn rotate_if_over(path: &Path, cap: u64) -> io::Result<bool> {
     if len <= cap {
         return Ok(false);
     }
+    rotate(path)?;
+    Ok(true)
+}
+
+/// Copies `path` to `.1`, empties it, and moves its marks with the copy.
+fn rotate(path: &Path) -> io::Result<()> {
     std::fs::copy(path, rotated_path(path))?;
     OpenOptions::new().write(true).open(path)?.set_len(0)?;
-    Ok(true)
+    // The marks describe the copy now; the emptied log starts afresh from this moment.
+    match std::fs::rename(index_path(path), index_path(&rotated_path(path))) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let _ = std::fs::remove_file(index_path(&rotated_path(path)));
+        }
+        Err(e) => return Err(e),
+    }
+    append_mark(path, unix_ms(), 0)
 }
 
 /// The last `n` lines of a log, oldest first, without reading the whole file. When the current

@@ -461,9 +461,11 @@ fn finish(
     }));
 }
 
-/// Every [`ProcessConfig::rotate_every`]: rotate oversized logs of running instances and forget
-/// instances that exited long ago. Ends when the driver is gone.
+/// Every [`ProcessConfig::rotate_every`]: rotate oversized logs of running instances, mark the
+/// others' growth in their time index, and forget instances that exited long ago. Ends when the
+/// driver is gone.
 async fn rotate_logs(driver: Weak<ProcessDriver>) {
+    let mut markers: HashMap<PathBuf, logs::Marker> = HashMap::new();
     loop {
         let Some(every) = driver.upgrade().map(|d| d.config.rotate_every) else {
             return;
@@ -483,18 +485,28 @@ async fn rotate_logs(driver: Weak<ProcessDriver>) {
             Some(exited) => exited.at.elapsed() < forget_after,
         });
         drop(d);
-        let _ = tokio::task::spawn_blocking(move || {
-            for path in paths {
-                match logs::rotate_if_over(&path, cap) {
+        // Markers of instances no longer running go; new ones start empty.
+        let mut kept: HashMap<PathBuf, logs::Marker> = paths
+            .into_iter()
+            .map(|path| {
+                let marker = markers.remove(&path).unwrap_or_default();
+                (path, marker)
+            })
+            .collect();
+        markers = tokio::task::spawn_blocking(move || {
+            for (path, marker) in &mut kept {
+                match marker.upkeep(path, cap) {
                     Ok(true) => tracing::debug!(path = %path.display(), "Rotated log."),
                     Ok(false) => {}
                     Err(error) => {
-                        tracing::warn!(%error, path = %path.display(), "Cannot rotate log.")
+                        tracing::warn!(%error, path = %path.display(), "Cannot rotate or mark log.")
                     }
                 }
             }
+            kept
         })
-        .await;
+        .await
+        .unwrap_or_default();
     }
 }
 

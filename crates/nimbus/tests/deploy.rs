@@ -542,6 +542,37 @@ async fn logs_show_the_apps_output() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_since_shows_only_the_lines_of_that_last_stretch() {
+    let server = Server::start().await;
+    server.deploy("since", &[]).await;
+    let host = Server::host("since");
+    assert_eq!(server.get(&host, "/log?msg=early-line").await.status, 200);
+    // Marks are made every 2 s: wait out a few, so the early line is well before the window.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(server.get(&host, "/log?msg=late-line").await.status, 200);
+    let out = eventually(
+        "`logs --since 4s` shows the late line",
+        Duration::from_secs(3),
+        async || {
+            let out = server.cli(&["logs", "since", "--since", "4s"]).await;
+            (out.success() && out.stdout.contains("late-line")).then_some(out)
+        },
+    )
+    .await;
+    assert!(!out.stdout.contains("early-line"), "{out}");
+    assert!(!out.stdout.contains("listening on"), "{out}");
+    let out = server.cli_ok(&["logs", "since", "--since", "1h"]).await;
+    for line in ["listening on", "early-line", "late-line"] {
+        assert!(out.stdout.contains(line), "{line}: {out}");
+    }
+    let out = server
+        .cli(&["logs", "since", "--since", "ten minutes"])
+        .await;
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("invalid_since"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_follow_shows_lines_written_later() {
     use tokio::io::{AsyncBufReadExt, BufReader};
 

@@ -406,6 +406,17 @@ async fn image_version_serves_with_its_limits() {
     assert_eq!(server.body("web", "/tmp-fill").await, "ok");
     let logs = server.cli_ok(&["logs", "web", "--version", "v2"]).await;
     assert!(logs.stdout.contains("serving on port"), "{logs}");
+    // The container's log has time marks too: its line is in the last hour, not the last second
+    // once a second has passed in quiet (the follower marks the pause).
+    let logs = server
+        .cli_ok(&["logs", "web", "--version", "v2", "--since", "1h"])
+        .await;
+    assert!(logs.stdout.contains("serving on port"), "{logs}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let logs = server
+        .cli_ok(&["logs", "web", "--version", "v2", "--since", "1s"])
+        .await;
+    assert!(!logs.stdout.contains("serving on port"), "{logs}");
 
     server.cli_ok(&["service", "delete", "web"]).await;
     assert_eq!(

@@ -140,3 +140,88 @@ fn appends_continue_at_new_end_after_truncate() {
     // O_APPEND: no hole of zeros before the new line.
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
 }
+
+#[test]
+fn the_lines_since_a_time_start_at_the_latest_mark_before_it() {
+    let marks = [
+        Mark {
+            at_ms: 1000,
+            size: 4,
+        },
+        Mark {
+            at_ms: 2000,
+            size: 8,
+        },
+    ];
+    // (since, offset): never fewer lines than asked for; at most those of one mark's gap more.
+    let cases = [(0, 0), (999, 0), (1000, 4), (1500, 4), (2000, 8), (9000, 8)];
+    for (since, offset) in cases {
+        assert_eq!(offset_since(&marks, since), offset, "since {since}");
+    }
+    assert_eq!(offset_since(&[], 5000), 0, "no marks: the whole log");
+    // (since, whether a log with these marks may hold lines that new)
+    for (since, may) in [(0, true), (2000, true), (2001, false)] {
+        assert_eq!(may_hold_since(&marks, since), may, "since {since}");
+    }
+    assert!(may_hold_since(&[], 1), "a log without marks might");
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("a.log");
+    std::fs::write(&log, "a\nb\nc\nd\ne\n").unwrap();
+    for mark in marks {
+        append_mark(&log, mark.at_ms, mark.size).unwrap();
+    }
+    std::fs::write(index_path(&log), {
+        let mut text = std::fs::read_to_string(index_path(&log)).unwrap();
+        text.push_str("torn"); // a crash mid-append
+        text
+    })
+    .unwrap();
+    assert_eq!(read_marks(&log), marks);
+    let cases: &[(u64, usize, &[&str])] = &[
+        (500, 10, &["a", "b", "c", "d", "e"]),
+        (1500, 10, &["c", "d", "e"]),
+        (2000, 10, &["e"]),
+        (1000, 2, &["d", "e"]), // the newest of them
+    ];
+    for (since, max, expected) in cases {
+        assert_eq!(
+            lines_since(&log, *since, *max, 1 << 20),
+            *expected,
+            "since {since}"
+        );
+    }
+    // A read budget smaller than the gap keeps the newest whole lines.
+    assert_eq!(lines_since(&log, 0, 10, 5), ["d", "e"]);
+}
+
+#[test]
+fn upkeep_marks_growth_once_and_rotation_moves_the_marks() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("b.log");
+    let mut marker = Marker::default();
+    assert!(!marker.upkeep(&log, 100).unwrap(), "no log yet: nothing");
+    assert!(read_marks(&log).is_empty());
+    std::fs::write(&log, "one\n").unwrap();
+    marker.upkeep(&log, 100).unwrap();
+    marker.upkeep(&log, 100).unwrap(); // unchanged: no second mark
+    let marks = read_marks(&log);
+    assert_eq!(marks.len(), 1);
+    assert_eq!(marks[0].size, 4);
+
+    std::fs::write(&log, numbered(0, 30)).unwrap();
+    assert!(marker.upkeep(&log, 100).unwrap(), "over the cap: rotated");
+    assert_eq!(
+        read_marks(&rotated_path(&log)),
+        marks,
+        "the copy keeps them"
+    );
+    let fresh = read_marks(&log);
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0].size, 0, "the emptied log starts from now");
+    // Lines written after the rotation are found; the copy's older ones are not.
+    std::fs::write(&log, "after\n").unwrap();
+    let since = fresh[0].at_ms;
+    assert_eq!(lines_since(&log, since, 10, 1 << 20), ["after"]);
+    assert_eq!(lines_since(&log, 0, 2, 1 << 20), ["line 29", "after"]);
+}

@@ -20,9 +20,14 @@ pub struct LogsArgs {
     /// Only this instance.
     #[arg(long)]
     pub instance: Option<String>,
-    /// How many recent lines to start with.
-    #[arg(long, default_value_t = 100, value_name = "N")]
-    pub tail: u32,
+    /// How many recent lines to start with, per instance [default: 100; with --since, all of
+    /// them up to 10,000].
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u32>,
+    /// Only lines written in this last stretch of time: 30s, 10m, 2h, 7d (to within a second
+    /// or two: when a line was written is marked beside the log every second or two).
+    #[arg(long, value_name = "DURATION", conflicts_with = "build")]
+    pub since: Option<String>,
     /// Keep printing new lines until Ctrl-C.
     #[arg(short = 'f', long)]
     pub follow: bool,
@@ -58,7 +63,14 @@ impl LogsArgs {
         }
         match cursor {
             Some(cursor) => query.push(("cursor", cursor.to_string())),
-            None => query.push(("tail", self.tail.to_string())),
+            None => {
+                if let Some(since) = &self.since {
+                    query.push(("since", since.clone()));
+                }
+                if let Some(tail) = self.tail {
+                    query.push(("tail", tail.to_string()));
+                }
+            }
         }
         query
     }
@@ -178,7 +190,18 @@ mod tests {
     fn queries() {
         type Case<'a> = (&'a [&'a str], Option<&'a str>, &'a [(&'a str, &'a str)]);
         let cases: &[Case<'_>] = &[
-            (&["nimbus", "logs", "hello"], None, &[("tail", "100")]),
+            // The server's default tail (100, or every line since).
+            (&["nimbus", "logs", "hello"], None, &[]),
+            (
+                &["nimbus", "logs", "hello", "--since", "10m"],
+                None,
+                &[("since", "10m")],
+            ),
+            (
+                &["nimbus", "logs", "hello", "--since", "1h", "--tail", "3"],
+                None,
+                &[("since", "1h"), ("tail", "3")],
+            ),
             (
                 &[
                     "nimbus",
@@ -196,7 +219,16 @@ mod tests {
             ),
             // Following: the cursor replaces tail, filters stay.
             (
-                &["nimbus", "logs", "hello", "-f", "--version", "v2"],
+                &[
+                    "nimbus",
+                    "logs",
+                    "hello",
+                    "-f",
+                    "--version",
+                    "v2",
+                    "--since",
+                    "5m",
+                ],
                 Some("c42"),
                 &[("version", "v2"), ("cursor", "c42")],
             ),
