@@ -19,11 +19,13 @@
 //! - [`process`]: [`ProcessDriver`], its data-dir layout (`logs/…`, `run/{id}.json`) and log rotation.
 //! - [`logs`]: reading logs: [`tail_lines`], [`read_from`]; rotation itself ([`logs::rotate_if_over`]).
 //! - [`probe`]: [`wait_ready`] (HTTP readiness) and [`pick_free_port`].
+//! - [`listening`]: the TCP ports an instance's process group listens on (the wrong-port hint).
 //! - `proc` (private): `/proc` parsing and verified group signalling.
 
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod listening;
 pub mod logs;
 pub mod probe;
 pub mod process;

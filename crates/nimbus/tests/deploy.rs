@@ -394,6 +394,48 @@ async fn a_fixed_port_runs_one_instance_and_a_version_that_needs_it_too_fails_cl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_on_the_wrong_port_is_told_which_port_it_listens_on() {
+    let server = Server::start_with(&["--startup-timeout", "8s"]).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    // The app ignores the $PORT it is given and serves on a port of its own choosing.
+    let command = format!("PORT={port} exec {}", sample_command());
+    let started = std::time::Instant::now();
+    let out = server
+        .cli(&["deploy", "stubborn", "--command", &command])
+        .await;
+    assert!(!out.success(), "{out}");
+    let hint = format!("it listens on port {port} but not on $PORT");
+    // Said while the deploy still waited, and again as the reason it failed.
+    assert!(
+        out.stderr
+            .contains(&format!("stubborn v1 is not ready yet: {hint}")),
+        "{out}"
+    );
+    assert!(out.stdout.contains("did not become ready"), "{out}");
+    assert!(
+        out.stdout.contains(&format!("deploy with --port {port}")),
+        "{out}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(8), "{out}");
+    // What the hint says works.
+    server
+        .cli_ok(&[
+            "deploy",
+            "stubborn",
+            "--command",
+            &command,
+            "--port",
+            &port.to_string(),
+        ])
+        .await;
+    let reply = server.get(&Server::host("stubborn"), "/").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eleventh_version_is_refused_naming_deletable_versions() {
     let server = Server::start().await;
     let command = sample_command();

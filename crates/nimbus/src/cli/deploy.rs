@@ -413,11 +413,18 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> Result<(), CliError> {
     let name = version.name.clone();
 
     let deadline = tokio::time::Instant::now() + DEPLOY_TIMEOUT;
+    let mut told: Option<String> = None;
     while version.status == "deploying" {
         spinner.set_message(format!(
             "{svc} {name}: starting ({}/{} instances ready)",
             version.ready_instances, version.desired_instances
         ));
+        // What holds it up (it listens on another port), said once, while the deploy waits.
+        if version.reason.is_some() && version.reason != told && !ctx.json() {
+            told = version.reason.clone();
+            let hint = told.as_deref().unwrap_or_default();
+            spinner.suspend(|| eprintln!("! {svc} {name} is not ready yet: {hint}"));
+        }
         if tokio::time::Instant::now() >= deadline {
             spinner.finish_and_clear();
             if ctx.json() {

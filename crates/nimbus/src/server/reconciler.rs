@@ -44,6 +44,11 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const MAX_DRAIN: Duration = Duration::from_secs(300);
 /// Lines of a failing instance's log shown with a `failed` version.
 const FAILURE_LOG_LINES: usize = 10;
+/// A starting instance's listening ports are first looked at after this (most apps are ready
+/// sooner, and a slow one may open its port late)...
+const HINT_AFTER: Duration = Duration::from_secs(3);
+/// ...and then this often.
+const HINT_EVERY: Duration = Duration::from_secs(2);
 
 /// What watcher and drainer tasks report.
 #[derive(Debug)]
@@ -54,6 +59,11 @@ enum Report {
     NeverReady {
         id: String,
         error: String,
+    },
+    /// What may hold a starting instance up (it listens on another port), or `None` once not.
+    StartupHint {
+        id: String,
+        hint: Option<String>,
     },
     Exited {
         id: String,
@@ -81,6 +91,8 @@ struct Instance {
     spawned: Instant,
     /// Started while requests were held for a version with no ready instance.
     cold: bool,
+    /// While starting: what may hold it up (see [`Report::StartupHint`]).
+    startup_hint: Option<String>,
     /// Failed its active health checks: out of the routes while it stays `Ready`.
     unhealthy: bool,
 }
@@ -231,6 +243,38 @@ async fn health_checks(
                 detail,
             });
         }
+    }
+}
+
+/// While an instance starts: from [`HINT_AFTER`] on, every [`HINT_EVERY`], reports whether its
+/// process group (`pgid`, when the driver has one) listens on other ports but not on `port`, so
+/// the deploy can say so instead of waiting out the startup timeout in silence. Never ends.
+async fn startup_hints(
+    id: String,
+    pgid: Option<i32>,
+    port: u16,
+    reports: mpsc::UnboundedSender<Report>,
+) {
+    let Some(pgid) = pgid else {
+        return std::future::pending().await;
+    };
+    tokio::time::sleep(HINT_AFTER).await;
+    let mut last = None;
+    loop {
+        let listening = tokio::task::spawn_blocking(move || {
+            nimbus_runtime::listening::group_listening_ports(pgid)
+        })
+        .await
+        .unwrap_or_default();
+        let hint = nimbus_runtime::listening::wrong_port_hint(port, &listening);
+        if hint != last {
+            last = hint.clone();
+            let _ = reports.send(Report::StartupHint {
+                id: id.clone(),
+                hint,
+            });
+        }
+        tokio::time::sleep(HINT_EVERY).await;
     }
 }
 
@@ -489,11 +533,14 @@ impl Reconciler {
         let checks = self.checks_tx.subscribe();
         let service = (key.0.clone(), key.1.clone());
         let startup_timeout = self.startup_timeout;
+        let pgid = info.pid.and_then(|pid| i32::try_from(pid).ok());
         tokio::spawn(async move {
             let wait_id = id.clone();
             let exit = driver.wait(&wait_id);
             tokio::pin!(exit);
+            let hints = startup_hints(id.clone(), pgid, port, reports.clone());
             let ready = tokio::select! {
+                () = hints => false, // never ends
                 ready = nimbus_runtime::wait_ready(port, &health_path, startup_timeout) => {
                     let report = match ready {
                         Ok(took) => {
@@ -536,6 +583,7 @@ impl Reconciler {
                 spawned: Instant::now(),
                 cold: false,
                 unhealthy: false,
+                startup_hint: None,
             },
         );
     }
@@ -659,14 +707,28 @@ impl Reconciler {
                 let log = self.log_tail(&id);
                 warn!(instance = %id, %error, "Instance never became ready.");
                 let port = instance.info.port;
-                let reason = format!(
-                    "did not become ready: {error}; the app must serve HTTP on 127.0.0.1:$PORT \
-                     (PORT={port} here); `nimbus server --startup-timeout` sets how long it may take"
-                );
+                let reason = match &instance.startup_hint {
+                    Some(hint) => format!("did not become ready: {error}; {hint}"),
+                    None => format!(
+                        "did not become ready: {error}; the app must serve HTTP on \
+                         127.0.0.1:$PORT (PORT={port} here); `nimbus server --startup-timeout` \
+                         sets how long it may take"
+                    ),
+                };
                 // It had the whole startup window: one is a failed deploy (Cloud Run's startup
                 // probe fails a revision the same way), not a crash loop to count to three.
                 self.record_failure(&key, reason, log, 1);
                 self.drain_and_stop(&id);
+            }
+            Report::StartupHint { id, hint } => {
+                if let Some(instance) = self.instances.get_mut(&id) {
+                    if instance.startup_hint != hint {
+                        if let Some(hint) = &hint {
+                            info!(instance = %id, %hint, "Instance is not ready yet.");
+                        }
+                        instance.startup_hint = hint;
+                    }
+                }
             }
             Report::Exited { id, status } => {
                 let Some(instance) = self.instances.get(&id) else {
@@ -1096,6 +1158,12 @@ impl Reconciler {
             ))
         });
         let counts = instance_counts(&self.instances);
+        let hints: HashMap<&VersionKey, &String> = self
+            .instances
+            .values()
+            .filter(|i| i.state == InstanceState::Starting)
+            .filter_map(|i| Some((&i.key, i.startup_hint.as_ref()?)))
+            .collect();
         let mut gates = Vec::with_capacity(self.desired.versions.len());
         let versions = self
             .desired
@@ -1122,6 +1190,12 @@ impl Reconciler {
                 } else {
                     VersionState::Deploying
                 };
+                // While deploying, what holds its instances up, if Nimbus can tell.
+                let reason = failure.or_else(|| {
+                    (state == VersionState::Deploying)
+                        .then(|| hints.get(&key).map(|h| h.to_string()))
+                        .flatten()
+                });
                 VersionStatus {
                     namespace: key.0,
                     service: key.1,
@@ -1129,7 +1203,7 @@ impl Reconciler {
                     state,
                     ready_instances: ready,
                     desired_instances: desired,
-                    reason: failure,
+                    reason,
                     last_log_lines: health.map(|h| h.last_log_lines.clone()).unwrap_or_default(),
                     scaling_reason,
                     inflight: gate.inflight as u32,
