@@ -90,6 +90,7 @@ Nimbus is running.
   try:            curl http://hello--default.nimbus.localhost:${gateway_port}/
   or, if *.localhost does not resolve:
                   curl -H 'Host: hello--default.nimbus.localhost' ${gateway_url}/
+  console:        $api_url/console  (sign in with the token in $data_dir/admin.token)
   CLI:            export NIMBUS_API=$api_url NIMBUS_TOKEN=\$(cat $data_dir/admin.token)
                   $nimbus services
   server log:     $log_file

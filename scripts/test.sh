@@ -106,6 +106,13 @@ need_py() {
 need_pkg python3
 need_pkg curl         # the TLS tests talk HTTPS and HTTP/2 with curl (--resolve, --cacert)
 need_pkg node nodejs   # the Node function runtime shim and its tests
+need_pkg npm npm        # installs the console test's packages
+need_pkg chromium chromium   # the web console's browser test (crates/nimbus/tests/console.rs)
+# playwright-core for that test, pinned by its package-lock.json.
+if [ ! -d crates/nimbus/tests/console/node_modules ]; then
+  log "installing the console test's npm packages"
+  npm ci --prefix crates/nimbus/tests/console --no-audit --no-fund
+fi
 need_py prometheus_client prometheus_client
 need_py boto3 boto3
 

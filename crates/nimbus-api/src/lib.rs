@@ -153,7 +153,8 @@ impl ChangeTickets {
     }
 }
 
-/// The `/v1` router with auth applied to everything but `/v1/health`.
+/// The `/v1` router with auth applied to everything but `/v1/health`, `/metrics` (loopback) and
+/// the web console's static files under `/console`.
 pub fn router(state: ApiState) -> Router {
     let ns = "/v1/namespaces/{ns}/services";
     let protected = Router::new()
@@ -287,6 +288,9 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/health", get(handlers::health))
         .route("/metrics", get(metrics))
+        // The console's page and files: no token, since they hold no data; the page asks for
+        // the token and sends it with each `/v1` call.
+        .merge(nimbus_console::routes())
         .merge(protected)
         .fallback(handlers::not_found)
         .with_state(state)
