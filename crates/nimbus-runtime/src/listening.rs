@@ -25,7 +25,10 @@ pub fn parse_listening(text: &str) -> Vec<(u64, u16)> {
 
 /// The inode of a `/proc/PID/fd/N` link target `socket:[INODE]`.
 pub fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// The TCP ports the running members of process group `pgid` listen on, ascending. Empty when
@@ -118,7 +121,11 @@ mod tests {
             (40000, &[], None),
             (40000, &[40000], None),
             (40000, &[40000, 9229], None), // an extra (debug) port is fine
-            (40000, &[8080], Some("listens on port 8080 but not on $PORT (40000)")),
+            (
+                40000,
+                &[8080],
+                Some("listens on port 8080 but not on $PORT (40000)"),
+            ),
             (40000, &[3000, 9229], Some("listens on ports 3000, 9229")),
         ];
         for (port, listening, hint) in cases {
