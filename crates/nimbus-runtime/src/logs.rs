@@ -137,9 +137,19 @@ pub fn unix_ms() -> u64 {
 /// (also from the rotated copy when it may hold some), reading at most `max_bytes` of each file.
 pub fn lines_since(log: &Path, since_ms: u64, max_lines: usize, max_bytes: usize) -> Vec<String> {
     let mut lines = Vec::new();
+    // The copy holds what was written up to the rotation, which the emptied log's first mark
+    // (size 0) dates.
+    let rotated_at = read_marks(log)
+        .first()
+        .filter(|m| m.size == 0)
+        .map(|m| m.at_ms);
     for path in [rotated_path(log), log.to_path_buf()] {
         let marks = read_marks(&path);
-        if path != log && (marks.is_empty() || !may_hold_since(&marks, since_ms)) {
+        let copy_is_older = match rotated_at {
+            Some(at) => at <= since_ms,
+            None => marks.is_empty() || !may_hold_since(&marks, since_ms),
+        };
+        if path != log && copy_is_older {
             continue;
         }
         let Ok(len) = std::fs::metadata(&path).map(|m| m.len()) else {

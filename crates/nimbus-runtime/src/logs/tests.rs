@@ -193,6 +193,26 @@ fn the_lines_since_a_time_start_at_the_latest_mark_before_it() {
     }
     // A read budget smaller than the gap keeps the newest whole lines.
     assert_eq!(lines_since(&log, 0, 10, 5), ["d", "e"]);
+
+    // Rotated at 3000: the copy keeps the marks and holds what came before; the emptied log's
+    // first mark dates the rotation.
+    std::fs::rename(&log, rotated_path(&log)).unwrap();
+    std::fs::rename(index_path(&log), index_path(&rotated_path(&log))).unwrap();
+    std::fs::write(&log, "f\n").unwrap();
+    append_mark(&log, 3000, 0).unwrap();
+    let cases: &[(u64, &[&str])] = &[
+        (1500, &["c", "d", "e", "f"]),
+        (2500, &["e", "f"]), // e: written between the last mark and the rotation
+        (3000, &["f"]),
+        (9000, &["f"]),
+    ];
+    for (since, expected) in cases {
+        assert_eq!(
+            lines_since(&log, *since, 10, 1 << 20),
+            *expected,
+            "since {since}, rotated"
+        );
+    }
 }
 
 #[test]
