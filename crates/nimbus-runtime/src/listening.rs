@@ -31,10 +31,42 @@ pub fn socket_inode(link: &str) -> Option<u64> {
         .ok()
 }
 
-/// The TCP ports the running members of process group `pgid` listen on, ascending. Empty when
-/// nothing is listening yet or `/proc` cannot be read.
+/// The child pids in the text of `/proc/PID/task/TID/children`.
+pub fn parse_children(text: &str) -> impl Iterator<Item = i32> + '_ {
+    text.split_whitespace().filter_map(|pid| pid.parse().ok())
+}
+
+/// `leader` and its descendants, found through `/proc/PID/task/*/children` (a walk down from one
+/// process, not a scan of every process on the machine: this runs every couple of seconds for
+/// each instance still starting, and a thousand may start at once). At most `MAX_PROCESSES`.
+fn family(leader: i32) -> Vec<i32> {
+    const MAX_PROCESSES: usize = 256;
+    let mut found = vec![leader];
+    let mut next = 0;
+    while next < found.len() && found.len() < MAX_PROCESSES {
+        let pid = found[next];
+        next += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
+                continue;
+            };
+            found.extend(parse_children(&text));
+        }
+    }
+    found.truncate(MAX_PROCESSES);
+    found
+}
+
+/// The TCP ports an instance's processes listen on (its group leader `pgid` and every process
+/// under it), ascending. Empty when nothing is listening yet or `/proc` cannot be read.
 pub fn group_listening_ports(pgid: i32) -> Vec<u16> {
-    let members = crate::proc::group_members(pgid);
+    if pgid <= 1 {
+        return Vec::new();
+    }
+    let members = family(pgid);
     let mut inodes = HashSet::new();
     for pid in &members {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -141,10 +173,42 @@ mod tests {
     }
 
     #[test]
-    fn a_real_listener_of_this_process_group_is_found() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let pgid = nix::unistd::getpgrp().as_raw();
-        assert!(group_listening_ports(pgid).contains(&port));
+    fn children_lists_are_read() {
+        assert_eq!(parse_children("12 345 ").collect::<Vec<_>>(), [12, 345]);
+        assert_eq!(parse_children("").count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_real_listener_of_a_child_process_is_found() {
+        // A shell that stays the leader, and under it a python that listens: like
+        // `sh -c 'python3 app.py'` without exec.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let script = format!(
+            "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', {port}))\ns.listen()\ntime.sleep(30)"
+        );
+        let mut shell = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("python3 -c \"{script}\"; true"))
+            .spawn()
+            .unwrap();
+        let leader = i32::try_from(shell.id()).unwrap();
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found = group_listening_ports(leader);
+            if !found.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        let _ = std::process::Command::new("pkill")
+            .args(["-P", &leader.to_string()])
+            .status();
+        let _ = shell.kill();
+        let _ = shell.wait();
+        assert_eq!(found, [port]);
+        assert!(group_listening_ports(0).is_empty());
     }
 }

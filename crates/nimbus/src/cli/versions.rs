@@ -85,6 +85,12 @@ fn versions_text(versions: &[VersionView], now: u64) -> String {
             out.push_str(&format!("  | {line}\n"));
         }
     }
+    // What holds a deploying version up, when the server can tell (say, a wrong port).
+    for v in versions.iter().filter(|v| v.status == "deploying") {
+        if let Some(reason) = &v.reason {
+            out.push_str(&format!("\n{} is not ready yet: {reason}\n", v.name));
+        }
+    }
     out
 }
 
@@ -149,6 +155,7 @@ mod tests {
             pending_traffic: true,
             desired_instances: 1,
             url: "http://v3--hello--default.nimbus.localhost:8000".into(),
+            reason: Some("it listens on port 8080 but not on $PORT (40845)".into()),
             created_at: Some(1119),
             ..Default::default()
         };
@@ -161,6 +168,8 @@ v3    deploying  0% (pending)  0/1        -        0/0              http://v3--h
 v2 failed: exited with status 1 (3 restarts)
   | Traceback:
   | NameError: x
+
+v3 is not ready yet: it listens on port 8080 but not on $PORT (40845)
 ";
         assert_eq!(versions_text(&[ok, failed, deploying], 1120), expected);
     }
