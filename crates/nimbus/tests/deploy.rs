@@ -387,10 +387,23 @@ async fn a_fixed_port_runs_one_instance_and_a_version_that_needs_it_too_fails_cl
             "1",
         ])
         .await;
+    // Other services may front the same server (bench/gateway's thousand services do).
+    server
+        .cli_ok(&[
+            "deploy",
+            "front2",
+            "--command",
+            "exec sleep 600",
+            "--port",
+            &outside,
+        ])
+        .await;
     let reply = server.get(&Server::host("front"), "/").await;
+    let second = server.get(&Server::host("front2"), "/").await;
     let _ = backend.kill();
     let _ = backend.wait();
     assert!(reply.body.contains("from outside"), "{}", reply.body);
+    assert!(second.body.contains("from outside"), "{}", second.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -457,12 +457,20 @@ impl Reconciler {
         );
         let port = match spec.port {
             Some(port) => {
-                // Another instance holding the port would make this one die on its bind, and
-                // its readiness probe reach the holder instead. A port held by a process Nimbus
-                // does not run is left alone: pointing a version at a server started elsewhere
-                // (`--command 'exec sleep infinity' --port 5432`, as bench/gateway fronts its
-                // backend) is a use, not a mistake Nimbus can tell apart.
-                if let Some(holder) = self.instances.values().find(|i| i.info.port == port) {
+                // Another instance of the service holding the port would make this one die on
+                // its bind, and its readiness probe reach the holder instead (a redeploy on a
+                // fixed port). A port held by a process Nimbus does not run is left alone, and
+                // so is one shared by *other* services: pointing versions at a server started
+                // elsewhere (`--command 'exec sleep infinity' --port 5432`, as bench/gateway
+                // fronts its backend with a thousand services) is a use, not a mistake Nimbus
+                // can tell apart.
+                let same_service = |i: &&Instance| (&i.key.0, &i.key.1) == (&key.0, &key.1);
+                if let Some(holder) = self
+                    .instances
+                    .values()
+                    .filter(same_service)
+                    .find(|i| i.info.port == port)
+                {
                     if holder.key == key {
                         // One instance is all a fixed port allows, and this version has it (a
                         // spec stored before deploys capped max_instances can ask for more).
