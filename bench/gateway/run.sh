@@ -276,6 +276,9 @@ if ((SERVICES > 0)); then
         sleep 1
     done
     log "$ready of $want instances ready after $((SECONDS - started))s"
+    # A big table with instances missing measures something else: stop and say so.
+    ((ready >= want)) || die "only $ready of $want instances of the big-table server got ready;" \
+        "its versions say why (GET http://$API/v1/namespaces/default/services/svc-1/versions)"
     NIMBUS_ROWS+=("nimbus (+${SERVICES}x$VERSIONS versions)")
     add_row "${NIMBUS_ROWS[-1]}" "http://$GATEWAY/" "$NIMBUS_HOST" "$PID"
     IDLE+=("+$SERVICES services x $VERSIONS versions $(idle_cpu "$PID")")
