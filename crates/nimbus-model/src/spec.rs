@@ -852,17 +852,22 @@ mod tests {
         assert_eq!(spec.steady_instances(), 1);
     }
 
-    #[test]
-    fn a_name_stays_a_service_or_a_function() {
-        let service = input().resolve().unwrap();
-        let mut function = service.clone();
-        function.function = Some(crate::function::FunctionSpec {
+    /// A function's part of a spec, for tests that need a function version.
+    fn function_part() -> crate::function::FunctionSpec {
+        crate::function::FunctionSpec {
             runtime: "python3".into(),
             handler: "index.main".into(),
             code_dir: "/srv/fn".into(),
             memory_mb: 128,
             timeout_ms: 3000,
-        });
+        }
+    }
+
+    #[test]
+    fn a_name_stays_a_service_or_a_function() {
+        let service = input().resolve().unwrap();
+        let mut function = service.clone();
+        function.function = Some(function_part());
         // (existing, next) → the refusal's code and field, if any
         let cases = [
             (&service, &service, None),
@@ -1429,13 +1434,7 @@ mod tests {
 
         // A function keeps its function part: scaling it does not make it a plain service.
         let mut function = input().resolve().unwrap();
-        function.function = Some(crate::function::FunctionSpec {
-            runtime: "python3".into(),
-            handler: "index.main".into(),
-            code_dir: "/srv/fn".into(),
-            memory_mb: 128,
-            timeout_ms: 3000,
-        });
+        function.function = Some(function_part());
         let updated = function.apply_scaling(&update).unwrap();
         assert_eq!(updated.function, function.function);
         assert!(function.same_except_scaling(&updated));
