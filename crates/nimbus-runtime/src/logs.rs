@@ -136,36 +136,40 @@ pub fn unix_ms() -> u64 {
 /// The last `max_lines` complete lines of `log` written at or after `since_ms`, oldest first
 /// (also from the rotated copy when it may hold some), reading at most `max_bytes` of each file.
 pub fn lines_since(log: &Path, since_ms: u64, max_lines: usize, max_bytes: usize) -> Vec<String> {
-    let mut lines = Vec::new();
+    let marks = read_marks(log);
+    let copy = rotated_path(log);
+    let copy_marks = read_marks(&copy);
     // The copy holds what was written up to the rotation, which the emptied log's first mark
     // (size 0) dates.
-    let rotated_at = read_marks(log)
-        .first()
-        .filter(|m| m.size == 0)
-        .map(|m| m.at_ms);
-    for path in [rotated_path(log), log.to_path_buf()] {
-        let marks = read_marks(&path);
-        let copy_is_older = match rotated_at {
-            Some(at) => at <= since_ms,
-            None => marks.is_empty() || !may_hold_since(&marks, since_ms),
-        };
-        if path != log && copy_is_older {
-            continue;
-        }
-        let Ok(len) = std::fs::metadata(&path).map(|m| m.len()) else {
-            continue;
-        };
-        // The newest lines matter most: past the budget, start later rather than stop early.
-        let start = offset_since(&marks, since_ms).max(len.saturating_sub(max_bytes as u64));
-        if let Ok((mut found, _)) = read_from(&path, start, max_bytes) {
-            if start > offset_since(&marks, since_ms) && !found.is_empty() {
-                found.remove(0); // starts mid-line
-            }
-            lines.append(&mut found);
-        }
+    let copy_may_hold = match marks.first().filter(|m| m.size == 0) {
+        Some(rotation) => rotation.at_ms > since_ms,
+        None => !copy_marks.is_empty() && may_hold_since(&copy_marks, since_ms),
+    };
+    let mut lines = Vec::new();
+    if copy_may_hold {
+        lines = read_since(&copy, &copy_marks, since_ms, max_bytes);
     }
+    lines.extend(read_since(log, &marks, since_ms, max_bytes));
     let skip = lines.len().saturating_sub(max_lines);
     lines.split_off(skip)
+}
+
+/// The complete lines of one file from where `since_ms` starts by its `marks`, reading at most
+/// its last `max_bytes`.
+fn read_since(path: &Path, marks: &[Mark], since_ms: u64, max_bytes: usize) -> Vec<String> {
+    let Ok(len) = std::fs::metadata(path).map(|m| m.len()) else {
+        return Vec::new();
+    };
+    let from = offset_since(marks, since_ms);
+    // The newest lines matter most: past the budget, start later rather than stop early.
+    let start = from.max(len.saturating_sub(max_bytes as u64));
+    let Ok((mut found, _)) = read_from(path, start, max_bytes) else {
+        return Vec::new();
+    };
+    if start > from && !found.is_empty() {
+        found.remove(0); // starts mid-line
+    }
+    found
 }
 
 /// Opens (creating it and its directories) a log file for appending.
