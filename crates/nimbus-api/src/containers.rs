@@ -124,8 +124,10 @@ pub fn unavailable(reason: &str) -> ApiError {
     if !message.contains("dockerd") {
         message.push_str("; start Docker with `dockerd` (or `scripts/docker-up.sh`)");
     }
-    message
-        .push_str(", then restart `nimbus server`. Process versions (--command) work without it.");
+    message.push_str(
+        ", then try again: the server connects to it when next asked, no restart needed. \
+         Process versions (--command) work without it.",
+    );
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "docker_unavailable",
@@ -367,7 +369,7 @@ mod tests {
             error.message
         );
         assert!(
-            error.message.contains("restart `nimbus server`"),
+            error.message.contains("no restart needed"),
             "{}",
             error.message
         );

@@ -18,6 +18,8 @@
 //! # Layout
 //! - [`DockerDriver`], [`DockerConfig`] (`driver`): connecting, the `Driver` impl, log followers and
 //!   exit watchers.
+//! - [`DockerLink`] (`link`): the driver once Docker answers; a server started before `dockerd`
+//!   connects the first time a container is asked for after it comes up.
 //! - `image`: [`DockerDriver::pull`], [`DockerDriver::build`], [`DockerDriver::image_exists`], and
 //!   the pure helpers they use ([`split_image_ref`], [`LineSplitter`], [`failing_step`]).
 //! - `volume`: [`DockerDriver::create_volume`], [`DockerDriver::list_volumes`],
@@ -37,6 +39,7 @@ pub mod timestamp;
 mod driver;
 mod error;
 mod image;
+mod link;
 mod volume;
 
 pub use driver::{resolve_socket, DockerConfig, DockerDriver, DEFAULT_SOCKET};
@@ -45,4 +48,5 @@ pub use image::{
     failing_step, split_image_ref, BuildOutcome, LineSplitter, PullOutcome, RemoveOutcome,
     TaggedImage,
 };
+pub use link::DockerLink;
 pub use volume::VolumeInfo;

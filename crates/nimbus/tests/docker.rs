@@ -1,7 +1,8 @@
 //! The Docker runtime through the real binary: image and source deploys served by the gateway, a
 //! failed build, a process/container split, limits, volumes, re-adoption after `kill -9`, scale to
-//! zero, and a server without Docker. Containers use host networking on loopback ports; test
-//! images are built locally FROM scratch with the host's static busybox (no registry).
+//! zero, a server without Docker, and Docker started after the server. Containers use host
+//! networking on loopback ports; test images are built locally FROM scratch with the host's static
+//! busybox (no registry).
 //!
 //! Without a reachable Docker Engine these tests FAIL; `NIMBUS_SKIP_DOCKER=1` skips them loudly
 //! (the convention of crates/nimbus-docker). Each test removes every container, volume and image
@@ -172,7 +173,11 @@ struct Cleanup {
 
 impl DockerServer {
     async fn start(flags: &[&str]) -> Self {
-        let server = Server::start_with(flags).await;
+        Self::start_with_env(flags, &[]).await
+    }
+
+    async fn start_with_env(flags: &[&str], env: &[(&str, &str)]) -> Self {
+        let server = Server::start_with_env(flags, env).await;
         let data = std::fs::canonicalize(&server.data).expect("data dir exists");
         Self {
             server,
@@ -874,6 +879,84 @@ async fn containers_scale_to_zero_and_cold_start() {
     let v = server.version("nap", "v1").await;
     assert_eq!(v["cold_starts"], 1, "{v}");
     assert_eq!(server.containers(false).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_started_after_the_server_is_used_without_a_restart() {
+    if !docker_enabled() {
+        return;
+    }
+    let image = test_image().await;
+    // The server looks for the engine at a socket that appears only later, as when `dockerd`
+    // starts after `nimbus server`; a link to the running engine's socket stands in for that.
+    let dir = std::env::temp_dir().join(format!("nimbus-late-docker-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the socket's dir");
+    let late_socket = dir.join("docker.sock");
+    let _ = std::fs::remove_file(&late_socket);
+    let docker_host = format!("unix://{}", late_socket.display());
+    let mut server = DockerServer::start_with_env(&[], &[("DOCKER_HOST", &docker_host)]).await;
+
+    let out = server.cli(&["deploy", "late", "--image", image]).await;
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("Docker is not running"), "{out}");
+    assert!(out.stderr.contains("no restart needed"), "{out}");
+    let (status, _) = server.api_get("/v1/namespaces/default/services/late").await;
+    assert_eq!(status, 404, "nothing was created");
+
+    let link_engine = || {
+        std::os::unix::fs::symlink(docker_socket(), &late_socket).expect("link the engine's socket")
+    };
+    link_engine();
+    // A failed connect is retried at most once a second.
+    let deploy = ["deploy", "late", "--image", image, "--min-instances", "1"];
+    eventually(
+        "a deploy once Docker runs",
+        Duration::from_secs(15),
+        async || server.cli(&deploy).await.success().then_some(()),
+    )
+    .await;
+    assert!(server
+        .body("late", "/")
+        .await
+        .starts_with("hello from late v1"));
+    assert_eq!(server.containers(false).await.len(), 1);
+    let (status, reply) = server.api_get("/v1/volumes").await;
+    assert_eq!(status, 200, "{reply}");
+
+    // Restarted while Docker is away, the server keeps the container version and retries it;
+    // when Docker is back the version runs again, with no second restart.
+    server.sigterm().await;
+    std::fs::remove_file(&late_socket).expect("unlink the engine's socket");
+    server.restart().await;
+    eventually(
+        "the version failing without Docker",
+        Duration::from_secs(20),
+        async || {
+            let v = server.version("late", "v1").await;
+            v["reason"]
+                .as_str()?
+                .contains("not available")
+                .then_some(())
+        },
+    )
+    .await;
+    link_engine();
+    eventually(
+        "the version ready again",
+        Duration::from_secs(60),
+        async || {
+            let v = server.version("late", "v1").await;
+            (v["status"] == "ready").then_some(())
+        },
+    )
+    .await;
+    assert!(server
+        .body("late", "/")
+        .await
+        .starts_with("hello from late v1"));
+    assert_eq!(server.containers(false).await.len(), 1);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

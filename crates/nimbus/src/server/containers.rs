@@ -8,20 +8,37 @@ use axum::http::StatusCode;
 use nimbus_api::{
     ApiError, BuildFailure, BuiltImage, ContainerEngine, LineSink, TaggedImage, VolumeInfo,
 };
-use nimbus_docker::{BuildError, DockerDriver, DockerError, PullOutcome, RemoveOutcome};
+use nimbus_docker::{
+    BuildError, DockerDriver, DockerError, DockerLink, PullOutcome, RemoveOutcome,
+};
 
-/// The Docker driver, as the API sees it.
-pub struct DockerEngine(pub Arc<DockerDriver>);
+/// The Docker driver, as the API sees it: connected on first use if Docker came up after the
+/// server, a 503 `docker_unavailable` saying how to start it while it is not there.
+pub struct DockerEngine(pub Arc<DockerLink>);
+
+impl DockerEngine {
+    async fn driver(&self) -> Result<&Arc<DockerDriver>, ApiError> {
+        self.0
+            .get()
+            .await
+            .map_err(|reason| nimbus_api::containers::unavailable(&reason))
+    }
+}
 
 #[async_trait::async_trait]
 impl ContainerEngine for DockerEngine {
     async fn image_exists(&self, image: &str) -> Result<bool, ApiError> {
-        self.0.image_exists(image).await.map_err(api_error)
+        self.driver()
+            .await?
+            .image_exists(image)
+            .await
+            .map_err(api_error)
     }
 
     async fn pull(&self, image: &str, progress: LineSink) -> Result<bool, ApiError> {
         let outcome = self
-            .0
+            .driver()
+            .await?
             .pull(image, move |line| {
                 let _ = progress.send(line);
             })
@@ -37,8 +54,11 @@ impl ContainerEngine for DockerEngine {
         tag: &str,
         output: LineSink,
     ) -> Result<BuiltImage, BuildFailure> {
-        let built = self
-            .0
+        let driver = self.driver().await.map_err(|error| BuildFailure {
+            error,
+            failing_step: None,
+        })?;
+        let built = driver
             .build(context, dockerfile, tag, move |line| {
                 let _ = output.send(line);
             })
@@ -53,7 +73,11 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn built_images(&self) -> Result<Vec<TaggedImage>, ApiError> {
-        let built = self.0.built_images().await.map_err(api_error)?;
+        // Nothing was built while there is no Docker; the image collector waits for it quietly.
+        let Some(driver) = self.0.connected() else {
+            return Ok(Vec::new());
+        };
+        let built = driver.built_images().await.map_err(api_error)?;
         Ok(built
             .into_iter()
             .map(|image| TaggedImage {
@@ -64,14 +88,21 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn remove_image(&self, image: &str) -> Result<bool, ApiError> {
-        match self.0.remove_image(image).await.map_err(api_error)? {
+        match self
+            .driver()
+            .await?
+            .remove_image(image)
+            .await
+            .map_err(api_error)?
+        {
             RemoveOutcome::Removed | RemoveOutcome::Missing => Ok(true),
             RemoveOutcome::InUse => Ok(false),
         }
     }
 
     async fn create_volume(&self, name: &str) -> Result<VolumeInfo, ApiError> {
-        self.0
+        self.driver()
+            .await?
             .create_volume(name)
             .await
             .map(volume_info)
@@ -79,12 +110,21 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn list_volumes(&self) -> Result<Vec<VolumeInfo>, ApiError> {
-        let volumes = self.0.list_volumes().await.map_err(api_error)?;
+        let volumes = self
+            .driver()
+            .await?
+            .list_volumes()
+            .await
+            .map_err(api_error)?;
         Ok(volumes.into_iter().map(volume_info).collect())
     }
 
     async fn delete_volume(&self, name: &str) -> Result<(), ApiError> {
-        self.0.delete_volume(name).await.map_err(api_error)
+        self.driver()
+            .await?
+            .delete_volume(name)
+            .await
+            .map_err(api_error)
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use nimbus_api::{ApiState, Containers};
-use nimbus_docker::DockerDriver;
+use nimbus_docker::DockerLink;
 use nimbus_gateway::{Gateway, GatewayConfig};
 use nimbus_runtime::{Driver, DriverRouter, ProcessDriver};
 use nimbus_store::Store;
@@ -224,23 +224,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     );
     let process = ProcessDriver::new(&data).context("starting the process runtime")?;
     // Containers are optional: without Docker, process versions work and container deploys are
-    // refused with how to start it.
-    let docker = match DockerDriver::connect(&data).await {
-        Ok(docker) => Ok(Arc::new(docker)),
-        Err(error) => {
-            warn!(%error, "Docker is not available: container versions cannot run.");
-            Err(error.to_string())
-        }
-    };
+    // refused with how to start it; once it runs, the next container call connects.
+    let docker = Arc::new(DockerLink::connect(&data).await);
     nimbus_api::builds::recover(&data.join("builds"));
-    let containers = match &docker {
-        Ok(docker) => Containers::Available(Arc::new(containers::DockerEngine(docker.clone()))),
-        Err(reason) => Containers::Unavailable(reason.as_str().into()),
-    };
-    let driver: Arc<dyn Driver> = Arc::new(DriverRouter::new(
-        process,
-        docker.map(|d| d as Arc<dyn Driver>),
-    ));
+    let containers = Containers::Available(Arc::new(containers::DockerEngine(docker.clone())));
+    let driver: Arc<dyn Driver> =
+        Arc::new(DriverRouter::new(process, Ok(docker as Arc<dyn Driver>)));
     if !(args.meter_interval.is_finite() && (0.1..=3600.0).contains(&args.meter_interval)) {
         anyhow::bail!(
             "--meter-interval must be between 0.1 and 3600 seconds, not {}",
