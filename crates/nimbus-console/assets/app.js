@@ -341,6 +341,8 @@ function showService(name) {
   $("traffic-form").addEventListener("submit", (event) => saveSplit(event, name));
   $("traffic-inputs").addEventListener("input", updateTrafficTotal);
   $("logs-filter").addEventListener("input", renderLogs);
+  $("deploy-form").addEventListener("submit", (event) => deployVersion(event, name));
+  $("delete-service-form").addEventListener("submit", (event) => deleteService(event, name));
   refreshEvery(() => guarded(() => loadService(name)));
 }
 
@@ -354,14 +356,15 @@ async function loadService(name) {
   const url = $("service-url");
   url.href = service.url;
   url.textContent = service.url;
-  renderVersions(versions);
+  renderVersions(name, versions);
+  renderDeployBase(versions);
   renderTrafficEditor(versions);
   renderEvents(events);
   logLines = logs.lines || [];
   renderLogs();
 }
 
-function renderVersions(versions) {
+function renderVersions(service, versions) {
   const rows = versions.map((v) =>
     row(
       [
@@ -373,6 +376,16 @@ function renderVersions(versions) {
         `${v.inflight} / ${v.queued}`,
         link(v.url, v.url, true),
         formatTime(v.created_at),
+        el(
+          "button",
+          {
+            type: "button",
+            className: "secondary small",
+            "data-testid": `delete-version-${v.name}`,
+            onclick: () => deleteVersion(service, v.name),
+          },
+          "Delete",
+        ),
       ],
       { "data-testid": `version-row-${v.name}` },
     ),
@@ -447,6 +460,113 @@ async function saveSplit(event, service) {
     show($("traffic-saved"), `Saved: ${trafficSummary(saved.traffic)}`);
   } catch (error) {
     show($("traffic-error"), describe(error));
+  }
+}
+
+// DELETE one version; the API refuses (409) while it takes traffic, and says so.
+async function deleteVersion(service, version) {
+  show($("versions-error"), "");
+  if (!window.confirm(`Delete version ${version} of ${service}? Its instances stop.`)) return;
+  try {
+    await api("DELETE", servicePath(service, "versions", encodeURIComponent(version)));
+    await guarded(() => loadService(service));
+  } catch (error) {
+    show($("versions-error"), describe(error));
+  }
+}
+
+// === Deploy a new version ===
+
+// What the deploy form starts from: the newest version, shown as the inputs' placeholders.
+function renderDeployBase(versions) {
+  const newest = versions[versions.length - 1];
+  if (!newest) {
+    $("deploy-base").textContent = "none yet: give an image or a command";
+    return;
+  }
+  const spec = newest.spec || {};
+  const what = spec.image ? `image ${spec.image}` : `command ${spec.command || ""}`;
+  $("deploy-base").textContent = `${newest.name}, ${what}`;
+  $("deploy-image").placeholder = spec.image || "";
+  $("deploy-command").placeholder = spec.command || "";
+  $("deploy-min").placeholder = String(spec.min_instances ?? "");
+  $("deploy-max").placeholder = String(spec.max_instances ?? "");
+  $("deploy-concurrency").placeholder = String(spec.concurrency ?? "");
+}
+
+// The form as a `Deploy` body (docs/api.md) from the latest version: only the fields typed.
+function deployFromForm() {
+  const body = { from: "latest" };
+  const text = (id) => $(id).value.trim();
+  if (text("deploy-image")) body.image = text("deploy-image");
+  if (text("deploy-command")) body.command = text("deploy-command");
+  const env = {};
+  text("deploy-env")
+    .split("\n")
+    .map((line) => line.trim())
+    .forEach((line, index) => {
+      if (!line) return;
+      const equals = line.indexOf("=");
+      if (equals < 1) {
+        throw new Error(`Environment line ${index + 1} ("${line}"): write it as KEY=VALUE`);
+      }
+      env[line.slice(0, equals).trim()] = line.slice(equals + 1);
+    });
+  if (Object.keys(env).length) body.env = env;
+  const remove = text("deploy-remove-env")
+    .split("\n")
+    .map((name) => name.trim())
+    .filter(Boolean);
+  if (remove.length) body.remove_env = remove;
+  for (const [id, field] of [
+    ["deploy-min", "min_instances"],
+    ["deploy-max", "max_instances"],
+    ["deploy-concurrency", "concurrency"],
+  ]) {
+    if (text(id) === "") continue;
+    const value = Number(text(id));
+    if (!Number.isInteger(value) || value < 0) {
+      throw new Error(`${field}: a whole number, not "${text(id)}"`);
+    }
+    body[field] = value;
+  }
+  if ($("deploy-no-traffic").checked) body.no_traffic = true;
+  return body;
+}
+
+// POST .../versions from the latest version; the API checks everything and stores nothing when
+// it refuses, and its message (with the field) is what the user sees.
+async function deployVersion(event, service) {
+  event.preventDefault();
+  show($("deploy-error"), "");
+  show($("deploy-done"), "");
+  try {
+    const answer = await api("POST", servicePath(service, "versions"), deployFromForm());
+    const v = answer.version;
+    const traffic = v.pending_traffic ? " It takes all traffic once it is ready." : "";
+    const what = answer.created === false ? `Updated ${v.name}'s scaling in place.` : `Deployed ${v.name}.${traffic}`;
+    show($("deploy-done"), what);
+    $("deploy-form").reset();
+    await guarded(() => loadService(service));
+  } catch (error) {
+    show($("deploy-error"), describe(error));
+  }
+}
+
+// === Delete the service ===
+
+async function deleteService(event, service) {
+  event.preventDefault();
+  show($("delete-service-error"), "");
+  if ($("delete-service-confirm").value.trim() !== service) {
+    show($("delete-service-error"), `Type ${service} to confirm.`);
+    return;
+  }
+  try {
+    await api("DELETE", servicePath(service));
+    location.hash = "#/services";
+  } catch (error) {
+    show($("delete-service-error"), describe(error));
   }
 }
 

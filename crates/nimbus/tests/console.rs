@@ -17,7 +17,8 @@ use std::time::Duration;
 use common::{eventually, write_file, Server};
 use serde_json::{json, Value};
 
-/// The whole browser session: sign-in, five views, two saves, three invocations.
+/// The whole browser session: sign-in, five views, two saves, three deploys, four deletes, three
+/// invocations.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -170,6 +171,8 @@ async fn console_in_a_real_browser() {
         .collect();
     assert_eq!(names, [json!("v1"), json!("v2")]);
     assert_eq!(split_of(&server, "web").await, [("v2".to_string(), 100)]);
+    server.deploy("scratch", &[]).await;
+    server.deploy("scratch", &["--env", "GREETING=two"]).await;
     let code = server.root.join("echo");
     std::fs::create_dir_all(&code).expect("function code dir");
     write_file(&code, "index.py", ECHO_HANDLER);
@@ -213,7 +216,7 @@ async fn console_in_a_real_browser() {
 
     // The script went through every step and saw the API's refusal of the bad split.
     let steps = summary["steps"].as_array().cloned().unwrap_or_default();
-    assert_eq!(steps.len(), 9, "{summary:#}");
+    assert_eq!(steps.len(), 14, "{summary:#}");
     assert_eq!(steps.last(), Some(&json!("sign out")), "{summary:#}");
     let refusal = summary["trafficError"].as_str().unwrap_or_default();
     assert!(
@@ -234,7 +237,23 @@ async fn console_in_a_real_browser() {
         .iter()
         .map(|v| v["traffic"].as_u64().unwrap_or_default())
         .collect();
-    assert_eq!(traffic, [30, 70], "{versions:?}");
+    assert_eq!(traffic, [30, 70, 0], "{versions:?}");
+
+    // v3 came from v2 (its command, its GREETING replaced) with what the form set, and the
+    // refused deploy stored nothing.
+    let (v2, v3) = (&versions[1]["spec"], &versions[2]["spec"]);
+    assert_eq!(v3["command"], v2["command"], "{versions:?}");
+    assert_eq!(v3["env"]["GREETING"], "three", "{versions:?}");
+    assert_eq!(v3["concurrency"], 5, "{versions:?}");
+    assert_eq!(v3["min_instances"], v2["min_instances"], "{versions:?}");
+    let refusal = summary["deployError"].as_str().unwrap_or_default();
+    assert!(refusal.contains("field: min_instances"), "{summary:#}");
+
+    // The delete of scratch reached the server.
+    let (status, reply) = server
+        .api_get("/v1/namespaces/default/services/scratch")
+        .await;
+    assert_eq!(status, 404, "{reply}");
 
     // The screenshots are real PNG images of the pages.
     for name in ["services", "service", "functions", "usage"] {

@@ -1,12 +1,12 @@
 // Drives the Nimbus web console in a real browser (Debian's Chromium through playwright-core),
 // as a person would: sign in, read the services, edit a traffic split, read events and logs,
-// invoke a function, read usage. crates/nimbus/tests/console.rs starts the server, deploys what
+// deploy a version, delete a version and a service, invoke a function, read usage. crates/nimbus/tests/console.rs starts the server, deploys what
 // this script expects, runs it and checks the API afterwards.
 //
 //   CONSOLE_URL=http://127.0.0.1:8080/console NIMBUS_TOKEN=... OUT_DIR=/tmp/x node console.mjs
 //
-// Expects service `web` with versions v1 and v2 (v2 taking the traffic) and at least 3 metered
-// requests, and python function `echo` (returns {"echo": event}, raises ValueError for
+// Expects services `web` (at least 3 metered requests) and `scratch`, each with versions v1 and v2
+// (v2 taking the traffic), and python function `echo` (returns {"echo": event}, raises ValueError for
 // {"fail": ...}).
 // Prints one JSON summary line on stdout; exits non-zero when a check fails.
 
@@ -146,8 +146,61 @@ try {
   await page.locator("#logs-filter").fill("no line says this");
   await waitForText(page.locator("#logs-lines"), "No line matches the filter.", "the empty filter");
   await page.locator("#logs-filter").fill("");
+
+  step("a deploy line that is not KEY=VALUE is caught before sending");
+  await waitForText(page.locator("#deploy-base"), "v2, command", "what a deploy starts from");
+  await page.getByTestId("deploy-env").fill("GREETING=three\nNOEQUALS");
+  await page.locator("#deploy-button").click();
+  await waitForText(page.locator("#deploy-error"), 'line 2 ("NOEQUALS")', "the form's own check");
+
+  step("a deploy the API refuses shows its error and field");
+  await page.getByTestId("deploy-env").fill("GREETING=three");
+  await page.getByTestId("deploy-min").fill("5");
+  await page.getByTestId("deploy-max").fill("2");
+  await page.locator("#deploy-button").click();
+  const deployRefusal = await waitForText(page.locator("#deploy-error"), "min instances 5 is above max instances 2", "the refusal");
+  if (!deployRefusal.includes("field: min_instances")) throw new Error(`the refusal names no field: ${deployRefusal}`);
+  await expectHidden(page.locator("#deploy-done"), "the deployed message after a refusal");
+  summary.deployError = deployRefusal;
+
+  step("v3 is deployed from v2 with traffic held back");
+  await page.getByTestId("deploy-min").fill("");
+  await page.getByTestId("deploy-max").fill("");
+  await page.getByTestId("deploy-concurrency").fill("5");
+  await page.getByTestId("deploy-no-traffic").check();
+  await page.locator("#deploy-button").click();
+  await waitForText(page.locator("#deploy-done"), "Deployed v3.", "the deployed message");
+  await expectHidden(page.locator("#deploy-error"), "the deploy error after a good deploy");
+  await waitForText(page.getByTestId("version-row-v3"), "0%", "v3's row");
+  await waitForText(page.getByTestId("version-row-v2"), "70%", "v2's row after the deploy");
+
+  step("v2 cannot be deleted while it takes traffic");
+  page.once("dialog", (dialog) => dialog.accept());
+  await page.getByTestId("delete-version-v2").click();
+  await waitForText(page.locator("#versions-error"), "takes 70% of traffic", "the refusal to delete v2");
+  await waitForText(page.getByTestId("version-row-v2"), "70%", "v2 after the refusal");
   await page.getByTestId("traffic-v1").fill("50"); // keep the refused split on screen
   await screenshot("service");
+
+  step("scratch: a version, then the whole service, deleted");
+  await page.goto(`${consoleUrl}#/services/scratch`);
+  await waitForText(page.getByTestId("version-row-v2"), "100%", "scratch v2's row");
+  page.once("dialog", (dialog) => dialog.accept());
+  await page.getByTestId("delete-version-v1").click();
+  const deadline = Date.now() + STEP_TIMEOUT_MS;
+  while ((await page.getByTestId("version-row-v1").count()) > 0) {
+    if (Date.now() > deadline) throw new Error("scratch v1's row is still listed after its delete");
+    await sleep(100);
+  }
+  await expectHidden(page.locator("#versions-error"), "the versions error after a good delete");
+  await page.getByTestId("delete-service-confirm").fill("scratc");
+  await page.getByTestId("delete-service-button").click();
+  await waitForText(page.locator("#delete-service-error"), "Type scratch to confirm", "the confirmation check");
+  await page.getByTestId("delete-service-confirm").fill("scratch");
+  await page.getByTestId("delete-service-button").click();
+  await page.waitForURL(/#\/services$/);
+  await waitForText(page.getByTestId("service-row-web"), "web", "the services list after the delete");
+  if ((await page.getByTestId("service-row-scratch").count()) > 0) throw new Error("scratch is still listed");
 
   step("functions: list and invoke");
   await page.getByTestId("nav-functions").click();
