@@ -882,6 +882,54 @@ async fn containers_scale_to_zero_and_cold_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_on_the_wrong_port_is_told_which_port_it_listens_on() {
+    if !docker_enabled() {
+        return;
+    }
+    let image = test_image().await;
+    let server = DockerServer::start(&["--startup-timeout", "8s"]).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    // Like an image built to serve on a fixed port (nginx's 80, say), ignoring $PORT.
+    let command = format!("mkdir -p /www && exec httpd -f -p 127.0.0.1:{port} -h /www");
+    let out = server
+        .cli(&["deploy", "fixed", "--image", image, "--command", &command])
+        .await;
+    assert!(!out.success(), "{out}");
+    let hint = format!("it listens on port {port} but not on $PORT");
+    assert!(
+        out.stderr
+            .contains(&format!("fixed v1 is not ready yet: {hint}")),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains(&format!("deploy with --port {port}")),
+        "{out}"
+    );
+    // What the hint says works.
+    let port_text = port.to_string();
+    server
+        .cli_ok(&[
+            "deploy",
+            "fixed",
+            "--image",
+            image,
+            "--command",
+            &command,
+            "--port",
+            &port_text,
+        ])
+        .await;
+    let reply = server.get(&Server::host("fixed"), "/").await;
+    assert_eq!(
+        reply.status, 404,
+        "httpd answers (an empty /www): {reply:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_started_after_the_server_is_used_without_a_restart() {
     if !docker_enabled() {
         return;
