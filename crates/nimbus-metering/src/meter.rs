@@ -246,7 +246,8 @@ impl Meter {
     }
 
     /// One function invocation: `duration` rounded up to 1 ms × `memory_mib` (see
-    /// [`function_mib_ms`]).
+    /// [`function_mib_ms`]), and one request, as Cloud Run functions and SCF bill each
+    /// invocation.
     pub fn add_function(
         &mut self,
         key: &UsageKey,
@@ -255,6 +256,7 @@ impl Meter {
         memory_mib: u64,
     ) {
         let usage = Usage {
+            requests: 1,
             function_mib_ms: function_mib_ms(duration, memory_mib),
             ..Usage::default()
         };

@@ -216,7 +216,7 @@ fn gateway_builds_and_functions() {
             key: key("v2"),
             minute: 1,
             usage: Usage {
-                requests: 2,
+                requests: 3, // 2 through the gateway, 1 invocation
                 egress_bytes: 20,
                 ingress_bytes: 2,
                 function_mib_ms: 11 * 128, // 10.001 ms → 11 ms
