@@ -114,8 +114,8 @@ async fn query_and_header_rules_route_and_explain_names_the_rule() {
             "gray",
             "--explain",
             &url,
-            "--header",
-            "x-canary:1",
+            "-H", // as with curl, a space after the colon is fine
+            "x-canary: 1",
         ])
         .await;
     assert!(out.stdout.contains("rule 2"), "{out}");

@@ -33,7 +33,12 @@ pub struct TrafficArgs {
     #[arg(long, value_name = "URL")]
     pub explain: Option<String>,
     /// A request header for --explain, NAME:VALUE. Repeatable.
-    #[arg(long = "header", value_name = "NAME:VALUE", requires = "explain")]
+    #[arg(
+        short = 'H',
+        long = "header",
+        value_name = "NAME:VALUE",
+        requires = "explain"
+    )]
     pub headers: Vec<String>,
     /// --route-query and --route-header values in command-line order (see [`ordered_routes`]).
     #[arg(skip)]
