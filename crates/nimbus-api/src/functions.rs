@@ -458,8 +458,13 @@ pub async fn add_trigger(
             let events = body.events.clone().unwrap_or_else(|| "created".into());
             StorageTrigger::new(bucket, &events, body.prefix.as_deref())
                 .map_err(|e| invalid("invalid_trigger", "events", e.to_string()))?;
-            nimbus_storage::validate_bucket_name(bucket)
-                .map_err(|e| invalid("invalid_trigger", "bucket", e.to_string()))?;
+            nimbus_storage::validate_bucket_name(bucket).map_err(|e| {
+                invalid(
+                    "invalid_trigger",
+                    "bucket",
+                    format!("invalid bucket name {bucket:?}: {e}"),
+                )
+            })?;
             NewTrigger {
                 kind: "storage".into(),
                 bucket: Some(bucket.clone()),

@@ -452,6 +452,17 @@ async fn timer_and_storage_triggers_deliver_cloudevents() {
 
     deploy_py(&server, "onupload", &[]).await;
     server.cli_ok(&["bucket", "create", "uploads"]).await;
+    // A bad bucket name is refused, naming it and the field, and adds nothing.
+    let out = server
+        .cli(&["fn", "trigger", "add", "onupload", "--bucket", "up"])
+        .await;
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("invalid bucket name \"up\""), "{out}");
+    assert!(out.stderr.contains("field bucket"), "{out}");
+    let triggers = server
+        .api_ok("/v1/namespaces/default/functions/onupload/triggers")
+        .await;
+    assert_eq!(triggers["triggers"], json!([]), "{triggers}");
     server
         .cli_ok(&[
             "fn", "trigger", "add", "onupload", "--bucket", "uploads", "--events", "created",
