@@ -186,6 +186,27 @@ GREETING = "howdy"
     assert_eq!(spec["concurrency"], 20, "{version}");
     assert_eq!(spec["timeout_secs"], 60, "{version}");
     assert_eq!(spec["env"]["GREETING"], "howdy", "{version}");
+
+    // A [gateway] table the server would refuse is refused before the version is deployed.
+    let good = std::fs::read_to_string(dir.join("nimbus.toml")).expect("read nimbus.toml");
+    for (table, code) in [
+        ("rate_per_ip = \"lots\"", "invalid_rate"),
+        ("access = [\"deny pth=/admin\"]", "invalid_access_rule"),
+        ("lb = \"fastest\"", "invalid_lb"),
+    ] {
+        write_file(&dir, "bad.toml", &format!("{good}\n[gateway]\n{table}\n"));
+        let out = server.cli_in(&dir, &["deploy", "-f", "bad.toml"]).await;
+        assert!(!out.success(), "{table}: {out}");
+        assert!(out.stderr.contains(code), "{table}: {out}");
+    }
+    let versions = server
+        .api_ok("/v1/namespaces/staging/services/tomlsvc/versions")
+        .await;
+    assert_eq!(
+        versions["versions"].as_array().map(Vec::len),
+        Some(1),
+        "no version from the refused files: {versions}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

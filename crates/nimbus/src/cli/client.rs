@@ -58,6 +58,21 @@ impl From<nimbus_model::ModelError> for ApiError {
     }
 }
 
+/// A gateway policy the CLI compiled itself, refused as the API would refuse it.
+impl From<nimbus_gateway::policy::PolicyError> for ApiError {
+    fn from(e: nimbus_gateway::policy::PolicyError) -> Self {
+        let (code, field, message) = (e.code(), e.field(), e.to_string());
+        let body = json!({"error": {"code": code, "message": message, "field": field}});
+        Self {
+            status: None,
+            code: code.to_string(),
+            message,
+            field: Some(field.to_string()),
+            body,
+        }
+    }
+}
+
 impl ApiError {
     /// Reads an error answer. A body in the documented shape is taken as-is; anything else (a
     /// proxy's HTML page, an empty body) becomes `http_STATUS` with a short excerpt.

@@ -283,8 +283,13 @@ impl DeployPlan {
                 check.resolve()?;
             }
         }
+        // Checked in full (compiled as the server compiles it) before anything is deployed:
+        // the policy is set after the version is created, and a refusal then would leave the
+        // version deployed without it.
         if let Some(gateway) = &file.gateway {
             gateway.validate()?;
+            nimbus_gateway::ServicePolicy::compile(gateway)
+                .map_err(|e| CliError::Rejected(e.into()))?;
         }
         Ok(Self {
             namespace,
