@@ -468,6 +468,23 @@ async fn timer_and_storage_triggers_deliver_cloudevents() {
             "fn", "trigger", "add", "onupload", "--bucket", "uploads", "--events", "created",
         ])
         .await;
+    let shown = server.cli_ok(&["fn", "show", "onupload"]).await;
+    assert!(
+        shown
+            .stdout
+            .contains("storage, bucket uploads, events created"),
+        "{shown}"
+    );
+    assert!(shown.stdout.contains("handler index.main"), "{shown}");
+    let shown = server
+        .cli_ok(&["-o", "json", "fn", "show", "onupload"])
+        .await
+        .json();
+    assert_eq!(
+        shown["triggers"].as_array().map(Vec::len),
+        Some(1),
+        "{shown}"
+    );
     let key = server
         .cli_ok(&["-o", "json", "keys", "create"])
         .await

@@ -253,7 +253,10 @@ pub async fn run(ctx: &Ctx, cmd: FnCmd) -> Result<(), CliError> {
         }
         FnCmd::Show { name } => {
             let answer = ctx.client.get(&path(&base(&name)), &[]).await?;
-            print_json(&answer)?;
+            if ctx.json() {
+                return print_json(&answer);
+            }
+            out!("{}", function_text(&answer));
         }
         FnCmd::Delete { name } => {
             let answer = ctx.client.delete(&path(&base(&name))).await?;
@@ -394,4 +397,118 @@ pub async fn run(ctx: &Ctx, cmd: FnCmd) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// `nimbus fn show`: the function's settings, where its traffic goes, its aliases and triggers.
+fn function_text(f: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let split = |split: &Value| {
+        split
+            .as_array()
+            .map(|parts| {
+                parts
+                    .iter()
+                    .map(|p| format!("{}={}%", text(&p["version"]), p["percent"]))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    let spec = &f["function"];
+    let versions: Vec<String> = f["versions"]
+        .as_array()
+        .map(|vs| vs.iter().map(text).collect())
+        .unwrap_or_default();
+    let mut out = format!(
+        "{name} ({namespace})\n  runtime  {runtime}, handler {handler}, memory {memory}Mi, timeout {timeout}ms\n  code     {code}\n  versions {versions}\n  traffic  {traffic}\n",
+        name = text(&f["name"]),
+        namespace = text(&f["namespace"]),
+        runtime = text(&spec["runtime"]),
+        handler = text(&spec["handler"]),
+        memory = spec["memory_mb"],
+        timeout = spec["timeout_ms"],
+        code = text(&spec["code_dir"]),
+        versions = versions.join(", "),
+        traffic = split(&f["traffic"]),
+    );
+    let aliases = f["aliases"].as_array().cloned().unwrap_or_default();
+    if aliases.is_empty() {
+        out.push_str("  aliases  none\n");
+    }
+    for (i, alias) in aliases.iter().enumerate() {
+        let label = if i == 0 { "aliases" } else { "" };
+        out.push_str(&format!(
+            "  {label:<8} {} = {}\n",
+            text(&alias["name"]),
+            split(&alias["split"])
+        ));
+    }
+    let triggers = f["triggers"].as_array().cloned().unwrap_or_default();
+    if triggers.is_empty() {
+        out.push_str("  triggers none\n");
+    }
+    for (i, trigger) in triggers.iter().enumerate() {
+        let label = if i == 0 { "triggers" } else { "" };
+        let what = match trigger["kind"].as_str() {
+            Some("timer") => format!("timer, cron {}", text(&trigger["cron"])),
+            _ => {
+                let prefix = trigger["prefix"]
+                    .as_str()
+                    .map(|p| format!(", prefix {p}"))
+                    .unwrap_or_default();
+                format!(
+                    "storage, bucket {}, events {}{prefix}",
+                    text(&trigger["bucket"]),
+                    text(&trigger["events"])
+                )
+            }
+        };
+        out.push_str(&format!("  {label:<8} {}: {what}\n", trigger["id"]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_text() {
+        let bare = json!({
+            "name": "echo", "namespace": "default", "versions": ["v1"],
+            "function": {"runtime": "python3", "handler": "index.main", "memory_mb": 128,
+                         "timeout_ms": 3000, "code_dir": "/src/echo"},
+            "traffic": [{"version": "v1", "percent": 100}], "aliases": [], "triggers": []
+        });
+        assert_eq!(
+            function_text(&bare),
+            "echo (default)\n  runtime  python3, handler index.main, memory 128Mi, timeout 3000ms\n  code     /src/echo\n  versions v1\n  traffic  v1=100%\n  aliases  none\n  triggers none\n"
+        );
+        let full = json!({
+            "name": "lg", "namespace": "default", "versions": ["v1", "v2"],
+            "function": {"runtime": "python3", "handler": "index.main", "memory_mb": 256,
+                         "timeout_ms": 3000, "code_dir": "/src/lg"},
+            "traffic": [{"version": "v2", "percent": 100}],
+            "aliases": [{"name": "live", "split": [{"version": "v1", "percent": 90},
+                                                   {"version": "v2", "percent": 10}]}],
+            "triggers": [
+                {"id": 1, "kind": "timer", "cron": "0 * * * *"},
+                {"id": 2, "kind": "storage", "bucket": "inbox", "events": "created", "prefix": "in/"},
+                {"id": 3, "kind": "storage", "bucket": "inbox", "events": "deleted", "prefix": null}
+            ]
+        });
+        let text = function_text(&full);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[3..],
+            [
+                "  versions v1, v2",
+                "  traffic  v2=100%",
+                "  aliases  live = v1=90%, v2=10%",
+                "  triggers 1: timer, cron 0 * * * *",
+                "           2: storage, bucket inbox, events created, prefix in/",
+                "           3: storage, bucket inbox, events deleted",
+            ]
+        );
+    }
 }
