@@ -485,6 +485,13 @@ async fn timer_and_storage_triggers_deliver_cloudevents() {
         Some(1),
         "{shown}"
     );
+    let listed = server.cli_ok(&["fn", "trigger", "list", "onupload"]).await;
+    assert!(
+        listed
+            .stdout
+            .contains("storage, bucket uploads, events created"),
+        "{listed}"
+    );
     let key = server
         .cli_ok(&["-o", "json", "keys", "create"])
         .await

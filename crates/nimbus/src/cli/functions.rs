@@ -383,7 +383,22 @@ pub async fn run(ctx: &Ctx, cmd: FnCmd) -> Result<(), CliError> {
             let mut parts = base(&name);
             parts.push("triggers".into());
             let answer = ctx.client.get(&path(&parts), &[]).await?;
-            print_json(&answer)?;
+            if ctx.json() {
+                return print_json(&answer);
+            }
+            let rows: Vec<Vec<String>> = answer["triggers"]
+                .as_array()
+                .map(|ts| {
+                    ts.iter()
+                        .map(|t| vec![t["id"].to_string(), trigger_text(t)])
+                        .collect()
+                })
+                .unwrap_or_default();
+            if rows.is_empty() {
+                outln!("No triggers. Add one: nimbus fn trigger add {name} --cron \"*/5 * * * *\" (or --bucket NAME)");
+            } else {
+                out!("{}", table::render(&["ID", "TRIGGER"], &rows));
+            }
         }
         FnCmd::Trigger(TriggerCmd::Remove { name, id }) => {
             let mut parts = base(&name);
@@ -449,23 +464,32 @@ fn function_text(f: &Value) -> String {
     }
     for (i, trigger) in triggers.iter().enumerate() {
         let label = if i == 0 { "triggers" } else { "" };
-        let what = match trigger["kind"].as_str() {
-            Some("timer") => format!("timer, cron {}", text(&trigger["cron"])),
-            _ => {
-                let prefix = trigger["prefix"]
-                    .as_str()
-                    .map(|p| format!(", prefix {p}"))
-                    .unwrap_or_default();
-                format!(
-                    "storage, bucket {}, events {}{prefix}",
-                    text(&trigger["bucket"]),
-                    text(&trigger["events"])
-                )
-            }
-        };
-        out.push_str(&format!("  {label:<8} {}: {what}\n", trigger["id"]));
+        out.push_str(&format!(
+            "  {label:<8} {}: {}\n",
+            trigger["id"],
+            trigger_text(trigger)
+        ));
     }
     out
+}
+
+/// One trigger in words: `timer, cron 0 * * * *` or `storage, bucket B, events E, prefix P`.
+fn trigger_text(trigger: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    match trigger["kind"].as_str() {
+        Some("timer") => format!("timer, cron {}", text(&trigger["cron"])),
+        _ => {
+            let prefix = trigger["prefix"]
+                .as_str()
+                .map(|p| format!(", prefix {p}"))
+                .unwrap_or_default();
+            format!(
+                "storage, bucket {}, events {}{prefix}",
+                text(&trigger["bucket"]),
+                text(&trigger["events"])
+            )
+        }
+    }
 }
 
 #[cfg(test)]
