@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::response::Response;
 use axum::Json;
 use futures_util::StreamExt;
@@ -26,7 +26,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::containers::{error_line, ndjson};
-use crate::error::ApiError;
+use crate::error::{ApiError, StrictQuery};
 use crate::ApiState;
 
 /// Largest build context accepted (the tar as sent).
@@ -156,7 +156,7 @@ impl Drop for Scratch {
 pub async fn start(
     State(state): State<ApiState>,
     UrlPath((ns, service)): UrlPath<(String, String)>,
-    Query(query): Query<BuildQuery>,
+    StrictQuery(query): StrictQuery<BuildQuery>,
     body: Body,
 ) -> Result<Response, ApiError> {
     validate_name("namespace", &ns)?;

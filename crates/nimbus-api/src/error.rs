@@ -1,8 +1,9 @@
 //! One error shape for every failure: `{"error": {"code", "message", "field"}}`.
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use http::request::Parts;
 use http::StatusCode;
 use nimbus_model::{ErrorKind, ModelError};
 use nimbus_store::StoreError;
@@ -125,6 +126,53 @@ where
     }
 }
 
+/// Query parameters parsed into `T`: a malformed one is a 400 `invalid_query` in the one error
+/// shape, naming the parameter (axum's own `Query` answers plain text).
+pub struct StrictQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for StrictQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::try_from_uri(&parts.uri) {
+            Ok(Query(value)) => Ok(StrictQuery(value)),
+            Err(rejection) => {
+                let text = rejection.body_text();
+                let (field, problem) = query_problem(&text);
+                Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    format!("query parameter {field} is not valid: {problem}"),
+                    Some(field),
+                ))
+            }
+        }
+    }
+}
+
+/// axum says "Failed to deserialize query string: tail: invalid digit found in string": the
+/// parameter and what is wrong with it (`query` when it names none).
+fn query_problem(text: &str) -> (&str, &str) {
+    let detail = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(text);
+    match detail.split_once(": ") {
+        Some((field, problem))
+            if !field.is_empty()
+                && field
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') =>
+        {
+            (field, problem)
+        }
+        _ => ("query", detail),
+    }
+}
+
 /// serde_json names the culprit in backticks: "unknown field `foo`", "missing field `command`".
 fn field_of_serde_error(message: &str) -> Option<String> {
     let start = message.find('`')? + 1;
@@ -155,6 +203,24 @@ mod tests {
                 *field,
                 "{message}"
             );
+        }
+    }
+
+    #[test]
+    fn query_problems() {
+        let cases = [
+            (
+                "Failed to deserialize query string: tail: invalid digit found in string",
+                ("tail", "invalid digit found in string"),
+            ),
+            (
+                "Failed to deserialize query string: unknown variant `x`, expected `a`",
+                ("query", "unknown variant `x`, expected `a`"),
+            ),
+            ("something else", ("query", "something else")),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(query_problem(text), expected, "{text}");
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::Path as FsPath;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::Json;
 use http::{HeaderMap, StatusCode};
@@ -21,7 +21,7 @@ use nimbus_store::{Deployed, NewTrigger, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, StrictJson};
+use crate::error::{ApiError, StrictJson, StrictQuery};
 use crate::ApiState;
 
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
@@ -251,7 +251,7 @@ pub struct InvokeQuery {
 pub async fn invoke(
     State(state): State<ApiState>,
     Path((ns, name)): Path<(String, String)>,
-    Query(q): Query<InvokeQuery>,
+    StrictQuery(q): StrictQuery<InvokeQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<axum::response::Response> {
@@ -360,7 +360,7 @@ pub struct InvocationsQuery {
 pub async fn list_invocations(
     State(state): State<ApiState>,
     Path((ns, name)): Path<(String, String)>,
-    Query(q): Query<InvocationsQuery>,
+    StrictQuery(q): StrictQuery<InvocationsQuery>,
 ) -> ApiResult {
     let status = match &q.status {
         Some(s) => Some(InvocationStatus::parse(s).ok_or_else(|| {

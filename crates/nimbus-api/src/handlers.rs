@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::Json;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -18,7 +18,7 @@ use nimbus_store::{Deployed, StoreError, VersionRecord};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, StrictJson};
+use crate::error::{ApiError, StrictJson, StrictQuery};
 use crate::views::Urls;
 use crate::ApiState;
 
@@ -568,7 +568,7 @@ pub struct InstanceQuery {
 
 pub async fn list_instances(
     State(state): State<ApiState>,
-    Query(q): Query<InstanceQuery>,
+    StrictQuery(q): StrictQuery<InstanceQuery>,
 ) -> ApiResult {
     let status = state.status.borrow().clone();
     let instances: Vec<_> = status
@@ -619,7 +619,10 @@ pub struct EventsQuery {
     pub after: Option<i64>,
 }
 
-pub async fn events(State(state): State<ApiState>, Query(q): Query<EventsQuery>) -> ApiResult {
+pub async fn events(
+    State(state): State<ApiState>,
+    StrictQuery(q): StrictQuery<EventsQuery>,
+) -> ApiResult {
     let events = state
         .store
         .list_events(None, q.limit.unwrap_or(100).min(1000), q.after)?;
@@ -629,7 +632,7 @@ pub async fn events(State(state): State<ApiState>, Query(q): Query<EventsQuery>)
 pub async fn service_events(
     State(state): State<ApiState>,
     Path((ns, service)): Path<(String, String)>,
-    Query(q): Query<EventsQuery>,
+    StrictQuery(q): StrictQuery<EventsQuery>,
 ) -> ApiResult {
     let events = state.store.list_events(
         Some((&ns, &service)),
@@ -663,7 +666,7 @@ const MAX_SINCE_BYTES: usize = 4 << 20;
 pub async fn logs(
     State(state): State<ApiState>,
     Path((ns, service)): Path<(String, String)>,
-    Query(q): Query<LogsQuery>,
+    StrictQuery(q): StrictQuery<LogsQuery>,
 ) -> ApiResult {
     for (field, name) in [
         ("namespace", Some(&ns)),
@@ -945,7 +948,10 @@ fn usage_json(u: &nimbus_metering::Usage) -> Value {
     })
 }
 
-pub async fn usage(State(state): State<ApiState>, Query(q): Query<UsageQuery>) -> ApiResult {
+pub async fn usage(
+    State(state): State<ApiState>,
+    StrictQuery(q): StrictQuery<UsageQuery>,
+) -> ApiResult {
     use nimbus_metering::{bill_gross, bill_month, calendar, minute_of, GroupBy, UsageFilter};
     let by = match q.by.as_deref().unwrap_or("service") {
         "service" => GroupBy::Service,

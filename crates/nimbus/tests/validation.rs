@@ -134,11 +134,16 @@ async fn bad_inputs_are_rejected_with_error_shape_and_change_nothing() {
                body: json!({"host": "x--y.nimbus.localhost", "namespace": "default", "service": "good"}), status: 400, code: Some("reserved_domain"), field: Some("host"), says: None },
         Case { label: "domain for unknown service", method: "POST", path: "/v1/domains",
                body: json!({"host": "ok.example.com", "namespace": "default", "service": "ghost"}), status: 404, code: None, field: None, says: Some("ghost") },
+        Case { label: "negative log tail", method: "GET", path: "/v1/namespaces/default/services/good/logs?tail=-1",
+               body: Value::Null, status: 400, code: Some("invalid_query"), field: Some("tail"), says: Some("invalid digit") },
+        Case { label: "events limit not a number", method: "GET", path: "/v1/namespaces/default/services/good/events?limit=many",
+               body: Value::Null, status: 400, code: Some("invalid_query"), field: Some("limit"), says: None },
     ];
 
     let mut failures = Vec::new();
     for case in &cases {
         let (status, body) = match case.method {
+            "GET" => server.api_get(case.path).await,
             "POST" => server.api_post(case.path, &case.body).await,
             "PUT" => server.api_put(case.path, &case.body).await,
             "DELETE" => server.api_delete(case.path).await,
