@@ -53,6 +53,16 @@ pub async fn not_found() -> ApiError {
     )
 }
 
+/// A route that exists, asked with a method it does not take (axum's own 405 has no body).
+pub async fn method_not_allowed(method: http::Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route does not take {method}; see GET /v1/openapi.json"),
+        Some("method"),
+    )
+}
+
 pub async fn list_namespaces(State(state): State<ApiState>) -> ApiResult {
     Ok(Json(json!({"namespaces": state.store.list_namespaces()?})))
 }

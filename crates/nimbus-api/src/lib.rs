@@ -293,6 +293,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(nimbus_console::routes())
         .merge(protected)
         .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state)
 }
 

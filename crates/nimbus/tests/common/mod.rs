@@ -460,7 +460,7 @@ impl Server {
 
     // === REST API ===
 
-    async fn api_call(
+    pub async fn api_call(
         &self,
         method: reqwest::Method,
         path: &str,
