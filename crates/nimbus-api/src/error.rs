@@ -106,12 +106,13 @@ where
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_body",
-                    e.body_text(),
-                    Some("body"),
-                )
+                // Over the API's body limit is 413, as the gateway answers it.
+                let (status, code) = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+                } else {
+                    (StatusCode::BAD_REQUEST, "invalid_body")
+                };
+                ApiError::new(status, code, e.body_text(), Some("body"))
             })?;
         serde_json::from_slice(&bytes).map(StrictJson).map_err(|e| {
             let message = e.to_string();
