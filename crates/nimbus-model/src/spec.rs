@@ -330,24 +330,127 @@ fn validate_mount_path(path: &str) -> Result<(), ModelError> {
     ))
 }
 
-/// An image reference the engine can look up: no spaces or control characters, at most 255.
+/// Checks an image reference as Docker parses one (`[host[:port]/]path[:tag][@digest]`; the
+/// path lowercase), so a bad one is refused with what is wrong instead of the engine's message.
 pub fn validate_image(image: &str) -> Result<(), ModelError> {
-    let reason = if image.is_empty() {
-        "must not be empty"
-    } else if image.len() > 255 {
-        "must be at most 255 characters"
-    } else if image.starts_with(['-', ':', '@', '/']) {
-        "must start with a name"
-    } else if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        "must not contain spaces"
-    } else {
-        return Ok(());
+    image_reference_problem(image).map_or(Ok(()), |reason| {
+        Err(ModelError::invalid(
+            "invalid_image",
+            "image",
+            format!("image {image:?} {reason} (e.g. nginx:1.27 or nimbus/hello:b1)"),
+        ))
+    })
+}
+
+/// What is wrong with an image reference, if anything (the grammar of Docker's `reference`
+/// package).
+fn image_reference_problem(image: &str) -> Option<String> {
+    if image.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if image.len() > 255 {
+        return Some("must be at most 255 characters".into());
+    }
+    if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("must not contain spaces".into());
+    }
+    let (rest, digest) = match image.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (image, None),
     };
-    Err(ModelError::invalid(
-        "invalid_image",
-        "image",
-        format!("image {image:?} {reason} (e.g. nginx:1.27 or nimbus/hello:b1)"),
-    ))
+    if let Some(digest) = digest {
+        let valid = digest.split_once(':').is_some_and(|(algorithm, hex)| {
+            !algorithm.is_empty()
+                && algorithm
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+.-_".contains(c))
+                && hex.len() >= 32
+                && hex.chars().all(|c| c.is_ascii_hexdigit())
+        });
+        if !valid {
+            return Some(format!(
+                "has an invalid digest {digest:?} (e.g. sha256: and 64 hex digits)"
+            ));
+        }
+    }
+    // The tag follows the last ':' after the last '/' (a ':' before it is a registry port).
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    if let Some(tag) = tag {
+        let valid = tag.len() <= 128
+            && tag
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !valid {
+            return Some(format!(
+                "has an invalid tag {tag:?} (letters, digits, '_', '.' and '-', at most 128)"
+            ));
+        }
+    }
+    // A first component with '.' or ':', `localhost`, or capitals is a registry host.
+    let mut components: Vec<&str> = name.split('/').collect();
+    if components.len() > 1 {
+        let first = components[0];
+        if first.contains(['.', ':']) || first == "localhost" || first != first.to_lowercase() {
+            components.remove(0);
+            let (host, port) = first.split_once(':').unwrap_or((first, ""));
+            let host_ok = !host.is_empty()
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            let port_ok = !first.contains(':')
+                || (!port.is_empty() && port.chars().all(|c| c.is_ascii_digit()));
+            if !host_ok || !port_ok {
+                return Some(format!("has an invalid registry {first:?}"));
+            }
+        }
+    }
+    for component in components {
+        if let Some(c) = component.chars().find(char::is_ascii_uppercase) {
+            return Some(format!("must be lowercase before its tag (found '{c}')"));
+        }
+        let valid = valid_path_component(component);
+        if !valid {
+            return Some(format!(
+                "has an invalid name part {component:?} (lowercase letters and digits, \
+                 separated by '.', '_' or '-')"
+            ));
+        }
+    }
+    None
+}
+
+/// `[a-z0-9]+` runs joined by one separator each: `.`, `_`, `__` or any number of `-`.
+fn valid_path_component(component: &str) -> bool {
+    let mut separator = String::new();
+    let mut seen_alphanumeric = false;
+    for c in component.chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            let joined = separator.is_empty()
+                || matches!(separator.as_str(), "." | "_" | "__")
+                || separator.chars().all(|s| s == '-');
+            if !joined {
+                return false;
+            }
+            separator.clear();
+            seen_alphanumeric = true;
+        } else if "._-".contains(c) && seen_alphanumeric {
+            separator.push(c);
+        } else {
+            return false;
+        }
+    }
+    seen_alphanumeric && separator.is_empty()
 }
 
 /// "cpu is not supported by the process runtime" for a field only containers have.
@@ -1584,6 +1687,48 @@ mod tests {
                 "{case}"
             );
             assert!(e.message.contains(message), "{case}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn image_references() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("nginx", None),
+            ("nginx:1.27", None),
+            ("library/nginx:1.27-alpine", None),
+            ("nimbus/default/web:b3", None),
+            ("localhost:5000/a/b:1", None),
+            ("registry.example.com/team/app_v2:latest", None),
+            ("my-registry.local:8443/x/y", None),
+            ("a__b/c--d/e.f", None),
+            (
+                "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                None,
+            ),
+            ("Registry.Example.com/app", None), // capitals in a registry host are allowed
+            ("UPPER:case", Some("lowercase before its tag (found 'U')")),
+            ("team/MyApp", Some("lowercase before its tag (found 'M')")),
+            ("nginx:", Some("invalid tag \"\"")),
+            ("nginx:-1", Some("invalid tag")),
+            ("nginx:a/b", Some("invalid registry \"nginx:a\"")),
+            ("-rm", Some("invalid name part")),
+            ("a..b", Some("invalid name part")),
+            ("a___b", Some("invalid name part")),
+            ("a/", Some("invalid name part \"\"")),
+            ("app.", Some("invalid name part")),
+            ("localhost:port/a", Some("invalid registry")),
+            ("bad_host.com/a", Some("invalid registry")),
+            ("busybox@sha256:abc", Some("invalid digest")),
+            ("a b", Some("spaces")),
+            ("", Some("empty")),
+        ];
+        for (image, want) in cases {
+            let got = image_reference_problem(image);
+            match (want, &got) {
+                (None, None) => {}
+                (Some(want), Some(got)) if got.contains(want) => {}
+                _ => panic!("{image:?}: got {got:?}, want {want:?}"),
+            }
         }
     }
 }

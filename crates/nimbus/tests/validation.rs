@@ -136,6 +136,8 @@ async fn bad_inputs_are_rejected_with_error_shape_and_change_nothing() {
                body: json!({"host": "ok.example.com", "namespace": "default", "service": "ghost"}), status: 404, code: None, field: None, says: Some("ghost") },
         Case { label: "negative log tail", method: "GET", path: "/v1/namespaces/default/services/good/logs?tail=-1",
                body: Value::Null, status: 400, code: Some("invalid_query"), field: Some("tail"), says: Some("invalid digit") },
+        Case { label: "an image name with capitals", method: "POST", path: versions,
+               body: json!({"image": "Team/App:1"}), status: 400, code: Some("invalid_image"), field: Some("image"), says: Some("lowercase") },
         Case { label: "a body over the API's limit", method: "POST", path: versions,
                body: json!({"command": "x".repeat(3 << 20)}), status: 413, code: Some("body_too_large"), field: Some("body"), says: None },
         Case { label: "a method the route does not take", method: "PATCH", path: "/v1/namespaces/default/services/good",
