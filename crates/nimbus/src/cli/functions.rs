@@ -446,31 +446,38 @@ fn function_text(f: &Value) -> String {
         versions = versions.join(", "),
         traffic = split(&f["traffic"]),
     );
-    let aliases = f["aliases"].as_array().cloned().unwrap_or_default();
-    if aliases.is_empty() {
-        out.push_str("  aliases  none\n");
-    }
-    for (i, alias) in aliases.iter().enumerate() {
-        let label = if i == 0 { "aliases" } else { "" };
-        out.push_str(&format!(
-            "  {label:<8} {} = {}\n",
-            text(&alias["name"]),
-            split(&alias["split"])
-        ));
-    }
-    let triggers = f["triggers"].as_array().cloned().unwrap_or_default();
-    if triggers.is_empty() {
-        out.push_str("  triggers none\n");
-    }
-    for (i, trigger) in triggers.iter().enumerate() {
-        let label = if i == 0 { "triggers" } else { "" };
-        out.push_str(&format!(
-            "  {label:<8} {}: {}\n",
-            trigger["id"],
-            trigger_text(trigger)
-        ));
-    }
+    let aliases: Vec<String> = f["aliases"]
+        .as_array()
+        .map(|aliases| {
+            aliases
+                .iter()
+                .map(|a| format!("{} = {}", text(&a["name"]), split(&a["split"])))
+                .collect()
+        })
+        .unwrap_or_default();
+    labelled(&mut out, "aliases", &aliases);
+    let triggers: Vec<String> = f["triggers"]
+        .as_array()
+        .map(|triggers| {
+            triggers
+                .iter()
+                .map(|t| format!("{}: {}", t["id"], trigger_text(t)))
+                .collect()
+        })
+        .unwrap_or_default();
+    labelled(&mut out, "triggers", &triggers);
     out
+}
+
+/// `  LABEL    first` and `           next` lines under it, or `  LABEL    none`.
+fn labelled(out: &mut String, label: &str, lines: &[String]) {
+    if lines.is_empty() {
+        out.push_str(&format!("  {label:<8} none\n"));
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let label = if i == 0 { label } else { "" };
+        out.push_str(&format!("  {label:<8} {line}\n"));
+    }
 }
 
 /// One trigger in words: `timer, cron 0 * * * *` or `storage, bucket B, events E, prefix P`.
