@@ -3,8 +3,9 @@
 //! process driver, and remembers which driver owns each instance id, so `wait`, `stop` and
 //! `log_path` go to the right one. `adopt` asks both.
 //!
-//! The container driver may be missing (Docker not installed or not running): then process
-//! instances work as before and starting a container fails with the reason it is missing.
+//! The container driver says itself when it cannot run anything (the server's is a
+//! `nimbus_docker::DockerLink`, which connects once Docker answers): process instances work
+//! regardless.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,15 +36,14 @@ pub fn owner_of(spec: &InstanceSpec) -> Owner {
 /// Dispatches to the process driver or the container driver; see the module docs.
 pub struct DriverRouter {
     process: Arc<dyn Driver>,
-    /// `Err` says why containers cannot run here (shown when one is started).
-    container: Result<Arc<dyn Driver>, String>,
+    container: Arc<dyn Driver>,
     owners: Mutex<HashMap<String, Owner>>,
 }
 
 // === impl DriverRouter ===
 
 impl DriverRouter {
-    pub fn new(process: Arc<dyn Driver>, container: Result<Arc<dyn Driver>, String>) -> Self {
+    pub fn new(process: Arc<dyn Driver>, container: Arc<dyn Driver>) -> Self {
         Self {
             process,
             container,
@@ -60,19 +60,15 @@ impl DriverRouter {
         self.owners.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn driver(&self, owner: Owner) -> Result<&Arc<dyn Driver>, DriverError> {
-        match (owner, &self.container) {
-            (Owner::Process, _) => Ok(&self.process),
-            (Owner::Container, Ok(driver)) => Ok(driver),
-            (Owner::Container, Err(reason)) => Err(DriverError::Unavailable {
-                runtime: "container",
-                reason: reason.clone(),
-            }),
+    fn driver(&self, owner: Owner) -> &Arc<dyn Driver> {
+        match owner {
+            Owner::Process => &self.process,
+            Owner::Container => &self.container,
         }
     }
 
     fn driver_of(&self, id: &str) -> Option<&Arc<dyn Driver>> {
-        self.owner(id).and_then(|owner| self.driver(owner).ok())
+        self.owner(id).map(|owner| self.driver(owner))
     }
 }
 
@@ -84,7 +80,7 @@ impl Driver for DriverRouter {
 
     async fn start(&self, spec: &InstanceSpec) -> Result<InstanceInfo, DriverError> {
         let owner = owner_of(spec);
-        let info = self.driver(owner)?.start(spec).await?;
+        let info = self.driver(owner).start(spec).await?;
         self.owners().insert(info.id.clone(), owner);
         Ok(info)
     }
@@ -111,16 +107,14 @@ impl Driver for DriverRouter {
             .iter()
             .map(|i| (i.id.clone(), Owner::Process))
             .collect();
-        if let Ok(container) = &self.container {
-            // A failure here must not keep process instances from coming back.
-            match container.adopt().await {
-                Ok(infos) => {
-                    owners.extend(infos.iter().map(|i| (i.id.clone(), Owner::Container)));
-                    adopted.extend(infos);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "Could not adopt the containers of the previous run.")
-                }
+        // A failure here must not keep process instances from coming back.
+        match self.container.adopt().await {
+            Ok(infos) => {
+                owners.extend(infos.iter().map(|i| (i.id.clone(), Owner::Container)));
+                adopted.extend(infos);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Could not adopt the containers of the previous run.")
             }
         }
         self.owners().extend(owners);

@@ -100,7 +100,7 @@ fn runtime_choice() {
 #[tokio::test]
 async fn dispatches_by_owner() {
     let (process, docker) = (fake("process", &[]), fake("docker", &[]));
-    let router = DriverRouter::new(process.clone(), Ok(docker.clone()));
+    let router = DriverRouter::new(process.clone(), docker.clone());
     router.start(&spec("p1", None)).await.unwrap();
     router.start(&spec("c1", Some("img"))).await.unwrap();
     assert_eq!(router.owner("p1"), Some(Owner::Process));
@@ -126,28 +126,10 @@ async fn dispatches_by_owner() {
 }
 
 #[tokio::test]
-async fn without_docker_processes_still_run() {
-    let process = fake("process", &["p-old"]);
-    let router = DriverRouter::new(
-        process.clone(),
-        Err("Docker is not running: start it with `dockerd`".into()),
-    );
-    router.start(&spec("p1", None)).await.unwrap();
-    let error = router.start(&spec("c1", Some("img"))).await.unwrap_err();
-    assert!(
-        error.to_string().contains("start it with `dockerd`"),
-        "{error}"
-    );
-    assert_eq!(router.owner("c1"), None);
-    let adopted = router.adopt().await.unwrap();
-    assert_eq!(adopted.len(), 1);
-}
-
-#[tokio::test]
 async fn adopts_from_both_and_remembers_owners() {
     let process = fake("process", &["p-old"]);
     let docker = fake("docker", &["c-old1", "c-old2"]);
-    let router = DriverRouter::new(process.clone(), Ok(docker.clone()));
+    let router = DriverRouter::new(process.clone(), docker.clone());
     let mut ids: Vec<String> = router
         .adopt()
         .await
@@ -167,6 +149,6 @@ async fn adopts_from_both_and_remembers_owners() {
         fail_adopt: true,
         calls: Mutex::new(Vec::new()),
     });
-    let router = DriverRouter::new(fake("process", &["p-old"]), Ok(broken));
+    let router = DriverRouter::new(fake("process", &["p-old"]), broken);
     assert_eq!(router.adopt().await.unwrap().len(), 1);
 }

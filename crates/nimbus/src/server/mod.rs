@@ -228,8 +228,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let docker = Arc::new(DockerLink::connect(&data).await);
     nimbus_api::builds::recover(&data.join("builds"));
     let containers = Containers::Available(Arc::new(containers::DockerEngine(docker.clone())));
-    let driver: Arc<dyn Driver> =
-        Arc::new(DriverRouter::new(process, Ok(docker as Arc<dyn Driver>)));
+    let driver: Arc<dyn Driver> = Arc::new(DriverRouter::new(process, docker as Arc<dyn Driver>));
     if !(args.meter_interval.is_finite() && (0.1..=3600.0).contains(&args.meter_interval)) {
         anyhow::bail!(
             "--meter-interval must be between 0.1 and 3600 seconds, not {}",
