@@ -614,6 +614,8 @@ async function loadFunctions() {
         `${f.function.memory_mb} MiB`,
         `${formatNumber(f.function.timeout_ms / 1000)} s`,
         String(f.versions.length),
+        (f.aliases || []).map((a) => `${a.name}: ${trafficSummary(a.split)}`).join("; ") || "none",
+        (f.triggers || []).map(describeTrigger).join("; ") || "none",
         el("button", { type: "button", className: "secondary", onclick: () => pickFunction(f.name) }, "Invoke…"),
       ],
       { "data-testid": `function-row-${f.name}` },
@@ -621,6 +623,12 @@ async function loadFunctions() {
   );
   fillRows($("functions-rows"), rows, "No functions yet: deploy one with `nimbus fn deploy`.");
   $("invoke-function").replaceChildren(...functions.map((f) => el("option", { value: f.name }, f.name)));
+}
+
+// `timer 0 * * * *` or `bucket inbox: created under in/`.
+function describeTrigger(t) {
+  if (t.kind === "timer") return `timer ${t.cron}`;
+  return `bucket ${t.bucket}: ${t.events}${t.prefix ? ` under ${t.prefix}` : ""}`;
 }
 
 function pickFunction(name) {

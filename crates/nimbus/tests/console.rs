@@ -190,6 +190,9 @@ async fn console_in_a_real_browser() {
             &code_text,
         ])
         .await;
+    server
+        .cli_ok(&["fn", "trigger", "add", "echo", "--cron", "0 9 * * 1-5"])
+        .await;
 
     // Requests the Usage view must show (and price).
     for _ in 0..3 {

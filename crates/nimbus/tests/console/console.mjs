@@ -7,7 +7,7 @@
 //
 // Expects services `web` (at least 3 metered requests) and `scratch`, each with versions v1 and v2
 // (v2 taking the traffic), and python function `echo` (returns {"echo": event}, raises ValueError for
-// {"fail": ...}).
+// {"fail": ...}; a timer trigger "0 9 * * 1-5").
 // Prints one JSON summary line on stdout; exits non-zero when a check fails.
 
 import { mkdtempSync, rmSync } from "node:fs";
@@ -205,6 +205,7 @@ try {
   step("functions: list and invoke");
   await page.getByTestId("nav-functions").click();
   await waitForText(page.getByTestId("function-row-echo"), "python3", "echo's row");
+  await waitForText(page.getByTestId("function-row-echo"), "timer 0 9 * * 1-5", "echo's timer trigger");
   await page.locator("#invoke-function").selectOption("echo");
   await page.locator("#invoke-payload").fill("{not json");
   await page.locator("#invoke-button").click();
